@@ -1,0 +1,99 @@
+//! Admin endpoints (admin users only) and `/metrics`.
+
+use super::ApiError;
+use crate::auth::Caller;
+use crate::protocol::close;
+use crate::quote::format_ts;
+use crate::startup::AppState;
+use crate::supervisor::{ListWorkers, RefreshWorker};
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+pub async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let up = &state.upstream;
+    Ok(HttpResponse::Ok().json(json!({
+        "sessions": state.sessions.len(),
+        "workers": state.metrics.workers.get(),
+        "watched_symbols": state.watchers.union().len(),
+        "upstream": {
+            "provider": state.provider,
+            "requests": up.requests.load(Ordering::Relaxed),
+            "errors": up.errors.load(Ordering::Relaxed),
+            "rate_limited": up.rate_limited.load(Ordering::Relaxed),
+            "cycles": up.cycles.load(Ordering::Relaxed),
+            "last_success_at": up.last_success_at().map(format_ts),
+        },
+        "uptime_s": state.started.elapsed().as_secs(),
+    })))
+}
+
+pub async fn workers(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let infos = state
+        .supervisor
+        .send(ListWorkers)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("supervisor unavailable: {e}")))?;
+    Ok(HttpResponse::Ok().json(infos))
+}
+
+pub async fn sessions(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(state.sessions.list()))
+}
+
+/// Closes one session with 1008.
+pub async fn kick(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    if state
+        .sessions
+        .close(path.into_inner(), close::POLICY, "kicked by an admin")
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound("no such session".into()))
+    }
+}
+
+/// Makes a worker's symbols be fetched now.
+pub async fn refresh(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let found = state
+        .supervisor
+        .send(RefreshWorker {
+            watchlist_id: path.into_inner(),
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("supervisor unavailable: {e}")))?;
+    if found {
+        Ok(HttpResponse::Accepted().json(json!({"status": "refresh requested"})))
+    } else {
+        Err(ApiError::NotFound("no worker for this watchlist".into()))
+    }
+}
+
+/// Prometheus text format. Unauthenticated, as scrapers expect; it carries
+/// counts only, no user data.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.sessions.set(state.sessions.len() as i64);
+    state
+        .metrics
+        .watched_symbols
+        .set(state.watchers.union().len() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

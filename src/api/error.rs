@@ -1,0 +1,118 @@
+//! The API layer's one error type and its one mapping to HTTP: every error
+//! answers `{"error":{"code","message"}}` with the fitting status. actix's own
+//! extractor failures are routed here too (see [`super::json_config`] and
+//! friends), so no client mistake is answered in plain text.
+
+use crate::db::DbError;
+use crate::domain::DomainError;
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    TooManySessions(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Duplicate(_) => "duplicate",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Invalid(_) => "invalid_value",
+            ApiError::LimitExceeded(_) => "limit_exceeded",
+            ApiError::TooManySessions(_) => "too_many_sessions",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
+            // Internal details go to the log, not to the client.
+            ApiError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        json!({"error": {"code": self.code(), "message": message}})
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Duplicate(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Invalid(_) | ApiError::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(detail) = self {
+            log::error!("internal error: {detail}");
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(self.body())
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::NotFound => ApiError::NotFound("not found".into()),
+            DbError::Missing(thing) => ApiError::NotFound(format!("no such {thing}")),
+            DbError::Forbidden => ApiError::Forbidden("not allowed".into()),
+            DbError::Duplicate => ApiError::Duplicate("already exists".into()),
+            DbError::LimitExceeded(m) => ApiError::LimitExceeded(m),
+            DbError::Pool(m) => ApiError::Unavailable(format!("database unavailable: {m}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

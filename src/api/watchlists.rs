@@ -1,0 +1,422 @@
+//! Watchlist and item CRUD. Reads: the owner, or anyone signed in when the
+//! watchlist is public. Writes: the owner only. Every change is passed on to
+//! the live sessions through the supervisor.
+
+use super::ApiError;
+use crate::auth::Caller;
+use crate::db::models::{Item, Watchlist};
+use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
+use crate::db::{from_micros, DbConn, DbError};
+use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
+use crate::quote::format_ts;
+use crate::startup::AppState;
+use crate::supervisor::{WatchlistChanged, WatchlistDeleted};
+use crate::worker::ItemView;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::HashSet;
+
+#[derive(Serialize)]
+pub struct ItemOut {
+    pub symbol: String,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub memo: String,
+    pub position: i64,
+    pub added_at: String,
+}
+
+impl From<Item> for ItemOut {
+    fn from(i: Item) -> Self {
+        Self {
+            symbol: i.symbol,
+            quantity: i.quantity,
+            purchase_price: i.purchase_price,
+            memo: i.memo,
+            position: i.position,
+            added_at: format_ts(from_micros(i.added_at)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct WatchlistOut {
+    pub id: i64,
+    pub owner_id: i64,
+    pub name: String,
+    pub description: String,
+    pub is_public: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub items: Vec<ItemOut>,
+}
+
+impl WatchlistOut {
+    fn new(w: Watchlist, items: Vec<Item>) -> Self {
+        Self {
+            id: w.id,
+            owner_id: w.owner_id,
+            name: w.name,
+            description: w.description,
+            is_public: w.is_public,
+            created_at: format_ts(from_micros(w.created_at)),
+            updated_at: format_ts(from_micros(w.updated_at)),
+            items: items.into_iter().map(ItemOut::from).collect(),
+        }
+    }
+}
+
+/// An item as a client sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemIn {
+    symbol: String,
+    quantity: Option<f64>,
+    purchase_price: Option<f64>,
+    memo: Option<String>,
+}
+
+impl ItemIn {
+    fn parse(self) -> Result<ItemInput, ApiError> {
+        Ok(ItemInput {
+            symbol: Symbol::parse(&self.symbol)?.to_string(),
+            quantity: self
+                .quantity
+                .map(Quantity::parse)
+                .transpose()?
+                .map(Quantity::get),
+            purchase_price: self
+                .purchase_price
+                .map(Price::parse)
+                .transpose()?
+                .map(Price::get),
+            memo: Memo::parse("memo", self.memo.as_deref().unwrap_or(""))?.into_inner(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWatchlist {
+    name: String,
+    description: Option<String>,
+    is_public: Option<bool>,
+    items: Option<Vec<ItemIn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWatchlist {
+    name: Option<String>,
+    description: Option<String>,
+    is_public: Option<bool>,
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+fn explicit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    Option::<f64>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchItem {
+    #[serde(default, deserialize_with = "explicit")]
+    quantity: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "explicit")]
+    purchase_price: Option<Option<f64>>,
+    memo: Option<String>,
+}
+
+enum Access {
+    Read,
+    Write,
+}
+
+/// Loads a watchlist the caller may use in this way.
+fn load_for(c: &mut DbConn, id: i64, caller_id: i64, access: Access) -> Result<Watchlist, DbError> {
+    let w = repo::get_watchlist(c, id).map_err(|e| match e {
+        DbError::NotFound => DbError::Missing("watchlist"),
+        other => other,
+    })?;
+    let allowed = w.owner_id == caller_id || (w.is_public && matches!(access, Access::Read));
+    if !allowed {
+        return Err(DbError::Forbidden);
+    }
+    Ok(w)
+}
+
+fn not_found(what: &str) -> impl Fn(DbError) -> ApiError + '_ {
+    move |e| match e {
+        DbError::NotFound => ApiError::NotFound(format!("no such {what}")),
+        DbError::Missing(thing) => ApiError::NotFound(format!("no such {thing}")),
+        DbError::Forbidden => ApiError::Forbidden("this watchlist is not yours".into()),
+        DbError::Duplicate if what == "item" => {
+            ApiError::Duplicate("symbol already in this watchlist".into())
+        }
+        DbError::Duplicate => {
+            ApiError::Duplicate("you already have a watchlist with this name".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Tells live sessions of a watchlist about its new items.
+fn notify_changed(state: &AppState, watchlist_id: i64, items: &[Item]) {
+    state.supervisor.do_send(WatchlistChanged {
+        watchlist_id,
+        items: items.iter().filter_map(ItemView::from_row).collect(),
+    });
+}
+
+pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let owner = caller.user.id;
+    let out = state
+        .db
+        .run(move |c| {
+            let lists = repo::list_watchlists(c, owner)?;
+            lists
+                .into_iter()
+                .map(|w| {
+                    let items = repo::get_items(c, w.id)?;
+                    Ok(WatchlistOut::new(w, items))
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn create(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<CreateWatchlist>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let name = WatchlistName::parse(&body.name)?;
+    let description = Description::parse("description", body.description.as_deref().unwrap_or(""))?;
+    let items: Vec<ItemInput> = body
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(ItemIn::parse)
+        .collect::<Result<_, _>>()?;
+    let mut seen = HashSet::new();
+    if let Some(dup) = items.iter().find(|i| !seen.insert(i.symbol.clone())) {
+        return Err(ApiError::Duplicate(format!(
+            "symbol {} appears twice",
+            dup.symbol
+        )));
+    }
+    let limits = state.settings.limits.clone();
+    let owner = caller.user.id;
+    let is_public = body.is_public.unwrap_or(false);
+    let out = state
+        .db
+        .run(move |c| {
+            let w = repo::create_watchlist(
+                c,
+                owner,
+                name.as_str(),
+                &description.into_inner(),
+                is_public,
+                &items,
+                limits.max_watchlists_per_user,
+                limits.max_items_per_watchlist,
+            )?;
+            let items = repo::get_items(c, w.id)?;
+            Ok(WatchlistOut::new(w, items))
+        })
+        .await
+        .map_err(not_found("watchlist"))?;
+    Ok(HttpResponse::Created().json(out))
+}
+
+pub async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let me = caller.user.id;
+    let out = state
+        .db
+        .run(move |c| {
+            let w = load_for(c, id, me, Access::Read)?;
+            let items = repo::get_items(c, id)?;
+            Ok(WatchlistOut::new(w, items))
+        })
+        .await
+        .map_err(not_found("watchlist"))?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn update(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Json<UpdateWatchlist>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let body = body.into_inner();
+    let patch = WatchlistPatch {
+        name: body
+            .name
+            .as_deref()
+            .map(WatchlistName::parse)
+            .transpose()?
+            .map(String::from),
+        description: body
+            .description
+            .as_deref()
+            .map(|d| Description::parse("description", d))
+            .transpose()?
+            .map(|d| d.into_inner()),
+        is_public: body.is_public,
+        updated_at: None,
+    };
+    let me = caller.user.id;
+    let out = state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Write)?;
+            let w = repo::update_watchlist(c, id, patch)?;
+            let items = repo::get_items(c, id)?;
+            Ok(WatchlistOut::new(w, items))
+        })
+        .await
+        .map_err(not_found("watchlist"))?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+pub async fn delete(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let me = caller.user.id;
+    state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Write)?;
+            repo::delete_watchlist(c, id)
+        })
+        .await
+        .map_err(not_found("watchlist"))?;
+    state
+        .supervisor
+        .do_send(WatchlistDeleted { watchlist_id: id });
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub async fn list_items(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let me = caller.user.id;
+    let items = state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Read)?;
+            repo::get_items(c, id)
+        })
+        .await
+        .map_err(not_found("watchlist"))?;
+    Ok(HttpResponse::Ok().json(items.into_iter().map(ItemOut::from).collect::<Vec<_>>()))
+}
+
+pub async fn add_item(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    body: web::Json<ItemIn>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let item = body.into_inner().parse()?;
+    let me = caller.user.id;
+    let max = state.settings.limits.max_items_per_watchlist;
+    let (added, all) = state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Write)?;
+            let added = repo::add_item(c, id, &item, max)?;
+            Ok((added, repo::get_items(c, id)?))
+        })
+        .await
+        .map_err(not_found("item"))?;
+    notify_changed(&state, id, &all);
+    Ok(HttpResponse::Created().json(ItemOut::from(added)))
+}
+
+/// The symbol of an item path; one that cannot be valid names no item.
+fn path_symbol(raw: &str) -> Result<String, ApiError> {
+    Symbol::parse(raw)
+        .map(|s| s.to_string())
+        .map_err(|_| ApiError::NotFound("no such item".into()))
+}
+
+pub async fn patch_item(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+    body: web::Json<PatchItem>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, symbol) = path.into_inner();
+    let symbol = path_symbol(&symbol)?;
+    let body = body.into_inner();
+    let patch = ItemPatch {
+        quantity: body
+            .quantity
+            .map(|q| {
+                q.map(Quantity::parse)
+                    .transpose()
+                    .map(|q| q.map(Quantity::get))
+            })
+            .transpose()?,
+        purchase_price: body
+            .purchase_price
+            .map(|p| p.map(Price::parse).transpose().map(|p| p.map(Price::get)))
+            .transpose()?,
+        memo: body
+            .memo
+            .as_deref()
+            .map(|m| Memo::parse("memo", m))
+            .transpose()?
+            .map(|m| m.into_inner()),
+    };
+    let me = caller.user.id;
+    let (item, all) = state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Write)?;
+            let item = repo::patch_item(c, id, &symbol, &patch)?;
+            Ok((item, repo::get_items(c, id)?))
+        })
+        .await
+        .map_err(not_found("item"))?;
+    notify_changed(&state, id, &all);
+    Ok(HttpResponse::Ok().json(ItemOut::from(item)))
+}
+
+pub async fn delete_item(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(i64, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, symbol) = path.into_inner();
+    let symbol = path_symbol(&symbol)?;
+    let me = caller.user.id;
+    let all = state
+        .db
+        .run(move |c| {
+            load_for(c, id, me, Access::Write)?;
+            repo::delete_item(c, id, &symbol)?;
+            repo::get_items(c, id)
+        })
+        .await
+        .map_err(not_found("item"))?;
+    notify_changed(&state, id, &all);
+    Ok(HttpResponse::NoContent().finish())
+}

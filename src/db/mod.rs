@@ -1,0 +1,255 @@
+//! The data layer: one binary for SQLite and PostgreSQL.
+//!
+//! * [`DbUrl`] parses `database.url` and picks the backend.
+//! * [`DbConn`] is a connection to either backend; [`with_conn!`] runs the same
+//!   diesel query on whichever it is, so every query in [`repo`] is written once.
+//! * [`Db`] is the pool. Its [`Db::run`] moves the work to the blocking thread
+//!   pool, so no diesel call ever blocks an actix worker or actor thread.
+//! * Migrations for both backends are embedded and run by [`Db::migrate`].
+//!
+//! Errors of this layer are [`DbError`]; the API layer maps them to HTTP once.
+
+pub mod models;
+pub mod repo;
+pub mod schema;
+
+use crate::config::ConfigError;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Errors of the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    /// A named parent row is missing (e.g. the watchlist of an item).
+    #[error("no such {0}")]
+    Missing(&'static str),
+    /// The row exists but the caller may not use it this way.
+    #[error("not allowed")]
+    Forbidden,
+    /// A unique constraint refused the write (duplicate name or symbol).
+    #[error("already exists")]
+    Duplicate,
+    #[error("database error: {0}")]
+    Query(diesel::result::Error),
+    /// A per-user or per-watchlist limit from the configuration.
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::NotFound => DbError::NotFound,
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => DbError::Duplicate,
+            other => DbError::Query(other),
+        }
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        DbError::Pool(e.to_string())
+    }
+}
+
+/// A parsed `database.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// A file path, or `:memory:`.
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        if url == "sqlite::memory:" {
+            return Ok(DbUrl::Sqlite(":memory:".into()));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(ConfigError::new(
+                    "database.url",
+                    "sqlite:// needs a file path",
+                ));
+            }
+            return Ok(DbUrl::Sqlite(path.to_owned()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url::Url::parse(url)
+                .map_err(|e| ConfigError::new("database.url", format!("unparsable URL: {e}")))?;
+            return Ok(DbUrl::Postgres(url.to_owned()));
+        }
+        Err(ConfigError::new(
+            "database.url",
+            format!("{url:?} is not sqlite://PATH, sqlite::memory: or postgres://..."),
+        ))
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DbUrl::Sqlite(_) => "sqlite",
+            DbUrl::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A connection to whichever backend the URL named.
+pub enum DbConn {
+    Sqlite(SqliteConnection),
+    Pg(PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection, once per backend,
+/// so one query text serves both.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Sqlite($c) => $body,
+            $crate::db::DbConn::Pg($c) => $body,
+        }
+    };
+}
+
+impl DbConn {
+    pub fn establish(url: &DbUrl) -> Result<Self, DbError> {
+        match url {
+            DbUrl::Sqlite(path) => {
+                if path != ":memory:" {
+                    if let Some(parent) = PathBuf::from(path).parent() {
+                        if !parent.as_os_str().is_empty() {
+                            std::fs::create_dir_all(parent).map_err(|e| {
+                                DbError::Pool(format!("cannot create {}: {e}", parent.display()))
+                            })?;
+                        }
+                    }
+                }
+                let mut c =
+                    SqliteConnection::establish(path).map_err(|e| DbError::Pool(e.to_string()))?;
+                // WAL lets readers run beside the writer; the busy timeout makes
+                // concurrent writers wait instead of failing with SQLITE_BUSY.
+                c.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                )
+                .map_err(DbError::Query)?;
+                Ok(DbConn::Sqlite(c))
+            }
+            DbUrl::Postgres(u) => Ok(DbConn::Pg(
+                PgConnection::establish(u).map_err(|e| DbError::Pool(e.to_string()))?,
+            )),
+        }
+    }
+
+    fn ping(&mut self) -> Result<(), diesel::result::Error> {
+        with_conn!(self, |c| c.batch_execute("SELECT 1"))
+    }
+}
+
+struct Manager {
+    url: DbUrl,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<DbConn, DbError> {
+        DbConn::establish(&self.url)
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), DbError> {
+        conn.ping().map_err(DbError::Query)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConn) -> bool {
+        false
+    }
+}
+
+/// The connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<Manager>,
+    backend: &'static str,
+}
+
+impl Db {
+    /// Opens the pool. An in-memory SQLite database exists once per
+    /// connection, so it gets a pool of exactly one.
+    pub fn connect(url: &str, pool_size: u32) -> Result<Self, DbError> {
+        let url = DbUrl::parse(url).map_err(|e| DbError::Pool(e.to_string()))?;
+        let size = match &url {
+            DbUrl::Sqlite(p) if p == ":memory:" => 1,
+            _ => pool_size.max(1),
+        };
+        let backend = url.backend();
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(Manager { url })?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Runs embedded migrations; returns how many were applied.
+    pub fn migrate(&self) -> Result<usize, DbError> {
+        let mut conn = self.pool.get()?;
+        let applied = match &mut *conn {
+            DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            DbConn::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+        };
+        applied.map_err(|e| DbError::Migration(e.to_string()))
+    }
+
+    /// Runs `f` with a pooled connection on the current thread. Only for code
+    /// that is already off the async threads (the CLI, `spawn_blocking`).
+    pub fn run_sync<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.run_sync(f))
+            .await
+            .map_err(|e| DbError::Pool(format!("database task failed: {e}")))?
+    }
+}
+
+/// Microseconds since the Unix epoch: the stored form of every timestamp.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The stored form back to a time.
+pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}

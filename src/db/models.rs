@@ -1,0 +1,108 @@
+//! Rows as read from the database (plain nouns) and as written (`New*`).
+
+use super::schema::*;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = api_tokens)]
+pub struct ApiToken {
+    pub id: i64,
+    pub user_id: i64,
+    pub token_hash: String,
+    pub label: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = api_tokens)]
+pub struct NewApiToken<'a> {
+    pub user_id: i64,
+    pub token_hash: &'a str,
+    pub label: Option<&'a str>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = watchlists)]
+pub struct Watchlist {
+    pub id: i64,
+    pub owner_id: i64,
+    pub name: String,
+    pub description: String,
+    pub is_public: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = watchlists)]
+pub struct NewWatchlist<'a> {
+    pub owner_id: i64,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub is_public: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = watchlist_items)]
+pub struct Item {
+    pub id: i64,
+    pub watchlist_id: i64,
+    pub symbol: String,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub memo: String,
+    pub position: i64,
+    pub added_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = watchlist_items)]
+pub struct NewItem<'a> {
+    pub watchlist_id: i64,
+    pub symbol: &'a str,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub memo: &'a str,
+    pub position: i64,
+    pub added_at: i64,
+}
+
+/// The latest known quote of one symbol, kept so that snapshots after a
+/// restart are instant.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = latest_quotes)]
+#[diesel(treat_none_as_null = true)]
+pub struct StoredQuote {
+    pub symbol: String,
+    pub is_unknown: bool,
+    pub name: Option<String>,
+    pub price: Option<f64>,
+    pub previous_close: Option<f64>,
+    pub volume: Option<i64>,
+    pub currency: Option<String>,
+    pub market_state: Option<String>,
+    pub market_time: Option<i64>,
+    pub updated_at: i64,
+}

@@ -1,0 +1,374 @@
+//! Every query of the service, written once for both backends (see
+//! [`with_conn!`](crate::with_conn)). Functions take a connection and are meant
+//! to run inside [`Db::run`](super::Db::run) or the CLI.
+
+use super::models::*;
+use super::schema::*;
+use super::{now_micros, DbConn, DbError};
+use crate::with_conn;
+use diesel::prelude::*;
+
+type Res<T> = Result<T, DbError>;
+
+// ---- users and tokens ------------------------------------------------------
+
+pub fn create_user(conn: &mut DbConn, name: &str, is_admin: bool) -> Res<User> {
+    let row = NewUser {
+        name,
+        is_admin,
+        created_at: now_micros(),
+    };
+    Ok(with_conn!(conn, |c| diesel::insert_into(users::table)
+        .values(&row)
+        .returning(User::as_returning())
+        .get_result(c))?)
+}
+
+pub fn find_user_by_name(conn: &mut DbConn, name: &str) -> Res<User> {
+    Ok(with_conn!(conn, |c| users::table
+        .filter(users::name.eq(name))
+        .select(User::as_select())
+        .first(c))?)
+}
+
+pub fn count_users(conn: &mut DbConn) -> Res<i64> {
+    Ok(with_conn!(conn, |c| users::table.count().get_result(c))?)
+}
+
+pub fn insert_token(
+    conn: &mut DbConn,
+    user_id: i64,
+    token_hash: &str,
+    label: Option<&str>,
+) -> Res<ApiToken> {
+    let row = NewApiToken {
+        user_id,
+        token_hash,
+        label,
+        created_at: now_micros(),
+    };
+    Ok(with_conn!(conn, |c| diesel::insert_into(
+        api_tokens::table
+    )
+    .values(&row)
+    .returning(ApiToken::as_returning())
+    .get_result(c))?)
+}
+
+/// The user and token id behind a token hash, unless the token is revoked.
+/// Records `last_used_at`, at most once a minute per token so that reads do
+/// not turn into a write per request.
+pub fn authenticate(conn: &mut DbConn, token_hash: &str) -> Res<(User, i64)> {
+    let (token, user): (ApiToken, User) = with_conn!(conn, |c| api_tokens::table
+        .inner_join(users::table)
+        .filter(api_tokens::token_hash.eq(token_hash))
+        .filter(api_tokens::revoked_at.is_null())
+        .select((ApiToken::as_select(), User::as_select()))
+        .first(c))?;
+    let now = now_micros();
+    if token.last_used_at.is_none_or(|t| now - t > 60_000_000) {
+        with_conn!(conn, |c| diesel::update(api_tokens::table.find(token.id))
+            .set(api_tokens::last_used_at.eq(Some(now)))
+            .execute(c))?;
+    }
+    Ok((user, token.id))
+}
+
+/// Marks a token revoked; `NotFound` if there is no such token.
+pub fn revoke_token(conn: &mut DbConn, token_id: i64) -> Res<()> {
+    let n = with_conn!(conn, |c| diesel::update(
+        api_tokens::table
+            .find(token_id)
+            .filter(api_tokens::revoked_at.is_null())
+    )
+    .set(api_tokens::revoked_at.eq(Some(now_micros())))
+    .execute(c))?;
+    if n == 0 {
+        // Either missing or already revoked; tell them apart for the CLI.
+        let exists: i64 = with_conn!(conn, |c| api_tokens::table
+            .filter(api_tokens::id.eq(token_id))
+            .count()
+            .get_result(c))?;
+        if exists == 0 {
+            return Err(DbError::NotFound);
+        }
+    }
+    Ok(())
+}
+
+/// Which of `token_ids` are revoked or gone.
+pub fn revoked_among(conn: &mut DbConn, token_ids: &[i64]) -> Res<Vec<i64>> {
+    let live: Vec<i64> = with_conn!(conn, |c| api_tokens::table
+        .filter(api_tokens::id.eq_any(token_ids))
+        .filter(api_tokens::revoked_at.is_null())
+        .select(api_tokens::id)
+        .load(c))?;
+    Ok(token_ids
+        .iter()
+        .copied()
+        .filter(|id| !live.contains(id))
+        .collect())
+}
+
+// ---- watchlists --------------------------------------------------------------
+
+pub fn list_watchlists(conn: &mut DbConn, owner_id: i64) -> Res<Vec<Watchlist>> {
+    Ok(with_conn!(conn, |c| watchlists::table
+        .filter(watchlists::owner_id.eq(owner_id))
+        .order(watchlists::id.asc())
+        .select(Watchlist::as_select())
+        .load(c))?)
+}
+
+pub fn get_watchlist(conn: &mut DbConn, id: i64) -> Res<Watchlist> {
+    Ok(with_conn!(conn, |c| watchlists::table
+        .find(id)
+        .select(Watchlist::as_select())
+        .first(c))?)
+}
+
+pub fn get_items(conn: &mut DbConn, watchlist_id: i64) -> Res<Vec<Item>> {
+    Ok(with_conn!(conn, |c| watchlist_items::table
+        .filter(watchlist_items::watchlist_id.eq(watchlist_id))
+        .order((watchlist_items::position.asc(), watchlist_items::id.asc()))
+        .select(Item::as_select())
+        .load(c))?)
+}
+
+/// An item to add, already validated.
+#[derive(Debug, Clone)]
+pub struct ItemInput {
+    pub symbol: String,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub memo: String,
+}
+
+/// Creates a watchlist and its initial items in one transaction, enforcing
+/// the per-user watchlist limit and the per-watchlist item limit.
+pub fn create_watchlist(
+    conn: &mut DbConn,
+    owner_id: i64,
+    name: &str,
+    description: &str,
+    is_public: bool,
+    items: &[ItemInput],
+    max_watchlists: i64,
+    max_items: i64,
+) -> Res<Watchlist> {
+    if items.len() as i64 > max_items {
+        return Err(DbError::LimitExceeded(format!(
+            "a watchlist holds at most {max_items} items"
+        )));
+    }
+    with_conn!(conn, |c| c.transaction(|c| {
+        let count: i64 = watchlists::table
+            .filter(watchlists::owner_id.eq(owner_id))
+            .count()
+            .get_result(c)?;
+        if count >= max_watchlists {
+            return Err(DbError::LimitExceeded(format!(
+                "a user has at most {max_watchlists} watchlists"
+            )));
+        }
+        let now = now_micros();
+        let wl: Watchlist = diesel::insert_into(watchlists::table)
+            .values(&NewWatchlist {
+                owner_id,
+                name,
+                description,
+                is_public,
+                created_at: now,
+                updated_at: now,
+            })
+            .returning(Watchlist::as_returning())
+            .get_result(c)?;
+        for (pos, item) in items.iter().enumerate() {
+            diesel::insert_into(watchlist_items::table)
+                .values(&NewItem {
+                    watchlist_id: wl.id,
+                    symbol: &item.symbol,
+                    quantity: item.quantity,
+                    purchase_price: item.purchase_price,
+                    memo: &item.memo,
+                    position: pos as i64,
+                    added_at: now,
+                })
+                .execute(c)?;
+        }
+        Ok(wl)
+    }))
+}
+
+/// Fields of a watchlist to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = watchlists)]
+pub struct WatchlistPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub is_public: Option<bool>,
+    pub updated_at: Option<i64>,
+}
+
+pub fn update_watchlist(conn: &mut DbConn, id: i64, mut patch: WatchlistPatch) -> Res<Watchlist> {
+    patch.updated_at = Some(now_micros());
+    Ok(with_conn!(conn, |c| diesel::update(
+        watchlists::table.find(id)
+    )
+    .set(&patch)
+    .returning(Watchlist::as_returning())
+    .get_result(c))?)
+}
+
+/// Deletes a watchlist and its items. Items are deleted explicitly as well
+/// as by the foreign key, so nothing depends on the backend's FK settings.
+pub fn delete_watchlist(conn: &mut DbConn, id: i64) -> Res<()> {
+    with_conn!(conn, |c| c.transaction(|c| {
+        diesel::delete(watchlist_items::table.filter(watchlist_items::watchlist_id.eq(id)))
+            .execute(c)?;
+        let n = diesel::delete(watchlists::table.find(id)).execute(c)?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }))
+}
+
+pub fn add_item(
+    conn: &mut DbConn,
+    watchlist_id: i64,
+    item: &ItemInput,
+    max_items: i64,
+) -> Res<Item> {
+    with_conn!(conn, |c| c.transaction(|c| {
+        let count: i64 = watchlist_items::table
+            .filter(watchlist_items::watchlist_id.eq(watchlist_id))
+            .count()
+            .get_result(c)?;
+        if count >= max_items {
+            return Err(DbError::LimitExceeded(format!(
+                "a watchlist holds at most {max_items} items"
+            )));
+        }
+        let next: Option<i64> = watchlist_items::table
+            .filter(watchlist_items::watchlist_id.eq(watchlist_id))
+            .select(diesel::dsl::max(watchlist_items::position))
+            .first(c)?;
+        let now = now_micros();
+        let row: Item = diesel::insert_into(watchlist_items::table)
+            .values(&NewItem {
+                watchlist_id,
+                symbol: &item.symbol,
+                quantity: item.quantity,
+                purchase_price: item.purchase_price,
+                memo: &item.memo,
+                position: next.map_or(0, |p| p + 1),
+                added_at: now,
+            })
+            .returning(Item::as_returning())
+            .get_result(c)?;
+        diesel::update(watchlists::table.find(watchlist_id))
+            .set(watchlists::updated_at.eq(now))
+            .execute(c)?;
+        Ok(row)
+    }))
+}
+
+/// Item fields to change. The outer `Option` says whether the field was
+/// given; the inner one clears it (JSON `null`).
+#[derive(Debug, Clone, Default)]
+pub struct ItemPatch {
+    pub quantity: Option<Option<f64>>,
+    pub purchase_price: Option<Option<f64>>,
+    pub memo: Option<String>,
+}
+
+pub fn patch_item(
+    conn: &mut DbConn,
+    watchlist_id: i64,
+    symbol: &str,
+    patch: &ItemPatch,
+) -> Res<Item> {
+    #[derive(AsChangeset)]
+    #[diesel(table_name = watchlist_items)]
+    struct Changes<'a> {
+        quantity: Option<Option<f64>>,
+        purchase_price: Option<Option<f64>>,
+        memo: Option<&'a str>,
+    }
+    let changes = Changes {
+        quantity: patch.quantity,
+        purchase_price: patch.purchase_price,
+        memo: patch.memo.as_deref(),
+    };
+    let target = watchlist_items::table
+        .filter(watchlist_items::watchlist_id.eq(watchlist_id))
+        .filter(watchlist_items::symbol.eq(symbol));
+    with_conn!(conn, |c| c.transaction(|c| {
+        let item: Item = if changes.quantity.is_none()
+            && changes.purchase_price.is_none()
+            && changes.memo.is_none()
+        {
+            // An empty patch is valid and changes nothing; diesel cannot
+            // build an UPDATE without columns.
+            target.select(Item::as_select()).first(c)?
+        } else {
+            diesel::update(target)
+                .set(&changes)
+                .returning(Item::as_returning())
+                .get_result(c)?
+        };
+        diesel::update(watchlists::table.find(watchlist_id))
+            .set(watchlists::updated_at.eq(now_micros()))
+            .execute(c)?;
+        Ok::<_, DbError>(item)
+    }))
+}
+
+pub fn delete_item(conn: &mut DbConn, watchlist_id: i64, symbol: &str) -> Res<()> {
+    with_conn!(conn, |c| c.transaction(|c| {
+        let n = diesel::delete(
+            watchlist_items::table
+                .filter(watchlist_items::watchlist_id.eq(watchlist_id))
+                .filter(watchlist_items::symbol.eq(symbol)),
+        )
+        .execute(c)?;
+        if n == 0 {
+            return Err(DbError::NotFound);
+        }
+        diesel::update(watchlists::table.find(watchlist_id))
+            .set(watchlists::updated_at.eq(now_micros()))
+            .execute(c)?;
+        Ok(())
+    }))
+}
+
+// ---- latest quotes -----------------------------------------------------------
+
+pub fn load_latest_quotes(conn: &mut DbConn) -> Res<Vec<StoredQuote>> {
+    Ok(with_conn!(conn, |c| latest_quotes::table
+        .select(StoredQuote::as_select())
+        .load(c))?)
+}
+
+pub fn get_latest_quotes(conn: &mut DbConn, symbols: &[String]) -> Res<Vec<StoredQuote>> {
+    Ok(with_conn!(conn, |c| latest_quotes::table
+        .filter(latest_quotes::symbol.eq_any(symbols))
+        .select(StoredQuote::as_select())
+        .load(c))?)
+}
+
+/// Inserts or replaces the stored quotes, in one transaction.
+pub fn upsert_latest_quotes(conn: &mut DbConn, rows: &[StoredQuote]) -> Res<()> {
+    with_conn!(conn, |c| c.transaction(|c| {
+        for row in rows {
+            diesel::insert_into(latest_quotes::table)
+                .values(row)
+                .on_conflict(latest_quotes::symbol)
+                .do_update()
+                .set(row)
+                .execute(c)?;
+        }
+        Ok::<_, DbError>(())
+    }))
+}

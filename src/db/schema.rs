@@ -1,0 +1,74 @@
+// The portable schema shared by both backends; see diesel.toml.
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        name -> Text,
+        is_admin -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        token_hash -> Text,
+        label -> Nullable<Text>,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    watchlists (id) {
+        id -> BigInt,
+        owner_id -> BigInt,
+        name -> Text,
+        description -> Text,
+        is_public -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    watchlist_items (id) {
+        id -> BigInt,
+        watchlist_id -> BigInt,
+        symbol -> Text,
+        quantity -> Nullable<Double>,
+        purchase_price -> Nullable<Double>,
+        memo -> Text,
+        position -> BigInt,
+        added_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    latest_quotes (symbol) {
+        symbol -> Text,
+        is_unknown -> Bool,
+        name -> Nullable<Text>,
+        price -> Nullable<Double>,
+        previous_close -> Nullable<Double>,
+        volume -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+        market_state -> Nullable<Text>,
+        market_time -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(watchlists -> users (owner_id));
+diesel::joinable!(watchlist_items -> watchlists (watchlist_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_tokens,
+    watchlists,
+    watchlist_items,
+    latest_quotes
+);

@@ -1,0 +1,66 @@
+//! Zero set-up: on an empty database `serve` creates a demo user with two
+//! watchlists, so a newcomer sees prices move right away.
+
+use crate::auth;
+use crate::db::repo::{self, ItemInput};
+use crate::db::{Db, DbError};
+
+pub const DEMO_USER: &str = "demo";
+
+fn item(symbol: &str, quantity: Option<f64>, price: Option<f64>, memo: &str) -> ItemInput {
+    ItemInput {
+        symbol: symbol.to_owned(),
+        quantity,
+        purchase_price: price,
+        memo: memo.to_owned(),
+    }
+}
+
+/// Seeds the demo data if there are no users yet. Returns the demo token
+/// when it created one (it is shown once and never stored in clear).
+pub async fn seed_if_empty(db: &Db) -> Result<Option<String>, DbError> {
+    db.run(|c| {
+        if repo::count_users(c)? > 0 {
+            return Ok(None);
+        }
+        // The demo user is an admin so the admin API can be tried too.
+        let user = repo::create_user(c, DEMO_USER, true)?;
+        let (token, hash) = auth::new_token();
+        repo::insert_token(c, user.id, &hash, Some("demo"))?;
+        let tokyo = [
+            item("7203.T", Some(100.0), Some(2700.0), "Toyota"),
+            item("6758.T", Some(200.0), Some(3100.0), "Sony"),
+            item("9984.T", Some(50.0), Some(8800.0), "SoftBank"),
+            item("8306.T", Some(300.0), Some(1650.0), ""),
+            item("^N225", None, None, "Nikkei 225 index"),
+        ];
+        let us = [
+            item("AAPL", Some(10.0), Some(190.0), ""),
+            item("MSFT", Some(5.0), Some(380.0), ""),
+            item("NVDA", Some(20.0), Some(100.0), ""),
+            item("GOOGL", None, None, "watching"),
+        ];
+        repo::create_watchlist(
+            c,
+            user.id,
+            "Tokyo positions",
+            "Demo: Tokyo Stock Exchange",
+            true,
+            &tokyo,
+            1000,
+            1000,
+        )?;
+        repo::create_watchlist(
+            c,
+            user.id,
+            "US tech",
+            "Demo: US large caps",
+            false,
+            &us,
+            1000,
+            1000,
+        )?;
+        Ok(Some(token))
+    })
+    .await
+}

@@ -1,0 +1,56 @@
+//! # quotecast
+//!
+//! A real-time stock quote service: dashboards keep watchlists, and while
+//! anyone has a watchlist open the service polls an upstream quote source and
+//! pushes changed prices to every open WebSocket on it. The external contract
+//! is `SPEC.md` (shared with other teams); `README.md` documents how to run it.
+//!
+//! ## Layout
+//!
+//! The realtime path, from the socket inwards:
+//! * [`session`]: the `WsSession` actor, one per WebSocket (the only user of
+//!   actix-web-actors), its upgrade endpoint, and the table of live sessions
+//!   that enforces limits and cuts off stalled sockets.
+//! * [`supervisor`]: the registry actor that starts a PriceWorker on a
+//!   watchlist's first session and stops it with the last.
+//! * [`worker`]: the `PriceWorker` actor, one per watched watchlist: owns its
+//!   subscribers, positions and `seq`; serializes each broadcast once.
+//! * [`fanout`]: the seam between the fetcher and the workers (the registry of
+//!   watched symbols, the latest-quote cache); the place a Redis bus would go.
+//! * [`upstream`]: the quote providers (`sim`, `yahoo`) behind one trait, the
+//!   one shared fetcher that batches the union of watched symbols, the token
+//!   bucket and backoff.
+//! * [`protocol`]: the WebSocket messages and close codes.
+//!
+//! Around it:
+//! * [`api`]: REST, admin and metrics handlers, and the one mapping of errors
+//!   to JSON responses.
+//! * [`auth`]: API tokens, the `Caller` extractor, WebSocket tickets.
+//! * [`db`]: diesel over SQLite or PostgreSQL (one binary), migrations, pool,
+//!   and every query ([`db::repo`]).
+//! * [`domain`]: validated types (`Symbol`, `WatchlistName`, `Quantity`, ...).
+//! * [`quote`]: quote data and the wire `Quote` object with P/L.
+//! * [`config`], [`startup`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
+//!
+//! ## Errors
+//! One error type per layer: [`config::ConfigError`], [`db::DbError`],
+//! [`upstream::UpstreamError`], [`api::ApiError`] (the only one mapped to HTTP),
+//! [`startup::StartupError`] and [`cli::CliError`].
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dashboard;
+pub mod db;
+pub mod demo;
+pub mod domain;
+pub mod fanout;
+pub mod metrics;
+pub mod protocol;
+pub mod quote;
+pub mod session;
+pub mod startup;
+pub mod supervisor;
+pub mod upstream;
+pub mod worker;

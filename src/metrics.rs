@@ -1,0 +1,117 @@
+//! Prometheus metrics. One registry per running application (not the
+//! process-global default), so several instances in one test process do not
+//! share counters.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: IntGauge,
+    pub workers: IntGauge,
+    pub watched_symbols: IntGauge,
+    pub sessions_opened: IntCounter,
+    pub sessions_closed: IntCounter,
+    pub messages_sent: IntCounter,
+    pub messages_dropped: IntCounter,
+    pub worker_ticks: IntCounter,
+    /// Upstream requests by `outcome` (ok, rate_limited, server_error, ...;
+    /// `throttled` counts ticks cut short by our own token bucket).
+    pub upstream_requests: IntCounterVec,
+    pub upstream_latency: Histogram,
+    /// Time for a worker to hand one broadcast to all of its sessions.
+    pub fanout_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "quotecast_upstream_requests_total",
+                "Upstream requests by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(upstream_requests.clone()))
+            .expect("unique metric");
+        Self {
+            sessions: gauge("quotecast_sessions", "Open WebSocket sessions"),
+            workers: gauge("quotecast_workers", "Running PriceWorkers"),
+            watched_symbols: gauge("quotecast_watched_symbols", "Distinct symbols watched"),
+            sessions_opened: counter(
+                "quotecast_sessions_opened_total",
+                "WebSocket sessions opened",
+            ),
+            sessions_closed: counter(
+                "quotecast_sessions_closed_total",
+                "WebSocket sessions closed",
+            ),
+            messages_sent: counter(
+                "quotecast_messages_sent_total",
+                "Messages written to sessions",
+            ),
+            messages_dropped: counter(
+                "quotecast_messages_dropped_total",
+                "Messages not queued because a session lagged (coalesced into a later snapshot)",
+            ),
+            worker_ticks: counter(
+                "quotecast_worker_ticks_total",
+                "Ticks handled by PriceWorkers",
+            ),
+            upstream_latency: histogram(
+                "quotecast_upstream_request_duration_seconds",
+                "Upstream request latency",
+                vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            fanout_seconds: histogram(
+                "quotecast_fanout_duration_seconds",
+                "Time to hand one broadcast to every session of a watchlist",
+                vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
+            ),
+            upstream_requests,
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,175 @@
+//! Quote data as it flows from the upstream to the wire.
+//!
+//! [`MarketQuote`] is what a provider reports for one symbol. [`WireQuote`] is the
+//! SPEC's Quote object: market data plus the watchlist item's position and the
+//! derived change and P/L fields.
+
+use crate::domain::Symbol;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Market state names used on the wire. Providers map their own values onto
+/// these; anything not open counts as closed for polling purposes.
+pub const MARKET_REGULAR: &str = "REGULAR";
+pub const MARKET_CLOSED: &str = "CLOSED";
+
+/// One symbol's latest market data, as a provider reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarketQuote {
+    pub symbol: Symbol,
+    pub name: Option<String>,
+    pub price: Option<f64>,
+    pub previous_close: Option<f64>,
+    pub volume: Option<i64>,
+    pub currency: Option<String>,
+    /// `REGULAR`, `CLOSED`, `PRE`, `POST`, ... (provider's own value where it has one).
+    pub market_state: Option<String>,
+    #[serde(serialize_with = "ser_time", default)]
+    pub market_time: Option<DateTime<Utc>>,
+}
+
+impl MarketQuote {
+    /// True when the market for this symbol is known to be closed; such symbols
+    /// are polled at the slow interval.
+    pub fn market_closed(&self) -> bool {
+        matches!(self.market_state.as_deref(), Some(s) if s != MARKET_REGULAR && s != "PRE" && s != "POST" && s != "PREPRE" && s != "POSTPOST")
+    }
+
+    pub fn change(&self) -> Option<f64> {
+        Some(self.price? - self.previous_close?)
+    }
+
+    pub fn change_percent(&self) -> Option<f64> {
+        let prev = self.previous_close?;
+        if prev == 0.0 {
+            return None;
+        }
+        Some(self.change()? / prev * 100.0)
+    }
+}
+
+/// What is known of a symbol right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Known {
+    /// Not fetched yet (or only stored from before a restart but absent).
+    Pending,
+    /// The upstream says the symbol does not exist.
+    Unknown,
+    Quote(MarketQuote),
+}
+
+/// The SPEC's Quote object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireQuote<'a> {
+    pub symbol: &'a str,
+    pub name: Option<&'a str>,
+    pub price: Option<f64>,
+    pub previous_close: Option<f64>,
+    pub change: Option<f64>,
+    pub change_percent: Option<f64>,
+    pub volume: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub market_state: Option<&'a str>,
+    #[serde(serialize_with = "ser_time")]
+    pub market_time: Option<DateTime<Utc>>,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub unrealized_pl: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+impl<'a> WireQuote<'a> {
+    pub fn build(
+        symbol: &'a Symbol,
+        known: &'a Known,
+        quantity: Option<f64>,
+        purchase_price: Option<f64>,
+    ) -> Self {
+        let (q, error) = match known {
+            Known::Quote(q) => (Some(q), None),
+            Known::Unknown => (None, Some("unknown_symbol")),
+            Known::Pending => (None, None),
+        };
+        let price = q.and_then(|q| q.price);
+        Self {
+            symbol: symbol.as_str(),
+            name: q.and_then(|q| q.name.as_deref()),
+            price,
+            previous_close: q.and_then(|q| q.previous_close),
+            change: q.and_then(MarketQuote::change),
+            change_percent: q.and_then(MarketQuote::change_percent),
+            volume: q.and_then(|q| q.volume),
+            currency: q.and_then(|q| q.currency.as_deref()),
+            market_state: q.and_then(|q| q.market_state.as_deref()),
+            market_time: q.and_then(|q| q.market_time),
+            quantity,
+            purchase_price,
+            unrealized_pl: unrealized_pl(price, quantity, purchase_price),
+            error,
+        }
+    }
+}
+
+/// (price - purchase_price) * quantity, when all three are known.
+pub fn unrealized_pl(
+    price: Option<f64>,
+    quantity: Option<f64>,
+    purchase: Option<f64>,
+) -> Option<f64> {
+    Some((price? - purchase?) * quantity?)
+}
+
+/// RFC 3339 UTC with microseconds, as the SPEC's `ts` example shows.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn ser_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quote(price: f64, prev: f64) -> MarketQuote {
+        MarketQuote {
+            symbol: Symbol::parse("7203.T").unwrap(),
+            name: Some("Toyota".into()),
+            price: Some(price),
+            previous_close: Some(prev),
+            volume: Some(10),
+            currency: Some("JPY".into()),
+            market_state: Some(MARKET_REGULAR.into()),
+            market_time: None,
+        }
+    }
+
+    #[test]
+    fn pl_and_change_are_derived() {
+        let q = Known::Quote(quote(2500.0, 2400.0));
+        let sym = Symbol::parse("7203.T").unwrap();
+        let w = WireQuote::build(&sym, &q, Some(100.0), Some(2400.0));
+        assert_eq!(w.change, Some(100.0));
+        assert!((w.change_percent.unwrap() - 4.1666666).abs() < 1e-6);
+        assert_eq!(w.unrealized_pl, Some(10000.0));
+        let w = WireQuote::build(&sym, &q, None, Some(2400.0));
+        assert_eq!(w.unrealized_pl, None);
+    }
+
+    #[test]
+    fn unknown_symbols_carry_the_error_and_null_prices() {
+        let sym = Symbol::parse("ZZZZ").unwrap();
+        let json =
+            serde_json::to_value(WireQuote::build(&sym, &Known::Unknown, Some(1.0), None)).unwrap();
+        assert_eq!(json["error"], "unknown_symbol");
+        assert!(json["price"].is_null());
+        let json =
+            serde_json::to_value(WireQuote::build(&sym, &Known::Pending, None, None)).unwrap();
+        assert!(json.get("error").is_none());
+    }
+}

@@ -1,0 +1,119 @@
+//! `GET /ws/v1/watchlists/{id}`: every refusal (401, 403, 404, 429, 503) is
+//! decided here, before the upgrade, and answered with the JSON error body,
+//! so a client can tell "retry" from "give up".
+
+use super::table::{ConnSocket, LimitError, NewSession};
+use super::{SessionRules, WsSession};
+use crate::api::ApiError;
+use crate::auth::{self, TicketError};
+use crate::db::repo;
+use crate::startup::AppState;
+use crate::worker::ItemView;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    ticket: Option<String>,
+}
+
+pub async fn connect(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<WsQuery>,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let watchlist_id: i64 = path
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such watchlist".into()))?;
+
+    // Credentials: a single-use ticket, else the Authorization header.
+    let (user, token_id) = match (&query.ticket, auth::bearer_token(&req)?) {
+        (Some(ticket), _) => match state.tickets.consume(ticket, watchlist_id) {
+            Ok(t) => (t.user, t.token_id),
+            Err(TicketError::Invalid) => {
+                return Err(ApiError::Unauthorized(
+                    "invalid, used or expired ticket".into(),
+                ))
+            }
+            Err(TicketError::WrongWatchlist) => {
+                return Err(ApiError::Forbidden(
+                    "ticket was issued for another watchlist".into(),
+                ))
+            }
+        },
+        (None, Some(token)) => {
+            let caller = auth::authenticate(&state.db, token).await?;
+            (caller.user, caller.token_id)
+        }
+        (None, None) => return Err(ApiError::Unauthorized("missing credentials".into())),
+    };
+
+    let (watchlist, items) = state
+        .db
+        .run(move |c| {
+            Ok((
+                repo::get_watchlist(c, watchlist_id)?,
+                repo::get_items(c, watchlist_id)?,
+            ))
+        })
+        .await
+        .map_err(|e| match e {
+            crate::db::DbError::NotFound => ApiError::NotFound("no such watchlist".into()),
+            other => other.into(),
+        })?;
+    if watchlist.owner_id != user.id && !watchlist.is_public {
+        return Err(ApiError::Forbidden("this watchlist is private".into()));
+    }
+
+    // Refuse before the upgrade when the server is shutting down.
+    if state.is_shutting_down() {
+        return Err(ApiError::Unavailable("server is shutting down".into()));
+    }
+
+    let socket = req.conn_data::<ConnSocket>().copied();
+    let guard = state
+        .sessions
+        .reserve(NewSession {
+            user_id: user.id,
+            user: user.name.clone(),
+            token_id,
+            watchlist_id,
+            peer: req.peer_addr(),
+            socket,
+        })
+        .map_err(|e| match e {
+            LimitError::ServerFull => {
+                ApiError::Unavailable("session limit of the server reached".into())
+            }
+            LimitError::UserFull => {
+                ApiError::TooManySessions("too many sessions for this user".into())
+            }
+        })?;
+
+    let items: Vec<ItemView> = items.iter().filter_map(ItemView::from_row).collect();
+    let rt = &state.settings.realtime;
+    let rules = SessionRules {
+        heartbeat: state.settings.heartbeat_interval(),
+        client_timeout: state.settings.client_timeout(),
+        mailbox: rt.session_queue,
+    };
+    let session = WsSession::new(
+        guard,
+        state.sessions.clone(),
+        watchlist_id,
+        state.supervisor.clone(),
+        Arc::new(items),
+        rules,
+        state.metrics.clone(),
+    );
+    let codec = actix_http::ws::Codec::new().max_size(rt.max_message_bytes);
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .codec(codec)
+        .frame_size(rt.max_message_bytes)
+        .start()
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
+}

@@ -1,0 +1,194 @@
+//! The WebSocket session: one [`WsSession`] actor per socket.
+//!
+//! Lifecycle: the HTTP handler in [`endpoint`] authenticates, checks access and
+//! limits, reserves a place in the [`table`] and starts the actor. In
+//! `started` the actor joins its watchlist's PriceWorker through the
+//! supervisor; in `stopped` it leaves. Its heartbeat timer is owned by its
+//! context and ends with it. The table entry is released when the actor is
+//! dropped, so a session that vanishes by any path is no longer counted.
+//!
+//! This is the only module that uses actix-web-actors (deprecated upstream),
+//! so replacing it later touches nothing else.
+
+pub mod endpoint;
+pub mod table;
+
+use crate::protocol::{self, close, ClientError, ClientMessage};
+use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
+use crate::worker::ItemView;
+use actix::prelude::*;
+use actix_web_actors::ws;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use table::{CloseSession, Deliver, SessionGuard, SessionTable};
+
+/// Timing and size rules of a session, from `[realtime]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRules {
+    pub heartbeat: Duration,
+    pub client_timeout: Duration,
+    pub mailbox: usize,
+}
+
+pub struct WsSession {
+    guard: SessionGuard,
+    table: SessionTable,
+    watchlist_id: i64,
+    supervisor: Addr<Supervisor>,
+    /// Items as read at upgrade time, for a worker this session may spawn.
+    items: Arc<Vec<ItemView>>,
+    rules: SessionRules,
+    /// When the peer was last heard from (any frame, including pongs).
+    last_heard: Instant,
+    bad_messages: u32,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl WsSession {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        guard: SessionGuard,
+        table: SessionTable,
+        watchlist_id: i64,
+        supervisor: Addr<Supervisor>,
+        items: Arc<Vec<ItemView>>,
+        rules: SessionRules,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            guard,
+            table,
+            watchlist_id,
+            supervisor,
+            items,
+            rules,
+            last_heard: Instant::now(),
+            bad_messages: 0,
+            metrics,
+        }
+    }
+
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: protocol::Frame) {
+        ctx.text(frame);
+        self.guard
+            .stats
+            .sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.messages_sent.inc();
+    }
+
+    fn bad_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: ClientError) {
+        self.bad_messages += 1;
+        self.send(ctx, protocol::error(err.code(), err.message()));
+        if self.bad_messages >= protocol::MAX_BAD_MESSAGES {
+            self.close(ctx, close::POLICY, "too many bad messages");
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.guard.stats.mark_polled();
+        if self.last_heard.elapsed() > self.rules.client_timeout {
+            log::info!("session {}: peer silent, dropping", self.guard.id);
+            self.close(ctx, close::GOING_AWAY, "client timeout");
+            return;
+        }
+        ctx.ping(b"");
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A bounded mailbox is what lets the worker notice a session that
+        // does not keep up (try_send fails) instead of queueing a backlog.
+        ctx.set_mailbox_capacity(self.rules.mailbox);
+        self.guard.stats.mark_polled();
+        self.metrics.sessions_opened.inc();
+        self.table
+            .set_control(self.guard.id, ctx.address().recipient());
+        ctx.run_interval(self.rules.heartbeat, |act, ctx| act.heartbeat(ctx));
+        self.supervisor.do_send(Join {
+            watchlist_id: self.watchlist_id,
+            session_id: self.guard.id,
+            deliver: ctx.address().recipient(),
+            control: ctx.address().recipient(),
+            stats: self.guard.stats.clone(),
+            items: self.items.clone(),
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.sessions_closed.inc();
+        self.supervisor.do_send(Leave {
+            watchlist_id: self.watchlist_id,
+            session_id: self.guard.id,
+        });
+    }
+}
+
+/// A frame from the worker (snapshot, quotes, status): write it.
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        self.guard.stats.mark_polled();
+        self.send(ctx, msg.0);
+    }
+}
+
+/// A close request (kick, revocation, deletion, shutdown).
+impl Handler<CloseSession> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Self::Context) {
+        self.close(ctx, msg.code, msg.reason);
+    }
+}
+
+/// Frames from the client.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.guard.stats.mark_polled();
+        self.last_heard = Instant::now();
+        let msg = match msg {
+            Ok(m) => m,
+            Err(ws::ProtocolError::Overflow) => {
+                return self.close(ctx, close::TOO_BIG, "message too big");
+            }
+            Err(e) => {
+                log::debug!("session {}: protocol error: {e}", self.guard.id);
+                return self.close(ctx, 1002, "protocol error");
+            }
+        };
+        match msg {
+            ws::Message::Ping(p) => ctx.pong(&p),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Text(text) => match protocol::parse_client(&text) {
+                Ok(ClientMessage::Ping) => self.send(ctx, protocol::pong()),
+                Ok(ClientMessage::Snapshot) => self.supervisor.do_send(SnapshotFor {
+                    watchlist_id: self.watchlist_id,
+                    session_id: self.guard.id,
+                }),
+                Err(e) => self.bad_message(ctx, e),
+            },
+            ws::Message::Binary(_) | ws::Message::Continuation(_) => {
+                self.bad_message(ctx, ClientError::Binary)
+            }
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,391 @@
+//! The table of live sessions: the one place that counts them (for limits,
+//! admin and metrics), finds them (kick, revocation) and, as a last resort,
+//! cuts the socket of one that no longer drains.
+//!
+//! An entry exists exactly as long as its [`SessionGuard`]: the guard is taken
+//! before the upgrade (so limits are checked and reserved atomically) and
+//! lives inside the session actor, so the entry goes when the actor goes,
+//! whatever the reason.
+
+use crate::protocol::Frame;
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Sent to a session actor: write this frame.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Frame);
+
+/// Sent to a session actor: close the socket with this code.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Counters shared between a session actor and whoever feeds it.
+#[derive(Debug)]
+pub struct SessionStats {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Milliseconds since `epoch` at which the actor last ran. An actor whose
+    /// socket cannot drain is not polled at all (actix-web #2441), so a stale
+    /// value here is how a stalled session is recognised from outside.
+    last_poll_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl SessionStats {
+    fn new() -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_poll_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn mark_polled(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the actor last ran.
+    pub fn idle_ms(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The socket under a connection, recorded when it is accepted, so a stalled
+/// session can be cut off from outside its (unpolled) actor.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnSocket {
+    pub fd: i32,
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+impl ConnSocket {
+    /// Shuts the socket down, waking its connection so it fails and drops
+    /// the actor. The fd number is only trusted after its addresses are
+    /// checked against the recorded ones: if the connection was closed and
+    /// the number reused, the 4-tuple differs and nothing is touched.
+    pub fn shutdown(&self) -> bool {
+        fn addr_of(fd: i32, peer: bool) -> Option<SocketAddr> {
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let ptr = &mut storage as *mut _ as *mut libc::sockaddr;
+            // SAFETY: storage is large enough for any socket address and len
+            // says so; the call only writes into it.
+            let rc = unsafe {
+                if peer {
+                    libc::getpeername(fd, ptr, &mut len)
+                } else {
+                    libc::getsockname(fd, ptr, &mut len)
+                }
+            };
+            if rc != 0 {
+                return None;
+            }
+            match storage.ss_family as i32 {
+                libc::AF_INET => {
+                    // SAFETY: the family says this is a sockaddr_in.
+                    let a = unsafe { *(ptr as *const libc::sockaddr_in) };
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                    Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: the family says this is a sockaddr_in6.
+                    let a = unsafe { *(ptr as *const libc::sockaddr_in6) };
+                    let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                    Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+                }
+                _ => None,
+            }
+        }
+        if addr_of(self.fd, true) != Some(self.peer) || addr_of(self.fd, false) != Some(self.local)
+        {
+            return false;
+        }
+        // SAFETY: shutdown on a verified, open socket fd has no memory effects.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) == 0 }
+    }
+}
+
+/// What the table knows of one session.
+pub struct SessionEntry {
+    pub id: u64,
+    pub user_id: i64,
+    pub user: String,
+    pub token_id: i64,
+    pub watchlist_id: i64,
+    pub peer: Option<SocketAddr>,
+    pub connected_at: DateTime<Utc>,
+    pub stats: Arc<SessionStats>,
+    pub socket: Option<ConnSocket>,
+    /// Set once the actor has started.
+    pub control: Option<Recipient<CloseSession>>,
+}
+
+/// A row of `GET /admin/v1/sessions`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub user: String,
+    pub watchlist_id: i64,
+    pub peer: Option<String>,
+    pub connected_at: String,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    sessions: HashMap<u64, SessionEntry>,
+    per_user: HashMap<i64, usize>,
+}
+
+/// Why a session was refused before the upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LimitError {
+    /// `limits.max_sessions` reached: 503.
+    ServerFull,
+    /// `limits.max_sessions_per_user` reached: 429.
+    UserFull,
+}
+
+/// The live session table. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionTable {
+    inner: Arc<Mutex<Inner>>,
+    max_sessions: usize,
+    max_per_user: usize,
+}
+
+/// A reservation in the table; dropping it removes the entry.
+pub struct SessionGuard {
+    table: SessionTable,
+    pub id: u64,
+    pub stats: Arc<SessionStats>,
+}
+
+/// Who a new session is for.
+pub struct NewSession {
+    pub user_id: i64,
+    pub user: String,
+    pub token_id: i64,
+    pub watchlist_id: i64,
+    pub peer: Option<SocketAddr>,
+    pub socket: Option<ConnSocket>,
+}
+
+impl SessionTable {
+    pub fn new(max_sessions: usize, max_per_user: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            max_sessions,
+            max_per_user,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks both limits and reserves a place, atomically.
+    pub fn reserve(&self, s: NewSession) -> Result<SessionGuard, LimitError> {
+        let mut inner = self.lock();
+        if inner.sessions.len() >= self.max_sessions {
+            return Err(LimitError::ServerFull);
+        }
+        let mine = inner.per_user.get(&s.user_id).copied().unwrap_or(0);
+        if mine >= self.max_per_user {
+            return Err(LimitError::UserFull);
+        }
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let stats = Arc::new(SessionStats::new());
+        stats.mark_polled();
+        *inner.per_user.entry(s.user_id).or_default() += 1;
+        inner.sessions.insert(
+            id,
+            SessionEntry {
+                id,
+                user_id: s.user_id,
+                user: s.user,
+                token_id: s.token_id,
+                watchlist_id: s.watchlist_id,
+                peer: s.peer,
+                connected_at: Utc::now(),
+                stats: stats.clone(),
+                socket: s.socket,
+                control: None,
+            },
+        );
+        Ok(SessionGuard {
+            table: self.clone(),
+            id,
+            stats,
+        })
+    }
+
+    fn release(&self, id: u64) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.sessions.remove(&id) {
+            if let Some(n) = inner.per_user.get_mut(&e.user_id) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.per_user.remove(&e.user_id);
+                }
+            }
+        }
+    }
+
+    pub fn set_control(&self, id: u64, control: Recipient<CloseSession>) {
+        if let Some(e) = self.lock().sessions.get_mut(&id) {
+            e.control = Some(control);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let inner = self.lock();
+        let mut rows: Vec<SessionInfo> = inner
+            .sessions
+            .values()
+            .map(|e| SessionInfo {
+                id: e.id,
+                user: e.user.clone(),
+                watchlist_id: e.watchlist_id,
+                peer: e.peer.map(|p| p.to_string()),
+                connected_at: crate::quote::format_ts(e.connected_at),
+                sent: e.stats.sent.load(Ordering::Relaxed),
+                dropped: e.stats.dropped.load(Ordering::Relaxed),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// Asks one session to close; false if there is no such session.
+    pub fn close(&self, id: u64, code: u16, reason: &'static str) -> bool {
+        let control = self.lock().sessions.get(&id).map(|e| e.control.clone());
+        match control {
+            Some(Some(c)) => {
+                c.do_send(CloseSession { code, reason });
+                true
+            }
+            // Reserved but not started yet: it will be gone in a moment.
+            Some(None) => true,
+            None => false,
+        }
+    }
+
+    /// Asks every session to close (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let controls: Vec<_> = self
+            .lock()
+            .sessions
+            .values()
+            .filter_map(|e| e.control.clone())
+            .collect();
+        for c in controls {
+            c.do_send(CloseSession { code, reason });
+        }
+    }
+
+    /// Token ids of live sessions, for the revocation check.
+    pub fn token_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().sessions.values().map(|e| e.token_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Closes every session opened with one of these tokens.
+    pub fn close_by_tokens(&self, tokens: &[i64], code: u16, reason: &'static str) -> usize {
+        let controls: Vec<_> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|e| tokens.contains(&e.token_id))
+            .filter_map(|e| e.control.clone())
+            .collect();
+        for c in &controls {
+            c.do_send(CloseSession { code, reason });
+        }
+        controls.len()
+    }
+
+    /// Cuts the sockets of sessions whose actor has not run for `timeout_ms`
+    /// (their socket stopped draining, so they cannot even see a close
+    /// request). Returns how many were cut.
+    pub fn cut_stalled(&self, timeout_ms: u64) -> usize {
+        let stalled: Vec<(u64, ConnSocket)> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|e| e.stats.idle_ms() > timeout_ms)
+            .filter_map(|e| e.socket.map(|s| (e.id, s)))
+            .collect();
+        let mut cut = 0;
+        for (id, socket) in stalled {
+            if socket.shutdown() {
+                log::info!("session {id}: socket stalled for over {timeout_ms} ms, cut off");
+                cut += 1;
+            }
+        }
+        cut
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.table.release(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(user_id: i64) -> NewSession {
+        NewSession {
+            user_id,
+            user: format!("u{user_id}"),
+            token_id: user_id * 10,
+            watchlist_id: 1,
+            peer: None,
+            socket: None,
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_and_released_with_the_guard() {
+        let t = SessionTable::new(3, 2);
+        let a = t.reserve(new(1)).unwrap();
+        let _b = t.reserve(new(1)).unwrap();
+        assert_eq!(t.reserve(new(1)).err(), Some(LimitError::UserFull));
+        let _c = t.reserve(new(2)).unwrap();
+        assert_eq!(t.reserve(new(3)).err(), Some(LimitError::ServerFull));
+        drop(a);
+        assert_eq!(t.len(), 2);
+        assert!(t.reserve(new(1)).is_ok());
+        assert_eq!(t.token_ids(), vec![10, 20]);
+    }
+}

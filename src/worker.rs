@@ -1,0 +1,449 @@
+//! The PriceWorker: one actor per watchlist that has at least one session.
+//!
+//! It owns its watchlist's subscribers, positions and `seq`. Every tick of the
+//! shared fetcher it diffs the quotes of its own symbols against what it last
+//! sent, serializes one `quotes` frame and hands the same bytes to every
+//! session. It never calls the upstream itself.
+//!
+//! Lifecycle: the [supervisor](crate::supervisor) starts it on the first
+//! registration and stops it on the last unregistration (or when the
+//! watchlist is deleted). Its fetcher registration ([`WatchGuard`]) and its
+//! subscriber table die with it; it has no timer of its own.
+
+use crate::db::{models::Item, repo, Db, DbError};
+use crate::domain::Symbol;
+use crate::fanout::{QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, Watchers};
+use crate::metrics::Metrics;
+use crate::protocol::{self, close, Frame};
+use crate::quote::{Known, WireQuote};
+use crate::session::table::{CloseSession, Deliver, SessionStats};
+use crate::supervisor::{Supervisor, WorkerGone};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A watchlist item as the worker needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemView {
+    pub symbol: Symbol,
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+}
+
+impl ItemView {
+    /// Rows were validated on the way in; a row that no longer parses (edited
+    /// by hand in the database) is skipped rather than trusted.
+    pub fn from_row(item: &Item) -> Option<Self> {
+        Some(Self {
+            symbol: Symbol::parse(&item.symbol).ok()?,
+            quantity: item.quantity,
+            purchase_price: item.purchase_price,
+        })
+    }
+}
+
+/// What a worker needs from the rest of the service.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub db: Db,
+    pub cache: QuoteCache,
+    pub watchers: Watchers,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Subscriber {
+    deliver: Recipient<Deliver>,
+    control: Recipient<CloseSession>,
+    stats: Arc<SessionStats>,
+    /// A frame could not be queued for it: it gets a full snapshot (the
+    /// latest state, coalesced) as soon as it has room again.
+    lagged: bool,
+}
+
+pub struct PriceWorker {
+    watchlist_id: i64,
+    items: Vec<ItemView>,
+    /// Last state sent for each of this watchlist's symbols.
+    known: HashMap<Symbol, Known>,
+    subscribers: HashMap<u64, Subscriber>,
+    seq: u64,
+    health: UpstreamHealth,
+    started_at: DateTime<Utc>,
+    ticks: u64,
+    last_tick_at: Option<DateTime<Utc>>,
+    supervisor: Addr<Supervisor>,
+    deps: WorkerDeps,
+    registration: Option<WatchGuard>,
+}
+
+/// A row of `GET /admin/v1/workers`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerInfo {
+    pub watchlist_id: i64,
+    pub sessions: usize,
+    pub symbols: Vec<String>,
+    pub started_at: String,
+    pub ticks: u64,
+    pub last_tick_at: Option<String>,
+    pub last_error: Option<String>,
+    pub seq: u64,
+}
+
+impl PriceWorker {
+    pub fn new(
+        watchlist_id: i64,
+        items: Vec<ItemView>,
+        supervisor: Addr<Supervisor>,
+        deps: WorkerDeps,
+    ) -> Self {
+        let mut w = Self {
+            watchlist_id,
+            items: Vec::new(),
+            known: HashMap::new(),
+            subscribers: HashMap::new(),
+            seq: 0,
+            health: UpstreamHealth::default(),
+            started_at: Utc::now(),
+            ticks: 0,
+            last_tick_at: None,
+            supervisor,
+            deps,
+            registration: None,
+        };
+        w.set_items(items);
+        w
+    }
+
+    fn symbols(&self) -> Vec<Symbol> {
+        self.items.iter().map(|i| i.symbol.clone()).collect()
+    }
+
+    /// Replaces the items, taking the state of new symbols from the cache.
+    fn set_items(&mut self, items: Vec<ItemView>) {
+        let cache = self.deps.cache.snapshot();
+        self.known = items
+            .iter()
+            .map(|i| {
+                let k = cache.get(&i.symbol).cloned().unwrap_or(Known::Pending);
+                (i.symbol.clone(), k)
+            })
+            .collect();
+        self.items = items;
+    }
+
+    fn wire<'a>(&'a self, item: &'a ItemView) -> WireQuote<'a> {
+        const PENDING: Known = Known::Pending;
+        let known = self.known.get(&item.symbol).unwrap_or(&PENDING);
+        WireQuote::build(&item.symbol, known, item.quantity, item.purchase_price)
+    }
+
+    fn snapshot_frame(&self) -> Frame {
+        let quotes: Vec<WireQuote<'_>> = self.items.iter().map(|i| self.wire(i)).collect();
+        let stale = self
+            .items
+            .iter()
+            .any(|i| matches!(self.known.get(&i.symbol), None | Some(Known::Pending)));
+        protocol::snapshot(self.watchlist_id, self.seq, stale, &quotes)
+    }
+
+    fn status_frame(&self) -> Frame {
+        protocol::status(
+            self.health.degraded,
+            &self.health.message,
+            self.health.retry_in_ms,
+        )
+    }
+
+    /// Hands one frame to every subscriber. The frame is shared, never
+    /// re-encoded. Subscribers whose queue is full are marked lagging and get
+    /// a snapshot instead once they have room; closed ones are removed.
+    fn broadcast(&mut self, frame: Frame) {
+        let started = Instant::now();
+        let catch_up = self
+            .subscribers
+            .values()
+            .any(|s| s.lagged)
+            .then(|| self.snapshot_frame());
+        let mut gone = Vec::new();
+        for (id, sub) in self.subscribers.iter_mut() {
+            let f = match (&catch_up, sub.lagged) {
+                (Some(snap), true) => snap.clone(),
+                _ => frame.clone(),
+            };
+            match sub.deliver.try_send(Deliver(f)) {
+                Ok(()) => sub.lagged = false,
+                Err(SendError::Full(_)) => {
+                    sub.lagged = true;
+                    sub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.deps.metrics.messages_dropped.inc();
+                }
+                Err(SendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        for id in gone {
+            self.subscribers.remove(&id);
+        }
+        self.deps
+            .metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn send_to(&mut self, session_id: u64, frame: Frame) {
+        if let Some(sub) = self.subscribers.get_mut(&session_id) {
+            match sub.deliver.try_send(Deliver(frame)) {
+                Ok(()) => sub.lagged = false,
+                Err(SendError::Full(_)) => {
+                    sub.lagged = true;
+                    sub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.deps.metrics.messages_dropped.inc();
+                }
+                Err(SendError::Closed(_)) => {
+                    self.subscribers.remove(&session_id);
+                }
+            }
+        }
+    }
+
+    /// Items changed: every session gets a fresh snapshot.
+    fn apply_items(&mut self, items: Vec<ItemView>) {
+        if items == self.items {
+            return;
+        }
+        self.set_items(items);
+        if let Some(reg) = &self.registration {
+            reg.update(self.symbols());
+        }
+        self.seq += 1;
+        let frame = self.snapshot_frame();
+        self.broadcast(frame);
+    }
+
+    fn close_all(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
+        for sub in self.subscribers.values() {
+            sub.control.do_send(CloseSession { code, reason });
+        }
+        self.subscribers.clear();
+        ctx.stop();
+    }
+}
+
+impl Actor for PriceWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.deps.metrics.workers.inc();
+        self.registration = Some(
+            self.deps
+                .watchers
+                .register(self.symbols(), ctx.address().recipient()),
+        );
+        // The items came from the first session's upgrade; read them again in
+        // case the watchlist changed (or went) in between.
+        let db = self.deps.db.clone();
+        let id = self.watchlist_id;
+        let reload = async move {
+            db.run(move |c| {
+                repo::get_watchlist(c, id)?;
+                repo::get_items(c, id)
+            })
+            .await
+        };
+        ctx.spawn(reload.into_actor(self).map(|res, act, ctx| match res {
+            Ok(rows) => act.apply_items(rows.iter().filter_map(ItemView::from_row).collect()),
+            Err(DbError::NotFound) => {
+                act.supervisor.do_send(WorkerGone {
+                    watchlist_id: act.watchlist_id,
+                    worker: ctx.address(),
+                });
+                act.close_all(close::WATCHLIST_DELETED, "watchlist deleted", ctx);
+            }
+            Err(e) => log::warn!("worker {}: could not reload items: {e}", act.watchlist_id),
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Unregister from the fetcher now, not whenever the struct is dropped.
+        self.registration.take();
+        self.deps.metrics.workers.dec();
+        log::debug!("worker {} stopped", self.watchlist_id);
+    }
+}
+
+/// A session joins: it gets a snapshot at once (and the upstream status when
+/// it is degraded).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub session_id: u64,
+    pub deliver: Recipient<Deliver>,
+    pub control: Recipient<CloseSession>,
+    pub stats: Arc<SessionStats>,
+}
+
+impl Handler<Subscribe> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        self.subscribers.insert(
+            msg.session_id,
+            Subscriber {
+                deliver: msg.deliver,
+                control: msg.control,
+                stats: msg.stats,
+                lagged: false,
+            },
+        );
+        let snap = self.snapshot_frame();
+        self.send_to(msg.session_id, snap);
+        if self.health.degraded {
+            let status = self.status_frame();
+            self.send_to(msg.session_id, status);
+        }
+    }
+}
+
+/// A session left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session_id: u64,
+}
+
+impl Handler<Unsubscribe> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        self.subscribers.remove(&msg.session_id);
+    }
+}
+
+/// A tick of the shared fetcher: broadcast what changed for this watchlist.
+impl Handler<QuoteTick> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, tick: QuoteTick, _: &mut Context<Self>) {
+        self.ticks += 1;
+        self.last_tick_at = Some(Utc::now());
+        self.deps.metrics.worker_ticks.inc();
+
+        if !tick.health.same_state(&self.health) {
+            self.health = (*tick.health).clone();
+            let status = self.status_frame();
+            self.broadcast(status);
+        } else {
+            self.health.retry_in_ms = tick.health.retry_in_ms;
+        }
+
+        let mut changed = Vec::new();
+        for (idx, item) in self.items.iter().enumerate() {
+            if let Some(new) = tick.quotes.get(&item.symbol) {
+                if self.known.get(&item.symbol) != Some(new) {
+                    changed.push((idx, new.clone()));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for (idx, new) in &changed {
+            self.known
+                .insert(self.items[*idx].symbol.clone(), new.clone());
+        }
+        self.seq += 1;
+        let quotes: Vec<WireQuote<'_>> = changed
+            .iter()
+            .map(|(idx, _)| self.wire(&self.items[*idx]))
+            .collect();
+        let frame = protocol::quotes(self.watchlist_id, self.seq, &quotes);
+        self.broadcast(frame);
+    }
+}
+
+/// The watchlist's items changed through the API.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ItemsChanged(pub Vec<ItemView>);
+
+impl Handler<ItemsChanged> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: ItemsChanged, _: &mut Context<Self>) {
+        self.apply_items(msg.0);
+    }
+}
+
+/// A session asked for a snapshot: it gets one at the current `seq`, so the
+/// others see no gap.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendSnapshot {
+    pub session_id: u64,
+}
+
+impl Handler<SendSnapshot> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: SendSnapshot, _: &mut Context<Self>) {
+        let snap = self.snapshot_frame();
+        self.send_to(msg.session_id, snap);
+    }
+}
+
+/// Close every session with `code` and stop (watchlist deleted, shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Handler<CloseAll> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: CloseAll, ctx: &mut Context<Self>) {
+        self.close_all(msg.code, msg.reason, ctx);
+    }
+}
+
+/// The last session left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopWorker;
+
+impl Handler<StopWorker> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, _: StopWorker, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Admin: describe yourself.
+#[derive(Message)]
+#[rtype(result = "WorkerInfo")]
+pub struct GetInfo;
+
+impl Handler<GetInfo> for PriceWorker {
+    type Result = MessageResult<GetInfo>;
+    fn handle(&mut self, _: GetInfo, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(WorkerInfo {
+            watchlist_id: self.watchlist_id,
+            sessions: self.subscribers.len(),
+            symbols: self.items.iter().map(|i| i.symbol.to_string()).collect(),
+            started_at: crate::quote::format_ts(self.started_at),
+            ticks: self.ticks,
+            last_tick_at: self.last_tick_at.map(crate::quote::format_ts),
+            last_error: self.health.degraded.then(|| self.health.message.clone()),
+            seq: self.seq,
+        })
+    }
+}
+
+/// Admin: fetch this watchlist's symbols now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
+impl Handler<Refresh> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, _: Refresh, _: &mut Context<Self>) {
+        self.deps.watchers.force(self.symbols());
+    }
+}
