@@ -1,0 +1,662 @@
+//! REST API, end to end over real HTTP, on SQLite and PostgreSQL.
+
+mod support;
+
+use quotecast::db::{models::StoredQuote, repo};
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::{Backend, Body, TestApp};
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
+async fn health_and_me(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (s, body) = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!((s, body), (200, json!({"status": "ok"})));
+    let (s, body) = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["status"], "ready");
+
+    let alice = app.user("alice");
+    let (s, me) = app.get("/api/v1/me", &alice).await;
+    assert_eq!(s, 200);
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["is_admin"], false);
+
+    // Missing, malformed, unknown and oversized credentials.
+    let (s, body) = app.request(Method::GET, "/api/v1/me", None, None).await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+    let (s, body) = app.get("/api/v1/me", "qc_not_a_real_token").await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+    let (s, body) = app.get("/api/v1/me", &"x".repeat(5000)).await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+    let res = app
+        .client
+        .get(app.url("/api/v1/me"))
+        .header("authorization", "Basic YWxpY2U6cHc=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Revoked token.
+    let token_id = me["token_id"].as_i64().unwrap();
+    quotecast::cli::revoke_token(app.db(), token_id).unwrap();
+    let (s, body) = app.get("/api/v1/me", &alice).await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+}
+
+async fn watchlist_crud(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let (s, created) = app
+        .post(
+            "/api/v1/watchlists",
+            &alice,
+            json!({
+                "name": "日本株 ポートフォリオ 📈",
+                "description": "Tokyo",
+                "items": [
+                    {"symbol": "7203.t", "quantity": 100, "purchase_price": 2400.0, "memo": "トヨタ"},
+                    {"symbol": "AAPL"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["name"], "日本株 ポートフォリオ 📈");
+    assert_eq!(created["is_public"], false);
+    assert_eq!(
+        created["items"][0]["symbol"], "7203.T",
+        "symbols are stored upper-cased"
+    );
+    assert_eq!(created["items"][0]["memo"], "トヨタ");
+    assert_eq!(created["items"][1]["quantity"], Value::Null);
+    let id = created["id"].as_i64().unwrap();
+
+    let (s, list) = app.get("/api/v1/watchlists", &alice).await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id);
+
+    let (s, got) = app.get(&format!("/api/v1/watchlists/{id}"), &alice).await;
+    assert_eq!(s, 200);
+    assert_eq!(got["items"].as_array().unwrap().len(), 2);
+
+    let (s, patched) = app
+        .patch(
+            &format!("/api/v1/watchlists/{id}"),
+            &alice,
+            json!({"name": "Renamed", "is_public": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    assert_eq!(patched["name"], "Renamed");
+    assert_eq!(patched["is_public"], true);
+    assert_eq!(patched["description"], "Tokyo", "untouched fields stay");
+
+    // Duplicate names per owner: 409 on create and on rename.
+    let other = app.watchlist(&alice, "Other", false, json!([])).await;
+    let (s, body) = app
+        .post("/api/v1/watchlists", &alice, json!({"name": "Renamed"}))
+        .await;
+    assert_eq!((s, code(&body)), (409, "duplicate"));
+    let (s, body) = app
+        .patch(
+            &format!("/api/v1/watchlists/{other}"),
+            &alice,
+            json!({"name": "Renamed"}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (409, "duplicate"));
+    // Another user may use the same name.
+    let bob = app.user("bob");
+    app.watchlist(&bob, "Renamed", false, json!([])).await;
+
+    // Delete removes the items too.
+    let (s, _) = app
+        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
+        .await;
+    assert_eq!(s, 204);
+    let (s, body) = app.get(&format!("/api/v1/watchlists/{id}"), &alice).await;
+    assert_eq!((s, code(&body)), (404, "not_found"));
+    let left = app.db().run_sync(move |c| repo::get_items(c, id)).unwrap();
+    assert!(
+        left.is_empty(),
+        "items of a deleted watchlist remain: {left:?}"
+    );
+    let (s, _) = app
+        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
+        .await;
+    assert_eq!(s, 404);
+}
+
+async fn items_crud(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let items = format!("/api/v1/watchlists/{id}/items");
+
+    let (s, item) = app
+        .post(
+            &items,
+            &alice,
+            json!({"symbol": "^n225", "quantity": 1.5, "purchase_price": 38000, "memo": "index"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{item}");
+    assert_eq!(item["symbol"], "^N225");
+    assert_eq!(item["quantity"], 1.5);
+
+    let (s, body) = app.post(&items, &alice, json!({"symbol": "^N225"})).await;
+    assert_eq!((s, code(&body)), (409, "duplicate"));
+    let (s, body) = app
+        .post(&items, &alice, json!({"symbol": "BAD SYMBOL"}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .post(&items, &alice, json!({"symbol": "A".repeat(21)}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .post(&items, &alice, json!({"symbol": "X", "quantity": -1}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .post(
+            &items,
+            &alice,
+            json!({"symbol": "X", "purchase_price": "12"}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .post(
+            &items,
+            &alice,
+            json!({"symbol": "X", "memo": "m".repeat(501)}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .post(&items, &alice, json!({"symbol": "X", "extra": true}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+
+    // PATCH changes only what is given; null clears.
+    let one = format!("{items}/%5EN225");
+    let (s, p) = app.patch(&one, &alice, json!({"quantity": 3})).await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["quantity"], 3.0);
+    assert_eq!(p["purchase_price"], 38000.0);
+    assert_eq!(p["memo"], "index");
+    let (s, p) = app
+        .patch(
+            &one,
+            &alice,
+            json!({"purchase_price": null, "memo": "メモ"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(p["purchase_price"], Value::Null);
+    assert_eq!(p["quantity"], 3.0);
+    assert_eq!(p["memo"], "メモ");
+    let (s, p) = app.patch(&one, &alice, json!({})).await;
+    assert_eq!(s, 200, "an empty patch changes nothing: {p}");
+    let (s, body) = app.patch(&one, &alice, json!({"quantity": -5})).await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app
+        .patch(&format!("{items}/MSFT"), &alice, json!({"quantity": 1}))
+        .await;
+    assert_eq!((s, code(&body)), (404, "not_found"));
+    let (s, body) = app
+        .patch(
+            &format!("{items}/bad%20sym"),
+            &alice,
+            json!({"quantity": 1}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (404, "not_found"));
+
+    let (s, _) = app.delete(&one, &alice).await;
+    assert_eq!(s, 204);
+    let (s, body) = app.delete(&one, &alice).await;
+    assert_eq!((s, code(&body)), (404, "not_found"));
+
+    // Items of a watchlist that does not exist.
+    let (s, body) = app
+        .post(
+            "/api/v1/watchlists/999999/items",
+            &alice,
+            json!({"symbol": "AAPL"}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (404, "not_found"));
+}
+
+async fn malformed_and_hostile_input(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let raw = |s: &str| Some(Body::Raw(s.to_owned()));
+
+    let cases: Vec<(Method, String, Option<Body>, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("{\"name\":"),
+            400,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("not json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw(""),
+            400,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("{\"name\": 5}"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("{\"name\": \"\"}"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("{}"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("[]"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            Some(Body::Json(json!({"name": "n".repeat(101)}))),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            Some(Body::Json(json!({"name": "a\u{0007}b"}))),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            Some(Body::Json(
+                json!({"name": "x", "items": [{"symbol": "A"}, {"symbol": "a"}]}),
+            )),
+            409,
+            "duplicate",
+        ),
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            Some(Body::Json(
+                json!({"name": "x", "items": [{"symbol": "'; DROP TABLE users; --"}]}),
+            )),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{id}"),
+            raw("{\"is_public\": \"yes\"}"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{id}"),
+            raw("{"),
+            400,
+            "malformed_json",
+        ),
+        (
+            Method::GET,
+            "/api/v1/watchlists/abc".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/watchlists/99999999999999999999999".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/watchlists/424242".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/nothing-here".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/watchlists".into(),
+            None,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".into(),
+            raw("{\"watchlist_id\": \"1\"}"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".into(),
+            raw("{\"watchlist_id\": 424242}"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/quotes".into(),
+            None,
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::GET,
+            "/api/v1/quotes?symbols=AAPL,no%20way".into(),
+            None,
+            422,
+            "invalid_value",
+        ),
+    ];
+    for (method, path, body, status, want) in cases {
+        let (s, got) = app.request(method.clone(), &path, Some(&alice), body).await;
+        assert_eq!((s, code(&got)), (status, want), "{method} {path}: {got}");
+    }
+
+    // A 1 MiB body is refused with 413 and the JSON error, on every JSON endpoint.
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(1 << 20));
+    for (method, path) in [
+        (Method::POST, "/api/v1/watchlists".to_string()),
+        (Method::PATCH, format!("/api/v1/watchlists/{id}")),
+        (Method::POST, format!("/api/v1/watchlists/{id}/items")),
+        (Method::POST, "/api/v1/ws-tickets".to_string()),
+    ] {
+        let (s, got) = app
+            .request(
+                method.clone(),
+                &path,
+                Some(&alice),
+                Some(Body::Raw(big.clone())),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&got)),
+            (413, "payload_too_large"),
+            "{method} {path}"
+        );
+    }
+    // The server is still fine afterwards.
+    let (s, _) = app.get("/api/v1/watchlists", &alice).await;
+    assert_eq!(s, 200);
+}
+
+async fn other_users_watchlists(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let private = app
+        .watchlist(&alice, "private", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let public = app
+        .watchlist(&alice, "public", true, json!([{"symbol": "MSFT"}]))
+        .await;
+
+    // Private: nothing at all for bob.
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v1/watchlists/{private}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{private}"),
+            Some(json!({"name": "mine"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/watchlists/{private}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/watchlists/{private}/items"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/watchlists/{private}/items"),
+            Some(json!({"symbol": "X"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{private}/items/AAPL"),
+            Some(json!({"quantity": 1})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/watchlists/{private}/items/AAPL"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".to_string(),
+            Some(json!({"watchlist_id": private})),
+        ),
+    ] {
+        let (s, got) = app
+            .request(method.clone(), &path, Some(&bob), body.map(Body::Json))
+            .await;
+        assert_eq!((s, code(&got)), (403, "forbidden"), "{method} {path}");
+    }
+    // Public: readable, not writable.
+    let (s, got) = app.get(&format!("/api/v1/watchlists/{public}"), &bob).await;
+    assert_eq!(s, 200);
+    assert_eq!(got["items"][0]["symbol"], "MSFT");
+    let (s, _) = app
+        .get(&format!("/api/v1/watchlists/{public}/items"), &bob)
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .post("/api/v1/ws-tickets", &bob, json!({"watchlist_id": public}))
+        .await;
+    assert_eq!(s, 200);
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{public}"),
+            Some(json!({"is_public": false})),
+        ),
+        (Method::DELETE, format!("/api/v1/watchlists/{public}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/watchlists/{public}/items"),
+            Some(json!({"symbol": "X"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/watchlists/{public}/items/MSFT"),
+            Some(json!({"memo": "hi"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/watchlists/{public}/items/MSFT"),
+            None,
+        ),
+    ] {
+        let (s, got) = app
+            .request(method.clone(), &path, Some(&bob), body.map(Body::Json))
+            .await;
+        assert_eq!((s, code(&got)), (403, "forbidden"), "{method} {path}");
+    }
+    // Bob's list has only his own watchlists.
+    let (_, list) = app.get("/api/v1/watchlists", &bob).await;
+    assert_eq!(list, json!([]));
+    // Admin endpoints are for admins.
+    for path in ["/admin/v1/stats", "/admin/v1/workers", "/admin/v1/sessions"] {
+        let (s, got) = app.get(path, &bob).await;
+        assert_eq!((s, code(&got)), (403, "forbidden"), "{path}");
+        let (s, _) = app.request(Method::GET, path, None, None).await;
+        assert_eq!(s, 401, "{path}");
+    }
+}
+
+async fn limits(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| {
+        s.limits.max_watchlists_per_user = 2;
+        s.limits.max_items_per_watchlist = 2;
+    })
+    .await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(
+            &alice,
+            "one",
+            false,
+            json!([{"symbol": "A"}, {"symbol": "B"}]),
+        )
+        .await;
+    let (s, body) = app
+        .post("/api/v1/watchlists", &alice, json!({"name": "too many items", "items": [{"symbol": "A"}, {"symbol": "B"}, {"symbol": "C"}]}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "limit_exceeded"));
+    let (s, body) = app
+        .post(
+            &format!("/api/v1/watchlists/{id}/items"),
+            &alice,
+            json!({"symbol": "C"}),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (422, "limit_exceeded"));
+    app.watchlist(&alice, "two", false, json!([])).await;
+    let (s, body) = app
+        .post("/api/v1/watchlists", &alice, json!({"name": "three"}))
+        .await;
+    assert_eq!((s, code(&body)), (422, "limit_exceeded"));
+    // Limits are per user.
+    let bob = app.user("bob");
+    app.watchlist(&bob, "one", false, json!([])).await;
+}
+
+async fn quotes_from_the_store(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let row = |symbol: &str, price: Option<f64>, unknown: bool| StoredQuote {
+        symbol: symbol.into(),
+        is_unknown: unknown,
+        name: price.map(|_| "Toyota Motor Corporation".into()),
+        price,
+        previous_close: price.map(|p| p - 10.0),
+        volume: Some(1000),
+        currency: Some("JPY".into()),
+        market_state: Some("REGULAR".into()),
+        market_time: Some(1_764_000_000_000_000),
+        updated_at: 0,
+    };
+    let rows = vec![row("7203.T", Some(2510.0), false), row("ZZZZ", None, true)];
+    app.db()
+        .run_sync(move |c| repo::upsert_latest_quotes(c, &rows))
+        .unwrap();
+    // Upsert replaces.
+    let rows = vec![row("7203.T", Some(2520.0), false)];
+    app.db()
+        .run_sync(move |c| repo::upsert_latest_quotes(c, &rows))
+        .unwrap();
+
+    let (s, body) = app
+        .get("/api/v1/quotes?symbols=7203.t,ZZZZ,MSFT", &alice)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let q = &body["quotes"];
+    assert_eq!(q[0]["symbol"], "7203.T");
+    assert_eq!(q[0]["price"], 2520.0);
+    assert_eq!(q[0]["change"], 10.0);
+    assert_eq!(q[0]["market_time"], "2025-11-24T16:00:00Z");
+    assert_eq!(q[1]["error"], "unknown_symbol");
+    assert_eq!(q[1]["price"], Value::Null);
+    assert_eq!(q[2]["price"], Value::Null);
+    assert!(q[2].get("error").is_none());
+    let (s, _) = app
+        .request(Method::GET, "/api/v1/quotes?symbols=AAPL", None, None)
+        .await;
+    assert_eq!(s, 401);
+    let many: Vec<String> = (0..101).map(|i| format!("S{i}")).collect();
+    let (s, body) = app
+        .get(
+            &format!("/api/v1/quotes?symbols={}", many.join(",")),
+            &alice,
+        )
+        .await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+}
+
+async fn tickets(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let t1 = app.ticket(&alice, id).await;
+    let t2 = app.ticket(&alice, id).await;
+    assert_ne!(t1, t2);
+    let (s, body) = app
+        .request(
+            Method::POST,
+            "/api/v1/ws-tickets",
+            None,
+            Some(Body::Json(json!({"watchlist_id": id}))),
+        )
+        .await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+}
+
+on_both_backends!(
+    health_and_me,
+    watchlist_crud,
+    items_crud,
+    malformed_and_hostile_input,
+    other_users_watchlists,
+    limits,
+    quotes_from_the_store,
+    tickets,
+);
