@@ -127,8 +127,6 @@ pub enum TicketError {
 }
 
 impl TicketStore {
-    pub const TTL: Duration = Duration::from_secs(60);
-
     pub fn new(ttl: Duration, max_outstanding: usize) -> Self {
         Self {
             ttl,

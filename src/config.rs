@@ -92,6 +92,7 @@ pub struct RealtimeSettings {
     pub max_message_bytes: usize,
     pub session_queue: usize,
     pub auth_recheck_interval_ms: u64,
+    pub ticket_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub watched_symbols: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
+    /// Sessions whose socket stopped draining and was cut off from outside.
+    pub sessions_cut: IntCounter,
     pub messages_sent: IntCounter,
     pub messages_dropped: IntCounter,
     pub worker_ticks: IntCounter,
@@ -72,6 +74,10 @@ impl Metrics {
             sessions_closed: counter(
                 "quotecast_sessions_closed_total",
                 "WebSocket sessions closed",
+            ),
+            sessions_cut: counter(
+                "quotecast_sessions_cut_total",
+                "Sessions cut off because their socket stopped draining",
             ),
             messages_sent: counter(
                 "quotecast_messages_sent_total",

@@ -192,7 +192,10 @@ impl Application {
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
-            tickets: TicketStore::new(TicketStore::TTL, 100_000),
+            tickets: TicketStore::new(
+                Duration::from_millis(settings.realtime.ticket_ttl_ms),
+                100_000,
+            ),
             sessions,
             supervisor,
             metrics,
@@ -302,7 +305,8 @@ async fn sweeps(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>)
     loop {
         tokio::select! {
             _ = stall.tick() => {
-                state.sessions.cut_stalled(timeout_ms);
+                let cut = state.sessions.cut_stalled(timeout_ms);
+                state.metrics.sessions_cut.inc_by(cut as u64);
                 state.metrics.sessions.set(state.sessions.len() as i64);
                 state.metrics.watched_symbols.set(state.watchers.union().len() as i64);
             }

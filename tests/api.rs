@@ -636,6 +636,12 @@ async fn tickets(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let (s, body) = app
+        .post("/api/v1/ws-tickets", &alice, json!({"watchlist_id": id}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["expires_in"], 60);
+    assert!(body["ticket"].as_str().unwrap().len() >= 32);
     let t1 = app.ticket(&alice, id).await;
     let t2 = app.ticket(&alice, id).await;
     assert_ne!(t1, t2);

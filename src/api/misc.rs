@@ -114,6 +114,6 @@ pub async fn ws_ticket(
         .ok_or_else(|| ApiError::TooManySessions("too many outstanding tickets".into()))?;
     Ok(HttpResponse::Ok().json(json!({
         "ticket": ticket,
-        "expires_in": state.tickets.ttl().as_secs(),
+        "expires_in": state.tickets.ttl().as_secs_f64().ceil() as u64,
     })))
 }

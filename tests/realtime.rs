@@ -1,0 +1,858 @@
+//! The realtime core end to end: real WebSocket clients against a real
+//! server, on SQLite and PostgreSQL. Every wait is for an event, with a
+//! deadline.
+
+mod support;
+
+use futures_util::future::join_all;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::{Backend, TestApp, Ws, DEADLINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
+    msg["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["symbol"] == symbol)
+        .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
+}
+
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// 1. A session registers and removes both itself and the worker.
+async fn connect_then_disconnect(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    app.wait_counts(0, 0).await;
+    let mut ws = app.ws(id, &alice).await;
+    let snap = ws.wait_type("snapshot").await;
+    assert_eq!(snap["watchlist_id"], id);
+    let stats = app.wait_counts(1, 1).await;
+    assert_eq!(stats["watched_symbols"], 1);
+    let sessions = app.sessions().await;
+    assert_eq!(sessions[0]["user"], "alice");
+    assert_eq!(sessions[0]["watchlist_id"], id);
+    assert!(sessions[0]["peer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    ws.close().await;
+    let stats = app.wait_counts(0, 0).await;
+    assert_eq!(stats["watched_symbols"], 0);
+}
+
+/// 2. Three sessions share one worker, which lives until the last leaves.
+async fn sessions_share_a_worker(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut ws = app.ws(id, &alice).await;
+        ws.wait_type("snapshot").await;
+        clients.push(ws);
+    }
+    app.wait_counts(3, 1).await;
+    let workers = app.workers().await;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0]["watchlist_id"], id);
+    assert_eq!(workers[0]["sessions"], 3);
+    assert_eq!(workers[0]["symbols"], json!(["AAPL"]));
+    let last = clients.pop().unwrap();
+    for ws in clients {
+        ws.close().await;
+    }
+    app.wait_counts(1, 1).await;
+    last.close().await;
+    app.wait_counts(0, 0).await;
+}
+
+/// 3. Ten concurrent connects give exactly one worker; ten concurrent
+/// disconnects give none.
+async fn concurrent_connects_one_worker(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "MSFT"}]))
+        .await;
+    let clients: Vec<Ws> = join_all((0..10).map(|_| app.ws(id, &alice))).await;
+    let stats = app.wait_counts(10, 1).await;
+    assert_eq!(stats["workers"], 1);
+    assert_eq!(app.workers().await[0]["sessions"], 10);
+    join_all(clients.into_iter().map(Ws::close)).await;
+    app.wait_counts(0, 0).await;
+    assert!(app.workers().await.is_empty());
+}
+
+/// 4. A worker whose sessions are gone stops, and so do its ticks.
+async fn worker_stops_and_its_ticks_stop(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let a = app
+        .watchlist(&alice, "A", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let b_id = app
+        .watchlist(&alice, "B", false, json!([{"symbol": "MSFT"}]))
+        .await;
+    let ws_a = app.ws(a, &alice).await;
+    let mut ws_b = app.ws(b_id, &alice).await;
+    ws_b.wait_type("snapshot").await;
+    app.wait_counts(2, 2).await;
+    ws_a.close().await;
+    app.wait_counts(1, 1).await;
+
+    // From here on every worker tick in the process must be B's.
+    let total_before = metric(&app, "quotecast_worker_ticks_total").await;
+    let b_before = app.workers().await[0]["ticks"].as_f64().unwrap();
+    let end = Instant::now() + DEADLINE;
+    let b_after = loop {
+        let t = app.workers().await[0]["ticks"].as_f64().unwrap();
+        if t >= b_before + 5.0 {
+            break t;
+        }
+        assert!(Instant::now() < end, "worker B does not tick");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let total_after = metric(&app, "quotecast_worker_ticks_total").await;
+    assert!(b_after - b_before >= 5.0);
+    // Reads are not atomic together; allow B one tick between them.
+    let others = (total_after - total_before) - (b_after - b_before);
+    assert!(others.abs() <= 1.0, "ticks of a stopped worker: {others}");
+    ws_b.close().await;
+    app.wait_counts(0, 0).await;
+    let t = metric(&app, "quotecast_worker_ticks_total").await;
+    // Wait for one more fetcher cycle: with no worker, nothing ticks.
+    let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
+    let end = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < end {
+        tokio::task::yield_now().await;
+        if metric(&app, "quotecast_worker_ticks_total").await != t {
+            panic!("worker ticks continued after the last worker stopped");
+        }
+    }
+    assert_eq!(
+        app.stats().await["upstream"]["cycles"].as_u64().unwrap(),
+        cycles,
+        "fetcher idles with nothing watched"
+    );
+}
+
+/// 5. A broadcast reaches every session with the same seq; a dead session is
+/// removed without disturbing the others.
+async fn broadcast_and_dead_session(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(
+            &alice,
+            "W",
+            false,
+            json!([{"symbol": "7203.T"}, {"symbol": "AAPL"}]),
+        )
+        .await;
+    let mut clients: Vec<Ws> = join_all((0..3).map(|_| app.ws(id, &alice))).await;
+    app.wait_counts(3, 1).await;
+    // Take a seq that every session must see.
+    let target = clients[0].wait_type("quotes").await["seq"]
+        .as_u64()
+        .unwrap()
+        + 2;
+    for ws in clients.iter_mut() {
+        let m = ws
+            .wait_for("target seq", |v| {
+                v["type"] == "quotes" && v["seq"].as_u64() >= Some(target)
+            })
+            .await;
+        assert_eq!(
+            m["seq"].as_u64(),
+            Some(target),
+            "every session sees every seq"
+        );
+        assert!(m["ts"].as_str().unwrap().ends_with('Z'));
+    }
+    // Kill one without a close handshake.
+    let dead = clients.remove(1);
+    drop(dead);
+    app.wait_counts(2, 1).await;
+    for ws in clients.iter_mut() {
+        let m = ws.wait_type("quotes").await;
+        let next = ws.wait_type("quotes").await;
+        assert_eq!(
+            next["seq"].as_u64().unwrap(),
+            m["seq"].as_u64().unwrap() + 1,
+            "no gap"
+        );
+    }
+    join_all(clients.into_iter().map(Ws::close)).await;
+    app.wait_counts(0, 0).await;
+}
+
+/// 6. Access: owner, public for others, private refused, missing 404; and
+/// the credentials themselves.
+async fn access_and_credentials(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| s.realtime.ticket_ttl_ms = 300).await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let private = app.watchlist(&alice, "private", false, json!([])).await;
+    let public = app.watchlist(&alice, "public", true, json!([])).await;
+
+    app.ws(private, &alice).await.close().await;
+    let mut ws = app.ws(public, &bob).await;
+    ws.wait_type("snapshot").await;
+    ws.close().await;
+
+    let cases = [
+        (app.ws_url(private), Some(bob.as_str()), 403, "forbidden"),
+        (app.ws_url(424242), Some(alice.as_str()), 404, "not_found"),
+        (
+            format!("ws://{}/ws/v1/watchlists/abc", app.addr),
+            Some(alice.as_str()),
+            404,
+            "not_found",
+        ),
+        (app.ws_url(private), None, 401, "unauthorized"),
+        (app.ws_url(private), Some("qc_wrong"), 401, "unauthorized"),
+        (
+            format!("{}?ticket=forged", app.ws_url(private)),
+            None,
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (url, token, status, code) in cases {
+        let (s, body) = app
+            .try_ws(&url, token)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{url} was accepted"));
+        assert_eq!(
+            (s, body["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{url}"
+        );
+    }
+
+    // Tickets: single use, bound to their watchlist, short-lived.
+    let ticket = app.ticket(&alice, private).await;
+    let url = format!("{}?ticket={ticket}", app.ws_url(private));
+    let mut ws = app.try_ws(&url, None).await.expect("ticket accepted");
+    ws.wait_type("snapshot").await;
+    let (s, _) = app
+        .try_ws(&url, None)
+        .await
+        .err()
+        .expect("ticket used twice");
+    assert_eq!(s, 401);
+    ws.close().await;
+    let ticket = app.ticket(&alice, private).await;
+    let (s, _) = app
+        .try_ws(&format!("{}?ticket={ticket}", app.ws_url(public)), None)
+        .await
+        .err()
+        .expect("ticket for another watchlist");
+    assert_eq!(s, 403);
+    let ticket = app.ticket(&alice, private).await;
+    let url = format!("{}?ticket={ticket}", app.ws_url(private));
+    // Wait out the (test-sized) lifetime by watching the clock, not sleeping blind.
+    let issued = Instant::now();
+    while issued.elapsed() < Duration::from_millis(400) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, _) = app.try_ws(&url, None).await.err().expect("expired ticket");
+    assert_eq!(s, 401);
+    app.wait_counts(0, 0).await;
+}
+
+/// 7. An empty watchlist's snapshot.
+async fn empty_watchlist_snapshot(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "empty", false, json!([])).await;
+    let mut ws = app.ws(id, &alice).await;
+    let snap = ws.wait_type("snapshot").await;
+    assert_eq!(snap["quotes"], json!([]));
+    assert_eq!(snap["stale"], false);
+    assert!(snap["seq"].is_u64());
+    ws.close().await;
+}
+
+/// 8 and 9. P/L fields, and an unknown symbol's nulls and error.
+async fn pl_and_unknown_symbols(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(
+            &alice,
+            "W",
+            false,
+            json!([
+                {"symbol": "7203.T", "quantity": 100, "purchase_price": 2400},
+                {"symbol": "AAPL", "quantity": 2.5},
+                {"symbol": "ZZZZ", "quantity": 1, "purchase_price": 1}
+            ]),
+        )
+        .await;
+    let mut ws = app.ws(id, &alice).await;
+    let snap = ws.wait_type("snapshot").await;
+    assert_eq!(snap["quotes"].as_array().unwrap().len(), 3);
+    // Wait until both known symbols and the unknown one have been fetched.
+    let snap = {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            ws.send_json(json!({"type": "snapshot"})).await;
+            let s = ws.wait_type("snapshot").await;
+            if s["stale"] == false {
+                break s;
+            }
+            assert!(Instant::now() < end, "never fresh: {s}");
+            ws.wait_type("quotes").await;
+        }
+    };
+    let toyota = quote(&snap, "7203.T");
+    let price = toyota["price"].as_f64().unwrap();
+    assert_eq!(toyota["quantity"], 100.0);
+    assert_eq!(toyota["purchase_price"], 2400.0);
+    assert!((toyota["unrealized_pl"].as_f64().unwrap() - (price - 2400.0) * 100.0).abs() < 1e-6);
+    assert_eq!(toyota["currency"], "JPY");
+    assert_eq!(toyota["name"], "Toyota Motor Corporation");
+    let change = toyota["change"].as_f64().unwrap();
+    let prev = toyota["previous_close"].as_f64().unwrap();
+    assert!((change - (price - prev)).abs() < 1e-6);
+    assert!((toyota["change_percent"].as_f64().unwrap() - change / prev * 100.0).abs() < 1e-6);
+    assert!(toyota["market_time"].as_str().unwrap().ends_with('Z'));
+    assert!(toyota.get("error").is_none());
+    let apple = quote(&snap, "AAPL");
+    assert!(apple["price"].is_f64());
+    assert_eq!(
+        apple["unrealized_pl"],
+        Value::Null,
+        "no purchase price, no P/L"
+    );
+    let z = quote(&snap, "ZZZZ");
+    assert_eq!(z["error"], "unknown_symbol");
+    for field in [
+        "price",
+        "previous_close",
+        "change",
+        "change_percent",
+        "volume",
+        "unrealized_pl",
+    ] {
+        assert_eq!(z[field], Value::Null, "{field}");
+    }
+    assert_eq!(z["quantity"], 1.0);
+    // Quotes messages carry only what changed, with the same fields.
+    let q = ws.wait_type("quotes").await;
+    for item in q["quotes"].as_array().unwrap() {
+        assert_ne!(
+            item["symbol"], "ZZZZ",
+            "an unchanged unknown symbol is not re-sent"
+        );
+        let p = item["price"].as_f64().unwrap();
+        if item["symbol"] == "7203.T" {
+            assert!((item["unrealized_pl"].as_f64().unwrap() - (p - 2400.0) * 100.0).abs() < 1e-6);
+        }
+    }
+    ws.close().await;
+}
+
+/// Bad client input gets `error` and the socket stays open; the tenth bad
+/// message closes with 1008; an oversized frame closes with 1009.
+async fn bad_client_messages(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("snapshot").await;
+
+    ws.send_json(json!({"type": "ping"})).await;
+    ws.wait_type("pong").await;
+    ws.send_text("{not json").await;
+    assert_eq!(ws.wait_type("error").await["code"], "malformed_json");
+    ws.send_json(json!({"type": "subscribe", "symbols": ["AAPL"]}))
+        .await;
+    assert_eq!(ws.wait_type("error").await["code"], "unknown_type");
+    ws.stream
+        .send(Message::Binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(ws.wait_type("error").await["code"], "binary_not_supported");
+    ws.send_text("\"just a string\"").await;
+    assert_eq!(ws.wait_type("error").await["code"], "malformed_json");
+    // Still open and serving.
+    ws.send_json(json!({"type": "snapshot"})).await;
+    ws.wait_type("snapshot").await;
+    for i in 5..10 {
+        ws.send_text(format!("bad {i}")).await;
+    }
+    // Nine errors so far; the socket is still open.
+    ws.send_json(json!({"type": "ping"})).await;
+    ws.wait_type("pong").await;
+    ws.send_text("tenth").await;
+    assert_eq!(ws.wait_close().await, Some(1008));
+
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("snapshot").await;
+    ws.send_text(format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(5000)
+    ))
+    .await;
+    assert_eq!(ws.wait_close().await, Some(1009));
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("snapshot").await;
+    ws.stream.send(Message::Binary(vec![0; 1 << 20])).await.ok();
+    assert_eq!(ws.wait_close().await, Some(1009));
+    app.wait_counts(0, 0).await;
+}
+
+/// A snapshot on request carries the current seq (no gap for others), and
+/// quotes messages count up by one.
+async fn seq_and_snapshot_requests(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "NVDA"}]))
+        .await;
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("snapshot").await;
+    let a = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
+    let b2 = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
+    assert_eq!(b2, a + 1);
+    ws.send_json(json!({"type": "snapshot"})).await;
+    let snap = ws.wait_type("snapshot").await["seq"].as_u64().unwrap();
+    let next = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
+    assert_eq!(next, snap + 1);
+    ws.close().await;
+}
+
+/// Item changes reach live sessions as a fresh snapshot; deleting the
+/// watchlist closes with 4404 and stops the worker.
+async fn live_watchlist_changes(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let id = app
+        .watchlist(&alice, "W", true, json!([{"symbol": "AAPL"}]))
+        .await;
+    let mut mine = app.ws(id, &alice).await;
+    let mut theirs = app.ws(id, &bob).await;
+    mine.wait_type("snapshot").await;
+    theirs.wait_type("snapshot").await;
+
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/watchlists/{id}/items"),
+            &alice,
+            json!({"symbol": "msft", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    for ws in [&mut mine, &mut theirs] {
+        let snap = ws
+            .wait_for("snapshot with MSFT", |v| {
+                v["type"] == "snapshot"
+                    && v["quotes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|q| q["symbol"] == "MSFT")
+            })
+            .await;
+        assert_eq!(quote(&snap, "MSFT")["quantity"], 3.0);
+    }
+    let (s, _) = app
+        .patch(
+            &format!("/api/v1/watchlists/{id}/items/MSFT"),
+            &alice,
+            json!({"quantity": 7, "purchase_price": 400}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let snap = mine
+        .wait_for("patched snapshot", |v| {
+            v["type"] == "snapshot" && quote(v, "MSFT")["quantity"] == 7.0
+        })
+        .await;
+    assert_eq!(quote(&snap, "MSFT")["purchase_price"], 400.0);
+    let (s, _) = app
+        .delete(&format!("/api/v1/watchlists/{id}/items/AAPL"), &alice)
+        .await;
+    assert_eq!(s, 204);
+    mine.wait_for("snapshot without AAPL", |v| {
+        v["type"] == "snapshot"
+            && v["quotes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|q| q["symbol"] != "AAPL")
+    })
+    .await;
+    let workers = app.workers().await;
+    assert_eq!(workers[0]["symbols"], json!(["MSFT"]));
+
+    let (s, _) = app
+        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(mine.wait_close().await, Some(4404));
+    assert_eq!(theirs.wait_close().await, Some(4404));
+    app.wait_counts(0, 0).await;
+}
+
+/// Revoking a token closes the sessions it opened (header or ticket) with 1008.
+async fn revoked_token_closes_sessions(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let other = quotecast::cli::issue_token(app.db(), "alice", Some("second"))
+        .unwrap()
+        .1;
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let mut by_header = app.ws(id, &alice).await;
+    let ticket = app.ticket(&alice, id).await;
+    let mut by_ticket = app
+        .try_ws(&format!("{}?ticket={ticket}", app.ws_url(id)), None)
+        .await
+        .unwrap();
+    let mut untouched = app.ws(id, &other).await;
+    for ws in [&mut by_header, &mut by_ticket, &mut untouched] {
+        ws.wait_type("snapshot").await;
+    }
+    let (_, me) = app.get("/api/v1/me", &alice).await;
+    quotecast::cli::revoke_token(app.db(), me["token_id"].as_i64().unwrap()).unwrap();
+    assert_eq!(by_header.wait_close().await, Some(1008));
+    assert_eq!(by_ticket.wait_close().await, Some(1008));
+    app.wait_counts(1, 1).await;
+    untouched.send_json(json!({"type": "ping"})).await;
+    untouched.wait_type("pong").await;
+    untouched.close().await;
+}
+
+/// Admin: kick (1008), refresh (202), non-admins refused.
+async fn admin_kick_and_refresh(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("snapshot").await;
+    let sid = app.sessions().await[0]["id"].as_u64().unwrap();
+    let (s, body) = app
+        .delete(&format!("/admin/v1/sessions/{sid}"), &alice)
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (s, _) = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/v1/workers/{id}/refresh"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/v1/workers/{id}/refresh"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    let (s, _) = app
+        .request(
+            reqwest::Method::POST,
+            "/admin/v1/workers/424242/refresh",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .delete("/admin/v1/sessions/999999", &app.admin_token)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .delete("/admin/v1/sessions/nope", &app.admin_token)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .delete(&format!("/admin/v1/sessions/{sid}"), &app.admin_token)
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(ws.wait_close().await, Some(1008));
+    app.wait_counts(0, 0).await;
+    let sessions = app.sessions().await;
+    assert!(sessions.is_empty());
+}
+
+/// Session limits are enforced before the upgrade: 429 per user, 503 overall.
+async fn session_limits(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| {
+        s.limits.max_sessions = 3;
+        s.limits.max_sessions_per_user = 2;
+    })
+    .await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let id = app.watchlist(&alice, "W", true, json!([])).await;
+    let a1 = app.ws(id, &alice).await;
+    let a2 = app.ws(id, &alice).await;
+    let (s, body) = app
+        .try_ws(&app.ws_url(id), Some(&alice))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (429, Some("too_many_sessions"))
+    );
+    let b1 = app.ws(id, &bob).await;
+    let (s, body) = app.try_ws(&app.ws_url(id), Some(&bob)).await.err().unwrap();
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    a1.close().await;
+    app.wait_counts(2, 1).await;
+    let a3 = app.ws(id, &alice).await;
+    for ws in [a2, b1, a3] {
+        ws.close().await;
+    }
+    app.wait_counts(0, 0).await;
+}
+
+/// Churn: 1,000 connect/disconnect cycles over 20 watchlists end at zero.
+async fn churn(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| s.limits.max_sessions_per_user = 100).await;
+    let alice = app.user("alice");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            app.watchlist(
+                &alice,
+                &format!("W{i}"),
+                false,
+                json!([{"symbol": format!("S{i}")}, {"symbol": "AAPL"}]),
+            )
+            .await,
+        );
+    }
+    let app = &app;
+    let alice = &alice;
+    join_all(ids.iter().map(|&id| async move {
+        for round in 0..50 {
+            let mut ws = app.ws(id, alice).await;
+            if round % 2 == 0 {
+                ws.wait_type("snapshot").await;
+                ws.close().await;
+            } else {
+                // Half leave without a close handshake.
+                drop(ws);
+            }
+        }
+    }))
+    .await;
+    app.wait_counts(0, 0).await;
+    let opened = metric(app, "quotecast_sessions_opened_total").await;
+    let closed = metric(app, "quotecast_sessions_closed_total").await;
+    assert_eq!(opened, 1000.0);
+    assert_eq!(closed, 1000.0);
+    assert!(app.workers().await.is_empty());
+}
+
+/// A client that completes the handshake and never reads: its queue stays
+/// bounded (updates are dropped and counted, not queued) and it is cut off
+/// within the client timeout although its actor is no longer polled.
+async fn stalled_reader_is_dropped(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| s.upstream.poll_interval_ms = 20).await;
+    let alice = app.user("alice");
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({"symbol": format!("STALL{i}"), "quantity": 1}))
+        .collect();
+    let id = app
+        .watchlist(&alice, "big", false, Value::Array(items))
+        .await;
+
+    // A small receive window so the server's side fills quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        app.ws_url(id),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    let (mut sink, stream) = futures_util::StreamExt::split(ws);
+    // Ask for many large snapshots, then keep talking (so the heartbeat sees
+    // a live peer) but never read again.
+    let writer = actix_web::rt::spawn(async move {
+        for _ in 0..400 {
+            if sink
+                .send(Message::Text(r#"{"type":"snapshot"}"#.into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        loop {
+            if sink
+                .send(Message::Text(r#"{"type":"ping"}"#.into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // The worker starts dropping instead of queueing...
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let sessions = app.sessions().await;
+        if sessions
+            .first()
+            .is_some_and(|s| s["dropped"].as_u64() > Some(0))
+        {
+            break;
+        }
+        assert!(!sessions.is_empty(), "session vanished before it lagged");
+        assert!(
+            Instant::now() < end,
+            "no updates were dropped for a stalled reader: {sessions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lagging_since = Instant::now();
+    // ...and the session is cut off from outside its unpolled actor, within
+    // the client timeout plus a heartbeat of detection slack; the worker goes
+    // with it.
+    app.wait_counts(0, 0).await;
+    assert!(
+        lagging_since.elapsed() < Duration::from_millis(1500 + 200 + 2000),
+        "took {:?}",
+        lagging_since.elapsed()
+    );
+    assert_eq!(
+        metric(&app, "quotecast_sessions_cut_total").await,
+        1.0,
+        "cut by the stall watchdog"
+    );
+    let _ = writer.await;
+    drop(stream);
+}
+
+/// A peer that reads but never answers pings is dropped after the timeout.
+async fn silent_peer_is_dropped(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let req = format!(
+        "GET /ws/v1/watchlists/{id} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {alice}\r\n\r\n",
+        app.addr
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    app.wait_counts(1, 1).await;
+    // Read (and ignore pings) until the server closes.
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    let outcome = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(outcome.is_ok(), "silent peer was never dropped");
+    // The close frame (opcode 0x88) carries 1001.
+    let close = all
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xE9);
+    assert!(close, "no 1001 close frame");
+    app.wait_counts(0, 0).await;
+}
+
+/// /metrics carries the series the contract names.
+async fn metrics_endpoint(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("quotes").await;
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    for series in [
+        "quotecast_sessions 1",
+        "quotecast_workers 1",
+        "quotecast_messages_sent_total",
+        "quotecast_messages_dropped_total",
+        "quotecast_upstream_requests_total{outcome=\"ok\"}",
+        "quotecast_upstream_request_duration_seconds_bucket",
+        "quotecast_fanout_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    ws.close().await;
+}
+
+on_both_backends!(
+    connect_then_disconnect,
+    sessions_share_a_worker,
+    concurrent_connects_one_worker,
+    worker_stops_and_its_ticks_stop,
+    broadcast_and_dead_session,
+    access_and_credentials,
+    empty_watchlist_snapshot,
+    pl_and_unknown_symbols,
+    bad_client_messages,
+    seq_and_snapshot_requests,
+    live_watchlist_changes,
+    revoked_token_closes_sessions,
+    admin_kick_and_refresh,
+    session_limits,
+    churn,
+    stalled_reader_is_dropped,
+    silent_peer_is_dropped,
+    metrics_endpoint,
+);
