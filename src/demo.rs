@@ -40,26 +40,25 @@ pub async fn seed_if_empty(db: &Db) -> Result<Option<String>, DbError> {
             item("NVDA", Some(20.0), Some(100.0), ""),
             item("GOOGL", None, None, "watching"),
         ];
-        repo::create_watchlist(
-            c,
-            user.id,
-            "Tokyo positions",
-            "Demo: Tokyo Stock Exchange",
-            true,
-            &tokyo,
-            1000,
-            1000,
-        )?;
-        repo::create_watchlist(
-            c,
-            user.id,
-            "US tech",
-            "Demo: US large caps",
-            false,
-            &us,
-            1000,
-            1000,
-        )?;
+        let lists = [
+            (
+                "Tokyo positions",
+                "Demo: Tokyo Stock Exchange",
+                true,
+                &tokyo[..],
+            ),
+            ("US tech", "Demo: US large caps", false, &us[..]),
+        ];
+        for (name, description, is_public, items) in lists {
+            let input = repo::WatchlistInput {
+                owner_id: user.id,
+                name,
+                description,
+                is_public,
+                items,
+            };
+            repo::create_watchlist(c, &input, i64::MAX, i64::MAX)?;
+        }
         Ok(Some(token))
     })
     .await

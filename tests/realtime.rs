@@ -38,7 +38,7 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-/// 1. A session registers and removes both itself and the worker.
+/// Case 1: A session registers and removes both itself and the worker.
 async fn connect_then_disconnect(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -63,7 +63,7 @@ async fn connect_then_disconnect(b: Backend) {
     assert_eq!(stats["watched_symbols"], 0);
 }
 
-/// 2. Three sessions share one worker, which lives until the last leaves.
+/// Case 2: Three sessions share one worker, which lives until the last leaves.
 async fn sessions_share_a_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -91,7 +91,7 @@ async fn sessions_share_a_worker(b: Backend) {
     app.wait_counts(0, 0).await;
 }
 
-/// 3. Ten concurrent connects give exactly one worker; ten concurrent
+/// Case 3: Ten concurrent connects give exactly one worker; ten concurrent
 /// disconnects give none.
 async fn concurrent_connects_one_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -108,7 +108,7 @@ async fn concurrent_connects_one_worker(b: Backend) {
     assert!(app.workers().await.is_empty());
 }
 
-/// 4. A worker whose sessions are gone stops, and so do its ticks.
+/// Case 4: A worker whose sessions are gone stops, and so do its ticks.
 async fn worker_stops_and_its_ticks_stop(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -161,7 +161,7 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
     );
 }
 
-/// 5. A broadcast reaches every session with the same seq; a dead session is
+/// Case 5: A broadcast reaches every session with the same seq; a dead session is
 /// removed without disturbing the others.
 async fn broadcast_and_dead_session(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -211,7 +211,7 @@ async fn broadcast_and_dead_session(b: Backend) {
     app.wait_counts(0, 0).await;
 }
 
-/// 6. Access: owner, public for others, private refused, missing 404; and
+/// Case 6: Access: owner, public for others, private refused, missing 404; and
 /// the credentials themselves.
 async fn access_and_credentials(b: Backend) {
     let app = TestApp::spawn_with(b, |s| s.realtime.ticket_ttl_ms = 300).await;
@@ -287,7 +287,7 @@ async fn access_and_credentials(b: Backend) {
     app.wait_counts(0, 0).await;
 }
 
-/// 7. An empty watchlist's snapshot.
+/// Case 7: An empty watchlist's snapshot.
 async fn empty_watchlist_snapshot(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -300,7 +300,7 @@ async fn empty_watchlist_snapshot(b: Backend) {
     ws.close().await;
 }
 
-/// 8 and 9. P/L fields, and an unknown symbol's nulls and error.
+/// Cases 8 and 9: P/L fields, and an unknown symbol's nulls and error.
 async fn pl_and_unknown_symbols(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");

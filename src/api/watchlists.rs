@@ -213,13 +213,17 @@ pub async fn create(
     let out = state
         .db
         .run(move |c| {
+            let description = description.into_inner();
+            let input = repo::WatchlistInput {
+                owner_id: owner,
+                name: name.as_str(),
+                description: &description,
+                is_public,
+                items: &items,
+            };
             let w = repo::create_watchlist(
                 c,
-                owner,
-                name.as_str(),
-                &description.into_inner(),
-                is_public,
-                &items,
+                &input,
                 limits.max_watchlists_per_user,
                 limits.max_items_per_watchlist,
             )?;

@@ -144,18 +144,31 @@ pub struct ItemInput {
     pub memo: String,
 }
 
+/// A watchlist to create, already validated.
+#[derive(Debug, Clone)]
+pub struct WatchlistInput<'a> {
+    pub owner_id: i64,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub is_public: bool,
+    pub items: &'a [ItemInput],
+}
+
 /// Creates a watchlist and its initial items in one transaction, enforcing
 /// the per-user watchlist limit and the per-watchlist item limit.
 pub fn create_watchlist(
     conn: &mut DbConn,
-    owner_id: i64,
-    name: &str,
-    description: &str,
-    is_public: bool,
-    items: &[ItemInput],
+    input: &WatchlistInput<'_>,
     max_watchlists: i64,
     max_items: i64,
 ) -> Res<Watchlist> {
+    let WatchlistInput {
+        owner_id,
+        name,
+        description,
+        is_public,
+        items,
+    } = *input;
     if items.len() as i64 > max_items {
         return Err(DbError::LimitExceeded(format!(
             "a watchlist holds at most {max_items} items"

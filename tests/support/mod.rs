@@ -214,8 +214,7 @@ impl TestApp {
             let _ = s.await;
         }
         // Move the database out; the rest drops now.
-        let db = std::mem::replace(&mut self._db, TestDb::Sqlite(tempfile::tempdir().unwrap()));
-        db
+        std::mem::replace(&mut self._db, TestDb::Sqlite(tempfile::tempdir().unwrap()))
     }
 
     pub fn db(&self) -> &Db {

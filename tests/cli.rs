@@ -1,0 +1,436 @@
+//! The `quotecast` binary as a user runs it: CLI commands, zero set-up
+//! start, configuration errors, restart safety and signal shutdown.
+
+mod support;
+
+use quotecast::db::{repo, Db};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use support::DEADLINE;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quotecast");
+
+/// A scratch directory with its own database URL.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("q.db").display())
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("QUOTECAST_CONFIG")
+            .env("QUOTECAST__DATABASE__URL", self.db_url())
+            .env("QUOTECAST__SERVER__BIND", "127.0.0.1:0")
+            .env("QUOTECAST__UPSTREAM__POLL_INTERVAL_MS", "100")
+            .env("QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS", "100")
+            .env("RUST_LOG", "info");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("binary runs")
+    }
+
+    fn db(&self) -> Db {
+        Db::connect(&self.db_url(), 1).unwrap()
+    }
+}
+
+/// The last line of stdout: where the CLI prints new tokens.
+fn last_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A running server process.
+struct Server {
+    child: Child,
+    base: String,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let (tx, rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (otx, orx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = otx.send(line);
+            }
+        });
+        let end = Instant::now() + DEADLINE;
+        let base = loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).expect("no 'listening on' line");
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().to_owned();
+            }
+        };
+        Server {
+            child,
+            base,
+            stdout: orx,
+        }
+    }
+
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn ws(addr: &str, id: i64, token: &str) -> support::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/ws/v1/watchlists/{id}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (stream, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    support::Ws { stream }
+}
+
+#[actix_web::test]
+async fn users_and_tokens_from_the_cli_work_over_http() {
+    let s = Scratch::new();
+    let out = s.run(&["migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = s.run(&["user", "add", "alice"]);
+    assert!(out.status.success(), "{out:?}");
+    let first = last_line(&out);
+    assert!(first.starts_with("qc_"), "token is the last line: {out:?}");
+    let out = s.run(&["token", "issue", "alice", "--label", "laptop"]);
+    assert!(out.status.success());
+    let second = last_line(&out);
+    assert_ne!(first, second);
+    let out = s.run(&["user", "add", "root", "--admin"]);
+    let admin = last_line(&out);
+
+    let mut server = Server::start(s.cmd(&["serve"]));
+    let (status, me) = server.get("/api/v1/me", &first).await;
+    assert_eq!((status, me["name"].as_str()), (200, Some("alice")));
+    let (status, me2) = server.get("/api/v1/me", &second).await;
+    assert_eq!(status, 200);
+    let (status, root) = server.get("/admin/v1/stats", &admin).await;
+    assert_eq!(status, 200, "{root}");
+
+    // Revoke the second token through the CLI while the server runs.
+    let id = me2["token_id"].as_i64().unwrap().to_string();
+    let out = s.run(&["token", "revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let (status, _) = server.get("/api/v1/me", &second).await;
+    assert_eq!(status, 401);
+    let (status, _) = server.get("/api/v1/me", &first).await;
+    assert_eq!(status, 200);
+
+    // Mistakes give one clear line and a non-zero exit.
+    for args in [
+        vec!["user", "add", "alice"],
+        vec!["user", "add", "bad name!"],
+        vec!["token", "issue", "nobody"],
+        vec!["token", "revoke", "424242"],
+    ] {
+        let out = s.run(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("quotecast: "), "{err}");
+    }
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[actix_web::test]
+async fn zero_setup_start_seeds_demo_data() {
+    let s = Scratch::new();
+    let mut cmd = s.cmd(&[]);
+    // The documented default location, relative to the working directory.
+    cmd.env_remove("QUOTECAST__DATABASE__URL");
+    let mut server = Server::start(cmd);
+    let end = Instant::now() + DEADLINE;
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("qc_")) {
+        let left = end.saturating_duration_since(Instant::now());
+        lines.push(
+            server
+                .stdout
+                .recv_timeout(left)
+                .expect("demo token printed"),
+        );
+    }
+    let token = lines.last().unwrap().clone();
+    let link = lines
+        .iter()
+        .find(|l| l.starts_with("dashboard: "))
+        .expect("dashboard link");
+    assert!(
+        link.contains(&format!("/#token={token}")),
+        "token goes in the fragment: {link}"
+    );
+    assert!(!link.contains('?'));
+    assert!(s.dir.path().join("data/quotecast.db").exists());
+
+    let (status, lists) = server.get("/api/v1/watchlists", &token).await;
+    assert_eq!(status, 200);
+    let lists = lists.as_array().unwrap();
+    assert_eq!(lists.len(), 2);
+    let symbols: Vec<&str> = lists
+        .iter()
+        .flat_map(|w| w["items"].as_array().unwrap())
+        .map(|i| i["symbol"].as_str().unwrap())
+        .collect();
+    for s in ["7203.T", "6758.T", "9984.T", "AAPL", "MSFT"] {
+        assert!(symbols.contains(&s), "{s} missing");
+    }
+    // Prices move on the demo watchlist.
+    let id = lists[0]["id"].as_i64().unwrap();
+    let mut ws = ws(server.addr(), id, &token).await;
+    ws.wait_type("snapshot").await;
+    ws.wait_type("quotes").await;
+    let page = reqwest::get(format!("{}/", server.base)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"));
+    ws.close().await;
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn bad_configuration_stops_startup_with_one_line() {
+    let s = Scratch::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let bad_file = s.dir.path().join("bad.toml");
+    std::fs::write(&bad_file, "[upstream]\nbatch_size = 99\n").unwrap();
+    let typo_file = s.dir.path().join("typo.toml");
+    std::fs::write(&typo_file, "[upstream]\npoll_intervall_ms = 5\n").unwrap();
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (
+            vec![("QUOTECAST__UPSTREAM__PROVIDER", "bloomberg")],
+            vec![],
+            "upstream.provider",
+        ),
+        (
+            vec![("QUOTECAST__UPSTREAM__BASE_URL", "::nope")],
+            vec![],
+            "upstream.base_url",
+        ),
+        (
+            vec![("QUOTECAST__DATABASE__URL", "mysql://x")],
+            vec![],
+            "database.url",
+        ),
+        (
+            vec![("QUOTECAST__SERVER__BIND", &port)],
+            vec![],
+            "server.bind",
+        ),
+        (
+            vec![("QUOTECAST__SERVER__BIND", "nowhere")],
+            vec![],
+            "server.bind",
+        ),
+        (
+            vec![("QUOTECAST__UPSTREAM__POLL_INTERVAL_MS", "fast")],
+            vec![],
+            "upstream.poll_interval_ms",
+        ),
+        (
+            vec![],
+            vec!["--config", bad_file.to_str().unwrap()],
+            "upstream.batch_size",
+        ),
+        (
+            vec![],
+            vec!["--config", typo_file.to_str().unwrap()],
+            "poll_intervall_ms",
+        ),
+        (vec![], vec!["--config", "/nonexistent.toml"], "--config"),
+        (
+            vec![("QUOTECAST_CONFIG", "/nonexistent.toml")],
+            vec![],
+            "--config",
+        ),
+    ];
+    for (env, args, key) in cases {
+        let mut cmd = s.cmd(&args);
+        cmd.arg("serve").envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{env:?} {args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("quotecast: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{env:?}: {err}");
+        assert!(lines[0].contains(key), "{env:?}: {err}");
+    }
+    drop(taken);
+}
+
+/// Data written, the server stopped and started again on the same SQLite
+/// file: all there, and the first snapshot has the stored prices before any
+/// new fetch.
+#[actix_web::test]
+async fn restart_keeps_data_and_latest_quotes() {
+    let s = Scratch::new();
+    let token = last_line(&s.run(&["user", "add", "alice"]));
+    // A slow tick after restart, so the first snapshot cannot come from a
+    // new fetch.
+    let mut server = Server::start(s.cmd(&["serve"]));
+    let (status, w) = server
+        .post(
+            "/api/v1/watchlists",
+            &token,
+            json!({"name": "keep", "is_public": true, "items": [{"symbol": "AAPL", "quantity": 2, "purchase_price": 100, "memo": "m"}, {"symbol": "ZZZZ"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = w["id"].as_i64().unwrap();
+    let mut live = ws(server.addr(), id, &token).await;
+    live.wait_type("quotes").await;
+    live.close().await;
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let stored = s
+        .db()
+        .run_sync(|c| repo::get_latest_quotes(c, &["AAPL".into(), "ZZZZ".into()]))
+        .unwrap();
+    let aapl = stored
+        .iter()
+        .find(|q| q.symbol == "AAPL")
+        .expect("AAPL stored");
+    assert!(stored.iter().any(|q| q.symbol == "ZZZZ" && q.is_unknown));
+
+    let mut cmd = s.cmd(&["serve"]);
+    cmd.env("QUOTECAST__UPSTREAM__POLL_INTERVAL_MS", "600000");
+    let mut server = Server::start(cmd);
+    let (status, got) = server
+        .get(&format!("/api/v1/watchlists/{id}"), &token)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["name"], "keep");
+    assert_eq!(got["items"][0]["memo"], "m");
+    assert_eq!(got["items"][0]["quantity"], 2.0);
+    let mut live = ws(server.addr(), id, &token).await;
+    let snap = live.wait_type("snapshot").await;
+    assert_eq!(snap["stale"], false, "{snap}");
+    let q = &snap["quotes"][0];
+    assert_eq!(q["price"].as_f64(), aapl.price, "{snap}");
+    assert_eq!(snap["quotes"][1]["error"], "unknown_symbol");
+    live.close().await;
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[actix_web::test]
+async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
+    let s = Scratch::new();
+    let token = last_line(&s.run(&["user", "add", "alice"]));
+    let mut server = Server::start(s.cmd(&["serve"]));
+    let (_, a) = server
+        .post(
+            "/api/v1/watchlists",
+            &token,
+            json!({"name": "a", "items": [{"symbol": "AAPL"}]}),
+        )
+        .await;
+    let (_, b) = server
+        .post("/api/v1/watchlists", &token, json!({"name": "b"}))
+        .await;
+    let mut sockets = Vec::new();
+    for id in [
+        a["id"].as_i64().unwrap(),
+        a["id"].as_i64().unwrap(),
+        b["id"].as_i64().unwrap(),
+    ] {
+        let mut w = ws(server.addr(), id, &token).await;
+        w.wait_type("snapshot").await;
+        sockets.push(w);
+    }
+    let status = server.terminate();
+    for w in sockets.iter_mut() {
+        assert_eq!(w.wait_close().await, Some(1001));
+    }
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let s = Scratch::new();
+    assert!(s.run(&["migrate"]).status.success());
+    let out = s.run(&["migrate"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 migrations applied"));
+}
