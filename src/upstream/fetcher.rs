@@ -52,6 +52,7 @@ pub struct UpstreamStats {
     pub requests: AtomicU64,
     pub errors: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Full ticks run while something was watched.
     pub cycles: AtomicU64,
     last_success_at: Mutex<Option<DateTime<Utc>>>,
 }
@@ -159,7 +160,9 @@ impl Fetcher {
         if watched.is_empty() {
             return;
         }
-        self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+        if full {
+            self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+        }
         let now = Instant::now();
         if let Some(until) = self.backoff_until {
             if now < until {
@@ -236,7 +239,7 @@ impl Fetcher {
 
         match end {
             TickEnd::Done => {
-                if any_success || !due.is_empty() {
+                if any_success {
                     self.backoff.reset();
                     self.set_health(false, "upstream ok".into(), None);
                 }

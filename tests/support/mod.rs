@@ -192,7 +192,8 @@ impl TestApp {
         let state = app.state();
         let handle = app.handle();
         let server = actix_web::rt::spawn(app.run_until_stopped());
-        let admin_token = user_token(&state.db, "admin", true);
+        // Unique, so an app restarted on the same database gets its own.
+        let admin_token = user_token(&state.db, &format!("admin-{}", rand::random::<u32>()), true);
         TestApp {
             addr,
             base: format!("http://{addr}"),
