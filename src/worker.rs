@@ -74,6 +74,8 @@ pub struct PriceWorker {
     started_at: DateTime<Utc>,
     ticks: u64,
     last_tick_at: Option<DateTime<Utc>>,
+    /// The latest upstream failure seen, kept after recovery for admins.
+    last_error: Option<String>,
     supervisor: Addr<Supervisor>,
     deps: WorkerDeps,
     registration: Option<WatchGuard>,
@@ -109,6 +111,7 @@ impl PriceWorker {
             started_at: Utc::now(),
             ticks: 0,
             last_tick_at: None,
+            last_error: None,
             supervisor,
             deps,
             registration: None,
@@ -329,6 +332,9 @@ impl Handler<QuoteTick> for PriceWorker {
 
         if !tick.health.same_state(&self.health) {
             self.health = (*tick.health).clone();
+            if self.health.degraded {
+                self.last_error = Some(self.health.message.clone());
+            }
             let status = self.status_frame();
             self.broadcast(status);
         } else {
@@ -430,7 +436,7 @@ impl Handler<GetInfo> for PriceWorker {
             started_at: crate::quote::format_ts(self.started_at),
             ticks: self.ticks,
             last_tick_at: self.last_tick_at.map(crate::quote::format_ts),
-            last_error: self.health.degraded.then(|| self.health.message.clone()),
+            last_error: self.last_error.clone(),
             seq: self.seq,
         })
     }

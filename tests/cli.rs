@@ -276,7 +276,9 @@ fn bad_configuration_stops_startup_with_one_line() {
     std::fs::write(&bad_file, "[upstream]\nbatch_size = 99\n").unwrap();
     let typo_file = s.dir.path().join("typo.toml");
     std::fs::write(&typo_file, "[upstream]\npoll_intervall_ms = 5\n").unwrap();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    // (environment, arguments, the key the error must name)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("QUOTECAST__UPSTREAM__PROVIDER", "bloomberg")],
             vec![],

@@ -693,7 +693,12 @@ async fn churn(b: Backend) {
 /// bounded (updates are dropped and counted, not queued) and it is cut off
 /// within the client timeout although its actor is no longer polled.
 async fn stalled_reader_is_dropped(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.upstream.poll_interval_ms = 20).await;
+    let app = TestApp::spawn_with(b, |s| {
+        s.upstream.poll_interval_ms = 20;
+        s.realtime.heartbeat_interval_ms = 200;
+        s.realtime.client_timeout_ms = 1500;
+    })
+    .await;
     let alice = app.user("alice");
     let items: Vec<Value> = (0..100)
         .map(|i| json!({"symbol": format!("STALL{i}"), "quantity": 1}))
@@ -775,7 +780,11 @@ async fn stalled_reader_is_dropped(b: Backend) {
 
 /// A peer that reads but never answers pings is dropped after the timeout.
 async fn silent_peer_is_dropped(b: Backend) {
-    let app = TestApp::spawn(b).await;
+    let app = TestApp::spawn_with(b, |s| {
+        s.realtime.heartbeat_interval_ms = 200;
+        s.realtime.client_timeout_ms = 1500;
+    })
+    .await;
     let alice = app.user("alice");
     let id = app.watchlist(&alice, "W", false, json!([])).await;
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();

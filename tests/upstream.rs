@@ -9,12 +9,15 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::fake_yahoo::{Endpoint, Fault, FakeYahoo, RequestRecord};
+use support::fake_yahoo::{Endpoint, FakeYahoo, Fault, RequestRecord};
 use support::{Backend, TestApp, Ws, DEADLINE};
 
 /// A test app on the yahoo provider pointed at `fake`, with a fast tick and
 /// short backoff.
-async fn app_with(fake: &FakeYahoo, tweak: impl FnOnce(&mut quotecast::config::Settings)) -> TestApp {
+async fn app_with(
+    fake: &FakeYahoo,
+    tweak: impl FnOnce(&mut quotecast::config::Settings),
+) -> TestApp {
     let base = fake.base_url();
     TestApp::spawn_with(Backend::Sqlite, move |s| {
         s.upstream.provider = "yahoo".into();
@@ -27,6 +30,10 @@ async fn app_with(fake: &FakeYahoo, tweak: impl FnOnce(&mut quotecast::config::S
         s.upstream.rate_limit.refill_per_sec = 10_000.0;
         s.limits.max_watchlists_per_user = 1000;
         s.limits.max_sessions_per_user = 10_000;
+        // These tests hold sockets without reading them for a while; liveness
+        // has its own tests, so it is relaxed here.
+        s.realtime.heartbeat_interval_ms = 1000;
+        s.realtime.client_timeout_ms = 60_000;
         tweak(s);
     })
     .await
@@ -37,7 +44,10 @@ fn items(symbols: &[String]) -> Value {
 }
 
 fn spark_requests(fake: &FakeYahoo) -> Vec<RequestRecord> {
-    fake.requests().into_iter().filter(|r| r.endpoint == Endpoint::Spark).collect()
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Spark)
+        .collect()
 }
 
 /// Groups requests into ticks: requests of one tick are close together, and
@@ -46,16 +56,34 @@ fn ticks(records: &[RequestRecord], gap: Duration) -> Vec<Vec<RequestRecord>> {
     let mut out: Vec<Vec<RequestRecord>> = Vec::new();
     for r in records {
         match out.last_mut() {
-            Some(t) if r.received_at.duration_since(t.last().unwrap().received_at) < gap => t.push(r.clone()),
+            Some(t) if r.received_at.duration_since(t.last().unwrap().received_at) < gap => {
+                t.push(r.clone())
+            }
             _ => out.push(vec![r.clone()]),
         }
     }
     out
 }
 
+/// Waits for a condition on the fake while reading the socket, so the
+/// client keeps answering the server's pings (a client that stops reading is
+/// dropped as silent, and its worker with it).
+async fn reading_until(ws: &mut Ws, fake: &FakeYahoo, cond: impl Fn(&FakeYahoo) -> bool) -> bool {
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if cond(fake) {
+            return true;
+        }
+        let _ = ws.next_event(Duration::from_millis(20)).await;
+    }
+    cond(fake)
+}
+
 async fn wait_status(ws: &mut Ws, upstream: &str) -> Value {
-    ws.wait_for(&format!("status {upstream}"), |v| v["type"] == "status" && v["upstream"] == upstream)
-        .await
+    ws.wait_for(&format!("status {upstream}"), |v| {
+        v["type"] == "status" && v["upstream"] == upstream
+    })
+    .await
 }
 
 /// 50 watchlists x 10 sessions over 30 distinct symbols, batch 20: exactly
@@ -68,12 +96,23 @@ async fn coalesced_fetching_two_requests_per_tick() {
     let universe: Vec<String> = (0..30).map(|i| format!("C{i:02}.T")).collect();
     let mut ids = Vec::new();
     for w in 0..50 {
-        let mine: Vec<String> = (0..10).map(|k| universe[(w * 3 + k) % 30].clone()).collect();
-        ids.push(app.watchlist(&alice, &format!("W{w}"), false, items(&mine)).await);
+        let mine: Vec<String> = (0..10)
+            .map(|k| universe[(w * 3 + k) % 30].clone())
+            .collect();
+        ids.push(
+            app.watchlist(&alice, &format!("W{w}"), false, items(&mine))
+                .await,
+        );
     }
     let mut sockets: Vec<Ws> = Vec::new();
     for chunk in ids.chunks(10) {
-        let batch = join_all(chunk.iter().flat_map(|&id| (0..10).map(move |_| id)).map(|id| app.ws(id, &alice))).await;
+        let batch = join_all(
+            chunk
+                .iter()
+                .flat_map(|&id| (0..10).map(move |_| id))
+                .map(|id| app.ws(id, &alice)),
+        )
+        .await;
         sockets.extend(batch);
     }
     let stats = app.wait_counts(500, 50).await;
@@ -81,7 +120,10 @@ async fn coalesced_fetching_two_requests_per_tick() {
     // Steady state: forget the set-up traffic, then watch a few ticks.
     fake.reset_counters();
     let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
-    app.wait_stats("5 more ticks", |s| s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 6).await;
+    app.wait_stats("5 more ticks", |s| {
+        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 6
+    })
+    .await;
     let records = spark_requests(&fake);
     let groups = ticks(&records, Duration::from_millis(150));
     // The first and last group may be cut by the window.
@@ -95,7 +137,11 @@ async fn coalesced_fetching_two_requests_per_tick() {
         assert_eq!(distinct.len(), 30);
     }
     assert!(fake.max_spark_symbols() <= 20);
-    assert_eq!(fake.chart_requests(), 0, "no fallbacks when every symbol is answered");
+    assert_eq!(
+        fake.chart_requests(),
+        0,
+        "no fallbacks when every symbol is answered"
+    );
     // Every session got prices.
     for ws in sockets.iter_mut().step_by(37) {
         let q = ws.wait_type("quotes").await;
@@ -117,8 +163,15 @@ async fn batch_size_is_respected() {
     ws.wait_type("quotes").await;
     let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
     fake.reset_counters();
-    app.wait_stats("3 ticks", |s| s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 3).await;
-    assert!(fake.max_spark_symbols() <= 7, "{}", fake.max_spark_symbols());
+    app.wait_stats("3 ticks", |s| {
+        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 3
+    })
+    .await;
+    assert!(
+        fake.max_spark_symbols() <= 7,
+        "{}",
+        fake.max_spark_symbols()
+    );
     let groups = ticks(&spark_requests(&fake), Duration::from_millis(100));
     for t in &groups[1..groups.len() - 1] {
         assert_eq!(t.len(), 5, "ceil(30 / 7) requests per tick");
@@ -134,20 +187,43 @@ async fn unknown_symbol_is_checked_once() {
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "7203.T", "quantity": 1, "purchase_price": 1}, {"symbol": "ZZZZ"}]))
+        .watchlist(
+            &alice,
+            "W",
+            false,
+            json!([{"symbol": "7203.T", "quantity": 1, "purchase_price": 1}, {"symbol": "ZZZZ"}]),
+        )
         .await;
     let mut ws = app.ws(id, &alice).await;
     let q = ws
         .wait_for("unknown_symbol", |v| {
-            v["quotes"].as_array().is_some_and(|qs| qs.iter().any(|q| q["error"] == "unknown_symbol"))
+            v["quotes"]
+                .as_array()
+                .is_some_and(|qs| qs.iter().any(|q| q["error"] == "unknown_symbol"))
         })
         .await;
-    let z = q["quotes"].as_array().unwrap().iter().find(|q| q["symbol"] == "ZZZZ").unwrap();
+    let z = q["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["symbol"] == "ZZZZ")
+        .unwrap();
     assert_eq!(z["price"], Value::Null);
     let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
-    app.wait_stats("5 ticks", |s| s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 5).await;
-    let charts: Vec<_> = fake.requests().into_iter().filter(|r| r.endpoint == Endpoint::Chart).collect();
-    assert_eq!(charts.len(), 1, "one chart fallback, not one per tick: {charts:?}");
+    app.wait_stats("5 ticks", |s| {
+        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 5
+    })
+    .await;
+    let charts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::Chart)
+        .collect();
+    assert_eq!(
+        charts.len(),
+        1,
+        "one chart fallback, not one per tick: {charts:?}"
+    );
     assert_eq!(charts[0].symbols, vec!["ZZZZ".to_string()]);
     // Later spark requests leave the unknown symbol out.
     let last = spark_requests(&fake).pop().unwrap();
@@ -166,7 +242,12 @@ async fn legacy_shape_is_parsed() {
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL", "quantity": 2, "purchase_price": 100}]))
+        .watchlist(
+            &alice,
+            "W",
+            false,
+            json!([{"symbol": "AAPL", "quantity": 2, "purchase_price": 100}]),
+        )
         .await;
     let mut ws = app.ws(id, &alice).await;
     let q = ws.wait_type("quotes").await;
@@ -184,20 +265,36 @@ async fn rate_limited_429_honours_retry_after() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}])).await;
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
     let mut ws = app.ws(id, &alice).await;
     ws.wait_type("quotes").await;
     fake.fail_next(1, Fault::rate_limited(Some(2)));
     let degraded = wait_status(&mut ws, "degraded").await;
-    assert!(degraded["retry_in_ms"].as_u64().unwrap() >= 1500, "{degraded}");
-    assert!(degraded["message"].as_str().unwrap().contains("429"), "{degraded}");
+    assert!(
+        degraded["retry_in_ms"].as_u64().unwrap() >= 1500,
+        "{degraded}"
+    );
+    assert!(
+        degraded["message"].as_str().unwrap().contains("429"),
+        "{degraded}"
+    );
     wait_status(&mut ws, "ok").await;
     ws.wait_type("quotes").await;
     let records = fake.requests();
-    let limited = records.iter().position(|r| r.fault.is_some()).expect("the 429 was served");
+    let limited = records
+        .iter()
+        .position(|r| r.fault.is_some())
+        .expect("the 429 was served");
     let next = &records[limited + 1];
-    let waited = next.received_at.duration_since(records[limited].received_at);
-    assert!(waited >= Duration::from_secs(2), "next request after {waited:?}");
+    let waited = next
+        .received_at
+        .duration_since(records[limited].received_at);
+    assert!(
+        waited >= Duration::from_secs(2),
+        "next request after {waited:?}"
+    );
     let stats = app.stats().await;
     assert!(stats["upstream"]["rate_limited"].as_u64().unwrap() >= 1);
     assert!(stats["upstream"]["errors"].as_u64().unwrap() >= 1);
@@ -210,7 +307,9 @@ async fn server_errors_and_garbage_degrade_then_recover() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "MSFT"}])).await;
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "MSFT"}]))
+        .await;
     let mut ws = app.ws(id, &alice).await;
     ws.wait_type("quotes").await;
     for fault in [Fault::server_error(), Fault::Garbage] {
@@ -221,9 +320,22 @@ async fn server_errors_and_garbage_degrade_then_recover() {
         ws.wait_type("quotes").await;
     }
     assert_eq!(app.workers().await.len(), 1, "the worker survived");
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for outcome in ["server_error", "bad_data", "ok"] {
-        assert!(text.contains(&format!("quotecast_upstream_requests_total{{outcome=\"{outcome}\"}}")), "{outcome}");
+        assert!(
+            text.contains(&format!(
+                "quotecast_upstream_requests_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome}"
+        );
     }
     ws.close().await;
 }
@@ -234,14 +346,20 @@ async fn timeout_degrades_within_the_timeout() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |s| s.upstream.request_timeout_ms = 500).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "NVDA"}])).await;
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "NVDA"}]))
+        .await;
     let mut ws = app.ws(id, &alice).await;
     ws.wait_type("quotes").await;
     fake.fail_all(Fault::Hang);
     let hung_at = Instant::now();
     let d = wait_status(&mut ws, "degraded").await;
     // At most one tick to start the request, plus the timeout, plus slack.
-    assert!(hung_at.elapsed() < Duration::from_millis(200 + 500 + 500), "{:?}", hung_at.elapsed());
+    assert!(
+        hung_at.elapsed() < Duration::from_millis(200 + 500 + 500),
+        "{:?}",
+        hung_at.elapsed()
+    );
     assert!(d["message"].as_str().unwrap().contains("in time"), "{d}");
     fake.clear_faults();
     wait_status(&mut ws, "ok").await;
@@ -256,12 +374,17 @@ async fn connection_refused_degrades() {
     let app = app_with(&fake, |_| {}).await;
     fake.stop();
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}])).await;
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;
     assert_eq!(snap["stale"], true);
     let d = wait_status(&mut ws, "degraded").await;
-    assert!(d["message"].as_str().unwrap().contains("unreachable"), "{d}");
+    assert!(
+        d["message"].as_str().unwrap().contains("unreachable"),
+        "{d}"
+    );
     ws.send_json(json!({"type": "ping"})).await;
     ws.wait_type("pong").await;
     ws.close().await;
@@ -289,7 +412,7 @@ async fn rate_limiter_never_exceeds_its_budget() {
     let d = wait_status(&mut ws, "degraded").await;
     assert!(d["message"].as_str().unwrap().contains("rate limit"), "{d}");
     let start = Instant::now();
-    assert!(fake.wait_until(DEADLINE, |f| f.total_requests() >= 12));
+    assert!(reading_until(&mut ws, &fake, |f| f.total_requests() >= 12).await);
     let records = fake.requests();
     for (i, a) in records.iter().enumerate() {
         for (j, b) in records.iter().enumerate().skip(i) {
@@ -303,8 +426,16 @@ async fn rate_limiter_never_exceeds_its_budget() {
             );
         }
     }
-    assert!(start.elapsed() > Duration::from_millis(1500), "12 requests need at least (12-3)/4 s");
-    assert!(app.stats().await["upstream"]["rate_limited"].as_u64().unwrap() > 0);
+    assert!(
+        start.elapsed() > Duration::from_millis(1500),
+        "12 requests need at least (12-3)/4 s"
+    );
+    assert!(
+        app.stats().await["upstream"]["rate_limited"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     ws.close().await;
 }
 
@@ -319,25 +450,43 @@ async fn closed_markets_are_polled_slowly() {
     })
     .await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "OPEN"}, {"symbol": "SHUT"}])).await;
+    let id = app
+        .watchlist(
+            &alice,
+            "W",
+            false,
+            json!([{"symbol": "OPEN"}, {"symbol": "SHUT"}]),
+        )
+        .await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;
     assert_eq!(snap["quotes"].as_array().unwrap().len(), 2);
     let start = Instant::now();
-    assert!(fake.wait_until(DEADLINE, |f| f.times_served("OPEN") >= 25));
+    assert!(reading_until(&mut ws, &fake, |f| f.times_served("OPEN") >= 25).await);
     let elapsed = start.elapsed().as_secs_f64();
     let shut = fake.times_served("SHUT") as f64;
-    assert!(shut <= elapsed / 1.0 + 2.0, "closed symbol served {shut} times in {elapsed:.1}s");
+    assert!(
+        shut <= elapsed / 1.0 + 2.0,
+        "closed symbol served {shut} times in {elapsed:.1}s"
+    );
     assert!(shut >= 1.0);
     let q = ws
         .wait_for("SHUT's state", |v| {
-            v["type"] == "snapshot" || v["quotes"].as_array().is_some_and(|qs| qs.iter().any(|q| q["symbol"] == "SHUT"))
+            v["type"] == "snapshot"
+                || v["quotes"]
+                    .as_array()
+                    .is_some_and(|qs| qs.iter().any(|q| q["symbol"] == "SHUT"))
         })
         .await;
     drop(q);
     ws.send_json(json!({"type": "snapshot"})).await;
     let snap = ws.wait_type("snapshot").await;
-    let shut_q = snap["quotes"].as_array().unwrap().iter().find(|q| q["symbol"] == "SHUT").unwrap();
+    let shut_q = snap["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["symbol"] == "SHUT")
+        .unwrap();
     assert_eq!(shut_q["market_state"], "CLOSED");
     ws.close().await;
 }
@@ -349,7 +498,9 @@ async fn restart_snapshot_uses_stored_prices() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([{"symbol": "6758.T"}])).await;
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "6758.T"}]))
+        .await;
     let mut ws = app.ws(id, &alice).await;
     ws.wait_type("quotes").await;
     ws.close().await;

@@ -302,7 +302,7 @@ impl Fetcher {
         if bucket.take(self.cfg.max_token_wait).await {
             return Ok(());
         }
-        Err(bucket.try_take().err().unwrap_or_default())
+        Err(bucket.time_until_available())
     }
 
     /// Runs one upstream request, counting it by outcome.

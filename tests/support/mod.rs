@@ -4,6 +4,8 @@
 //! tokio-tungstenite. Tests wait for events with deadlines, never fixed sleeps.
 #![allow(dead_code)]
 
+pub mod fake_yahoo;
+
 use futures_util::{SinkExt, StreamExt};
 use quotecast::config::Settings;
 use quotecast::db::Db;
@@ -146,8 +148,11 @@ pub fn test_settings(db_url: &str) -> Settings {
         ("QUOTECAST__DATABASE__URL", db_url),
         ("QUOTECAST__DATABASE__POOL_SIZE", "4"),
         ("QUOTECAST__UPSTREAM__POLL_INTERVAL_MS", "100"),
-        ("QUOTECAST__REALTIME__HEARTBEAT_INTERVAL_MS", "200"),
-        ("QUOTECAST__REALTIME__CLIENT_TIMEOUT_MS", "1500"),
+        // Generous, so a test that holds a socket without reading for a while
+        // on a loaded machine is not dropped as silent; the liveness tests
+        // set their own short timeouts.
+        ("QUOTECAST__REALTIME__HEARTBEAT_INTERVAL_MS", "250"),
+        ("QUOTECAST__REALTIME__CLIENT_TIMEOUT_MS", "5000"),
         ("QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS", "100"),
     ];
     Settings::load_with_env(
