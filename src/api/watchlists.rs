@@ -174,13 +174,15 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResp
         .db
         .run(move |c| {
             let lists = repo::list_watchlists(c, owner)?;
-            lists
+            let ids: Vec<i64> = lists.iter().map(|w| w.id).collect();
+            let mut items = repo::get_items_of(c, &ids)?;
+            Ok(lists
                 .into_iter()
                 .map(|w| {
-                    let items = repo::get_items(c, w.id)?;
-                    Ok(WatchlistOut::new(w, items))
+                    let mine = items.remove(&w.id).unwrap_or_default();
+                    WatchlistOut::new(w, mine)
                 })
-                .collect::<Result<Vec<_>, DbError>>()
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))

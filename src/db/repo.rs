@@ -7,6 +7,7 @@ use super::schema::*;
 use super::{now_micros, DbConn, DbError};
 use crate::with_conn;
 use diesel::prelude::*;
+use std::collections::HashMap;
 
 type Res<T> = Result<T, DbError>;
 
@@ -96,13 +97,18 @@ pub fn revoke_token(conn: &mut DbConn, token_id: i64) -> Res<()> {
     Ok(())
 }
 
-/// Which of `token_ids` are revoked or gone.
+/// Which of `token_ids` are revoked or gone. Asked in chunks, so any number
+/// of live sessions stays under the backends' bind-parameter limits.
 pub fn revoked_among(conn: &mut DbConn, token_ids: &[i64]) -> Res<Vec<i64>> {
-    let live: Vec<i64> = with_conn!(conn, |c| api_tokens::table
-        .filter(api_tokens::id.eq_any(token_ids))
-        .filter(api_tokens::revoked_at.is_null())
-        .select(api_tokens::id)
-        .load(c))?;
+    let mut live = std::collections::HashSet::new();
+    for chunk in token_ids.chunks(500) {
+        let rows: Vec<i64> = with_conn!(conn, |c| api_tokens::table
+            .filter(api_tokens::id.eq_any(chunk))
+            .filter(api_tokens::revoked_at.is_null())
+            .select(api_tokens::id)
+            .load(c))?;
+        live.extend(rows);
+    }
     Ok(token_ids
         .iter()
         .copied()
@@ -133,6 +139,20 @@ pub fn get_items(conn: &mut DbConn, watchlist_id: i64) -> Res<Vec<Item>> {
         .order((watchlist_items::position.asc(), watchlist_items::id.asc()))
         .select(Item::as_select())
         .load(c))?)
+}
+
+/// Items of several watchlists in one query, grouped by watchlist id.
+pub fn get_items_of(conn: &mut DbConn, watchlist_ids: &[i64]) -> Res<HashMap<i64, Vec<Item>>> {
+    let rows: Vec<Item> = with_conn!(conn, |c| watchlist_items::table
+        .filter(watchlist_items::watchlist_id.eq_any(watchlist_ids))
+        .order((watchlist_items::position.asc(), watchlist_items::id.asc()))
+        .select(Item::as_select())
+        .load(c))?;
+    let mut out: HashMap<i64, Vec<Item>> = HashMap::new();
+    for item in rows {
+        out.entry(item.watchlist_id).or_default().push(item);
+    }
+    Ok(out)
 }
 
 /// An item to add, already validated.
