@@ -44,7 +44,7 @@ impl Backend {
             use diesel::Connection;
             diesel::pg::PgConnection::establish(&url)
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_owned())
         });
         match available {
             Ok(()) => Some(Backend::Postgres(url)),
