@@ -108,6 +108,26 @@ async fn concurrent_connects_one_worker(b: Backend) {
     assert!(app.workers().await.is_empty());
 }
 
+/// A worker being stopped while a new session arrives orphans neither: the
+/// newcomer always ends up on a live worker that ticks.
+async fn leave_and_join_race(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    for _ in 0..30 {
+        let old = app.ws(id, &alice).await;
+        // Close the last session and open a new one at the same moment.
+        let (_, mut new) = futures_util::join!(old.close(), app.ws(id, &alice));
+        new.wait_type("snapshot").await;
+        new.wait_type("quotes").await;
+        app.wait_counts(1, 1).await;
+        new.close().await;
+    }
+    app.wait_counts(0, 0).await;
+}
+
 /// Case 4: A worker whose sessions are gone stops, and so do its ticks.
 async fn worker_stops_and_its_ticks_stop(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -849,6 +869,7 @@ on_both_backends!(
     connect_then_disconnect,
     sessions_share_a_worker,
     concurrent_connects_one_worker,
+    leave_and_join_race,
     worker_stops_and_its_ticks_stop,
     broadcast_and_dead_session,
     access_and_credentials,
