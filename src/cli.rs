@@ -129,7 +129,11 @@ pub fn revoke_token(db: &Db, id: i64) -> Result<(), CliError> {
 pub fn run_admin_command(settings: &Settings, command: Command) -> Result<(), CliError> {
     let db = open(settings)?;
     match command {
-        Command::Serve => return Err(CliError::Usage("serve runs the server, not an admin command".into())),
+        Command::Serve => {
+            return Err(CliError::Usage(
+                "serve runs the server, not an admin command".into(),
+            ))
+        }
         Command::Migrate => {
             let n = db.migrate()?;
             println!(
