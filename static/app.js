@@ -920,27 +920,21 @@
     }
 
     renderTotals() {
-      let value = 0;
-      let pl = 0;
-      let haveValue = false;
-      let havePl = false;
-      const currencies = new Set();
+      // Totals per currency: adding yen to dollars would give a number that
+      // means nothing, so a mixed watchlist shows one sum per currency.
+      const value = new Map();
+      const pl = new Map();
+      const add = (m, cur, v) => m.set(cur, (m.get(cur) || 0) + v);
       for (const { quote: q } of this.rows.values()) {
-        if (isNum(q.price) && isNum(q.quantity)) {
-          value += q.price * q.quantity;
-          haveValue = true;
-          if (q.currency) currencies.add(q.currency);
-        }
-        if (isNum(q.unrealized_pl)) {
-          pl += q.unrealized_pl;
-          havePl = true;
-        }
+        const cur = q.currency || '';
+        if (isNum(q.price) && isNum(q.quantity)) add(value, cur, q.price * q.quantity);
+        if (isNum(q.unrealized_pl)) add(pl, cur, q.unrealized_pl);
       }
-      // Sums across currencies are shown without a currency sign rather than with a wrong one.
-      const cur = currencies.size === 1 ? [...currencies][0] : null;
-      setCell(this.totalValue, haveValue ? fmtMoney(value, cur) : DASH, haveValue ? value : null);
-      setCell(this.totalPl, havePl ? fmtMoney(pl, cur, true) : DASH, havePl ? pl : null, havePl ? signClass(pl) : '');
-      this.totalValue.title = currencies.size > 1 ? 'Mixed currencies: plain sum' : '';
+      const show = (m, signed) => [...m].map(([cur, v]) => fmtMoney(v, cur || null, signed)).join(' · ');
+      const single = (m) => (m.size === 1 ? [...m.values()][0] : null);
+      const plSign = single(pl);
+      setCell(this.totalValue, value.size ? show(value, false) : DASH, single(value));
+      setCell(this.totalPl, pl.size ? show(pl, true) : DASH, plSign, isNum(plSign) ? signClass(plSign) : '');
     }
 
     // ---------------- item editing (REST)
