@@ -544,6 +544,36 @@ async fn live_watchlist_changes(b: Backend) {
     app.wait_counts(0, 0).await;
 }
 
+/// Making a public watchlist private closes other users' sessions on it
+/// with 1008 (and they cannot come back); the owner's stay.
+async fn going_private_closes_other_users(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let id = app
+        .watchlist(&alice, "W", true, json!([{"symbol": "AAPL"}]))
+        .await;
+    let mut mine = app.ws(id, &alice).await;
+    let mut theirs = app.ws(id, &bob).await;
+    mine.wait_type("snapshot").await;
+    theirs.wait_type("snapshot").await;
+    let (s, _) = app
+        .patch(
+            &format!("/api/v1/watchlists/{id}"),
+            &alice,
+            json!({"is_public": false}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(theirs.wait_close().await, Some(1008));
+    let (s, _) = app.try_ws(&app.ws_url(id), Some(&bob)).await.err().unwrap();
+    assert_eq!(s, 403);
+    mine.send_json(json!({"type": "ping"})).await;
+    mine.wait_type("pong").await;
+    app.wait_counts(1, 1).await;
+    mine.close().await;
+}
+
 /// Revoking a token closes the sessions it opened (header or ticket) with 1008.
 async fn revoked_token_closes_sessions(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -879,6 +909,7 @@ on_both_backends!(
     seq_and_snapshot_requests,
     live_watchlist_changes,
     revoked_token_closes_sessions,
+    going_private_closes_other_users,
     admin_kick_and_refresh,
     session_limits,
     churn,

@@ -8,6 +8,7 @@ use crate::db::models::{Item, Watchlist};
 use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
 use crate::db::{from_micros, DbConn, DbError};
 use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
+use crate::protocol::close;
 use crate::quote::format_ts;
 use crate::startup::AppState;
 use crate::supervisor::{WatchlistChanged, WatchlistDeleted};
@@ -291,6 +292,12 @@ pub async fn update(
         })
         .await
         .map_err(not_found("watchlist"))?;
+    if !out.is_public {
+        // Others lose read access now, not whenever they reconnect.
+        state
+            .sessions
+            .close_others_on(id, me, close::POLICY, "watchlist is private now");
+    }
     Ok(HttpResponse::Ok().json(out))
 }
 

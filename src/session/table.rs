@@ -332,6 +332,27 @@ impl SessionTable {
         controls.len()
     }
 
+    /// Closes the sessions of other users on a watchlist (it became private).
+    pub fn close_others_on(
+        &self,
+        watchlist_id: i64,
+        owner_id: i64,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
+        let controls: Vec<_> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|e| e.watchlist_id == watchlist_id && e.user_id != owner_id)
+            .filter_map(|e| e.control.clone())
+            .collect();
+        for c in &controls {
+            c.do_send(CloseSession { code, reason });
+        }
+        controls.len()
+    }
+
     /// Cuts the sockets of sessions whose actor has not run for `timeout_ms`
     /// (their socket stopped draining, so they cannot even see a close
     /// request). Returns how many were cut.
