@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::{Duration, Instant};
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{Backend, TestApp, DEADLINE};
+use support::{Backend, TestApp, DEADLINE, POLL};
 
 /// A started server and a browser, or `None` when the test is skipped.
 async fn start(test: &str) -> Option<(TestApp, Browser)> {
@@ -115,7 +115,7 @@ async fn wait_sessions(app: &TestApp, n: usize) -> Vec<Value> {
             Instant::now() < end,
             "timed out waiting for {n} sessions: {s:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -449,7 +449,7 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     while Instant::now() < hold {
         let s = app.sessions().await;
         assert!(s.is_empty(), "the page reconnected: {s:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
     let p = b
         .execute(&format!("return window.quotecast.panels[{id}]"), json!([]))

@@ -139,7 +139,7 @@ impl Server {
                 return status;
             }
             assert!(Instant::now() < end, "server did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(support::POLL);
         }
     }
 }

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{Backend, TestApp, Ws, DEADLINE};
+use support::{Backend, TestApp, Ws, DEADLINE, POLL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -155,7 +155,7 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
             break t;
         }
         assert!(Instant::now() < end, "worker B does not tick");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     };
     let total_after = metric(&app, "quotecast_worker_ticks_total").await;
     assert!(b_after - b_before >= 5.0);
@@ -300,7 +300,7 @@ async fn access_and_credentials(b: Backend) {
     // Wait out the (test-sized) lifetime by watching the clock, not sleeping blind.
     let issued = Instant::now();
     while issued.elapsed() < Duration::from_millis(400) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     let (s, _) = app.try_ws(&url, None).await.err().expect("expired ticket");
     assert_eq!(s, 401);
@@ -789,7 +789,7 @@ async fn stalled_reader_is_dropped(b: Backend) {
             {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
         }
     });
     // The worker starts dropping instead of queueing...
@@ -807,7 +807,7 @@ async fn stalled_reader_is_dropped(b: Backend) {
             Instant::now() < end,
             "no updates were dropped for a stalled reader: {sessions:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     let lagging_since = Instant::now();
     // ...and the session is cut off from outside its unpolled actor, within

@@ -25,6 +25,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Default wait for an expected event.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// How often a test looks again while waiting for a state.
+pub const POLL: Duration = Duration::from_millis(20);
 
 /// Which database a test runs on.
 pub enum Backend {
@@ -326,7 +328,7 @@ impl TestApp {
             if Instant::now() > end {
                 panic!("timed out waiting for {what}; last stats: {s}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
