@@ -209,6 +209,10 @@ impl Application {
 
         let listener =
             TcpListener::bind(bind).map_err(|source| StartupError::Bind { addr: bind, source })?;
+        // std binds with a backlog of 128; a burst of dashboards reconnecting
+        // at once would overflow it. Listening again only raises the backlog.
+        // SAFETY: listen(2) on a socket we own and have just bound.
+        unsafe { libc::listen(listener.as_raw_fd(), 2048) };
         let addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: bind, source })?;

@@ -656,7 +656,32 @@ async fn tickets(b: Backend) {
     assert_eq!((s, code(&body)), (401, "unauthorized"));
 }
 
+/// Concurrent writers all succeed (no "database is locked" on SQLite).
+async fn concurrent_writes(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| s.limits.max_watchlists_per_user = 1000).await;
+    let alice = app.user("alice");
+    let results = futures_util::future::join_all((0..64).map(|i| {
+        let app = &app;
+        let alice = &alice;
+        async move {
+            app.post(
+                "/api/v1/watchlists",
+                alice,
+                json!({"name": format!("W{i}"), "items": [{"symbol": "AAPL"}, {"symbol": format!("S{i}")}]}),
+            )
+            .await
+        }
+    }))
+    .await;
+    for (s, body) in &results {
+        assert_eq!(*s, 201, "{body}");
+    }
+    let (_, list) = app.get("/api/v1/watchlists", &alice).await;
+    assert_eq!(list.as_array().unwrap().len(), 64);
+}
+
 on_both_backends!(
+    concurrent_writes,
     health_and_me,
     watchlist_crud,
     items_crud,

@@ -126,6 +126,20 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs `$body` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`:
+/// a deferred transaction that reads first and writes later fails at once
+/// with "database is locked" when another writer got in between, whatever
+/// the busy timeout; taking the write lock up front makes it wait instead.
+#[macro_export]
+macro_rules! write_tx {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Sqlite(conn) => conn.immediate_transaction(|$c| $body),
+            $crate::db::DbConn::Pg(conn) => conn.transaction(|$c| $body),
+        }
+    };
+}
+
 impl DbConn {
     pub fn establish(url: &DbUrl) -> Result<Self, DbError> {
         match url {

@@ -5,7 +5,7 @@
 use super::models::*;
 use super::schema::*;
 use super::{now_micros, DbConn, DbError};
-use crate::with_conn;
+use crate::{with_conn, write_tx};
 use diesel::prelude::*;
 use std::collections::HashMap;
 
@@ -194,7 +194,7 @@ pub fn create_watchlist(
             "a watchlist holds at most {max_items} items"
         )));
     }
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         let count: i64 = watchlists::table
             .filter(watchlists::owner_id.eq(owner_id))
             .count()
@@ -230,7 +230,7 @@ pub fn create_watchlist(
                 .execute(c)?;
         }
         Ok(wl)
-    }))
+    })
 }
 
 /// Fields of a watchlist to change; `None` leaves a field as it is.
@@ -256,7 +256,7 @@ pub fn update_watchlist(conn: &mut DbConn, id: i64, mut patch: WatchlistPatch) -
 /// Deletes a watchlist and its items. Items are deleted explicitly as well
 /// as by the foreign key, so nothing depends on the backend's FK settings.
 pub fn delete_watchlist(conn: &mut DbConn, id: i64) -> Res<()> {
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         diesel::delete(watchlist_items::table.filter(watchlist_items::watchlist_id.eq(id)))
             .execute(c)?;
         let n = diesel::delete(watchlists::table.find(id)).execute(c)?;
@@ -264,7 +264,7 @@ pub fn delete_watchlist(conn: &mut DbConn, id: i64) -> Res<()> {
             return Err(DbError::NotFound);
         }
         Ok(())
-    }))
+    })
 }
 
 pub fn add_item(
@@ -273,7 +273,7 @@ pub fn add_item(
     item: &ItemInput,
     max_items: i64,
 ) -> Res<Item> {
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         let count: i64 = watchlist_items::table
             .filter(watchlist_items::watchlist_id.eq(watchlist_id))
             .count()
@@ -304,7 +304,7 @@ pub fn add_item(
             .set(watchlists::updated_at.eq(now))
             .execute(c)?;
         Ok(row)
-    }))
+    })
 }
 
 /// Item fields to change. The outer `Option` says whether the field was
@@ -337,7 +337,7 @@ pub fn patch_item(
     let target = watchlist_items::table
         .filter(watchlist_items::watchlist_id.eq(watchlist_id))
         .filter(watchlist_items::symbol.eq(symbol));
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         let item: Item = if changes.quantity.is_none()
             && changes.purchase_price.is_none()
             && changes.memo.is_none()
@@ -355,11 +355,11 @@ pub fn patch_item(
             .set(watchlists::updated_at.eq(now_micros()))
             .execute(c)?;
         Ok::<_, DbError>(item)
-    }))
+    })
 }
 
 pub fn delete_item(conn: &mut DbConn, watchlist_id: i64, symbol: &str) -> Res<()> {
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         let n = diesel::delete(
             watchlist_items::table
                 .filter(watchlist_items::watchlist_id.eq(watchlist_id))
@@ -373,7 +373,7 @@ pub fn delete_item(conn: &mut DbConn, watchlist_id: i64, symbol: &str) -> Res<()
             .set(watchlists::updated_at.eq(now_micros()))
             .execute(c)?;
         Ok(())
-    }))
+    })
 }
 
 // ---- latest quotes -----------------------------------------------------------
@@ -393,7 +393,7 @@ pub fn get_latest_quotes(conn: &mut DbConn, symbols: &[String]) -> Res<Vec<Store
 
 /// Inserts or replaces the stored quotes, in one transaction.
 pub fn upsert_latest_quotes(conn: &mut DbConn, rows: &[StoredQuote]) -> Res<()> {
-    with_conn!(conn, |c| c.transaction(|c| {
+    write_tx!(conn, |c| {
         for row in rows {
             diesel::insert_into(latest_quotes::table)
                 .values(row)
@@ -403,5 +403,5 @@ pub fn upsert_latest_quotes(conn: &mut DbConn, rows: &[StoredQuote]) -> Res<()> 
                 .execute(c)?;
         }
         Ok::<_, DbError>(())
-    }))
+    })
 }

@@ -1,0 +1,937 @@
+//! The load client: WebSocket sessions that record what arrives.
+//!
+//! A [`LocalGroup`] runs a range of sessions as tasks in this process. With
+//! `--procs K` the bench starts K copies of itself (`worker` subcommand),
+//! each running one LocalGroup and answering line commands on stdin with
+//! JSON lines on stdout; [`Clients`] hides which of the two is in use, so
+//! a scenario reads the same either way.
+
+use crate::hist::{AtomicHist, Hist};
+use crate::procinfo;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What every session needs to know; also the config sent to a worker
+/// process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+    /// Session `i` opens `watchlist_ids[i % len]`.
+    pub watchlist_ids: Vec<i64>,
+    /// Session `i` binds to 127.0.0.(1 + i % source_ips) when above 1.
+    pub source_ips: usize,
+    /// Sessions connecting at once (per process).
+    pub concurrency: usize,
+    /// Sleep after each received `quotes` message, to make a session lag.
+    pub lag_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+/// Microseconds since the Unix epoch, the clock `ts` is written in.
+fn wall_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+// --- reading server messages -------------------------------------------------
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Kind {
+    Quotes,
+    Snapshot,
+    Other,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub seq: Option<u64>,
+    pub ts_us: Option<i64>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads `type`, `seq` and `ts` without parsing the whole message: they
+/// come before `quotes`, and a full JSON parse of every message would make
+/// the client, not the server, the bottleneck.
+pub fn scan(msg: &[u8]) -> Header {
+    let head = &msg[..msg.len().min(256)];
+    let kind = if find(head, br#""type":"quotes""#).is_some() {
+        Kind::Quotes
+    } else if find(head, br#""type":"snapshot""#).is_some() {
+        Kind::Snapshot
+    } else {
+        Kind::Other
+    };
+    let seq = find(head, br#""seq":"#).and_then(|at| {
+        let digits = &head[at + 6..];
+        let end = digits
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(digits.len());
+        std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+    });
+    let ts_us = find(head, br#""ts":""#).and_then(|at| parse_ts(head.get(at + 6..)?));
+    Header { kind, seq, ts_us }
+}
+
+/// `2026-11-26T05:59:59.123456Z` to microseconds since the epoch.
+pub fn parse_ts(s: &[u8]) -> Option<i64> {
+    let end = s.iter().position(|&b| b == b'"')?;
+    let s = std::str::from_utf8(&s[..end]).ok()?;
+    let b = s.as_bytes();
+    let num = |r: Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() >= 20 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && s.ends_with('Z') {
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let frac = &s[20..s.len() - 1];
+        let mut us: i64 = frac.get(..frac.len().min(6))?.parse().ok()?;
+        for _ in frac.len()..6 {
+            us *= 10;
+        }
+        let days = days_from_civil(y, m, d);
+        return Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+// --- shared counters ---------------------------------------------------------
+
+/// Why a session could not connect.
+enum ConnectError {
+    /// The process is out of file descriptors.
+    FdLimit,
+    /// No free local port for this source address.
+    NoPorts,
+    /// The server refused the upgrade with this status.
+    Http(u16),
+    Timeout,
+    Other(String),
+}
+
+impl ConnectError {
+    fn from_io(e: &std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => ConnectError::FdLimit,
+            Some(libc::EADDRNOTAVAIL) => ConnectError::NoPorts,
+            _ => ConnectError::Other(e.to_string()),
+        }
+    }
+
+    fn from_ws(e: WsError) -> Self {
+        match e {
+            WsError::Io(e) => Self::from_io(&e),
+            WsError::Http(resp) => ConnectError::Http(resp.status().as_u16()),
+            other => ConnectError::Other(other.to_string()),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ConnectError::FdLimit => "out of file descriptors (EMFILE)".into(),
+            ConnectError::NoPorts => "no free local port (EADDRNOTAVAIL)".into(),
+            ConnectError::Http(s) => format!("upgrade refused with HTTP {s}"),
+            ConnectError::Timeout => "no answer in time".into(),
+            ConnectError::Other(m) => m.clone(),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            ConnectError::FdLimit => "fd_limit".into(),
+            ConnectError::NoPorts => "no_local_ports".into(),
+            ConnectError::Http(s) => format!("http_{s}"),
+            ConnectError::Timeout => "timeout".into(),
+            ConnectError::Other(_) => "other".into(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    measuring: AtomicBool,
+    latency: AtomicHist,
+    msgs: AtomicU64,
+    bytes: AtomicU64,
+    other_msgs: AtomicU64,
+    pings: AtomicU64,
+    // Sequence checks run for the whole life of a session, not only the window.
+    gaps: AtomicU64,
+    missed: AtomicU64,
+    duplicates: AtomicU64,
+    connect_latency: AtomicHist,
+    ready: AtomicU64,
+    failed: AtomicU64,
+    /// Microseconds from the start of the connect phase to the last session
+    /// that got its snapshot.
+    last_ready_us: AtomicU64,
+    /// Sessions ready when the first fd-limit / port error happened.
+    fd_limit_at: Mutex<Option<u64>>,
+    no_ports_at: Mutex<Option<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    first_error: Mutex<Option<String>>,
+    unexpected_closes: AtomicU64,
+    server_close_codes: Mutex<BTreeMap<u16, u64>>,
+    closed_clean: AtomicU64,
+    closed_unclean: AtomicU64,
+    ended: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn connect_failed(&self, e: ConnectError) {
+        let ready = self.ready.load(Ordering::Relaxed);
+        match &e {
+            ConnectError::FdLimit => {
+                lock(&self.fd_limit_at).get_or_insert(ready);
+            }
+            ConnectError::NoPorts => {
+                lock(&self.no_ports_at).get_or_insert(ready);
+            }
+            _ => {}
+        }
+        *lock(&self.errors).entry(e.key()).or_default() += 1;
+        lock(&self.first_error).get_or_insert_with(|| e.detail());
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_text(&self, text: &str, last_seq: &mut Option<u64>) -> Kind {
+        let now = wall_us();
+        let h = scan(text.as_bytes());
+        if let (Kind::Quotes | Kind::Snapshot, Some(seq)) = (&h.kind, h.seq) {
+            match *last_seq {
+                // A snapshot answering a request repeats the current seq;
+                // anything else must be exactly the next one.
+                Some(last) if seq > last + 1 => {
+                    self.gaps.fetch_add(1, Ordering::Relaxed);
+                    self.missed.fetch_add(seq - last - 1, Ordering::Relaxed);
+                }
+                Some(last) if seq <= last && h.kind == Kind::Quotes => {
+                    self.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            *last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
+        }
+        if self.measuring.load(Ordering::Relaxed) {
+            self.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+            if h.kind == Kind::Quotes {
+                self.msgs.fetch_add(1, Ordering::Relaxed);
+                if let Some(ts) = h.ts_us {
+                    self.latency.record((now - ts).max(0) as u64);
+                }
+            } else {
+                self.other_msgs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        h.kind
+    }
+}
+
+// --- one session -------------------------------------------------------------
+
+fn source_ip(plan: &Plan, i: usize) -> Option<IpAddr> {
+    (plan.source_ips > 1)
+        .then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % plan.source_ips) as u8)))
+}
+
+async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        // Without this, bind() picks the local port before the destination is
+        // known, and each source address runs out of ports at ~28k sockets
+        // in total instead of per destination.
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `one` for the given length only.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = sock.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens one session; errors read `KIND: detail`.
+pub async fn open_ws(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    watchlist_id: i64,
+    token: Option<&str>,
+) -> Result<Ws, String> {
+    open(addr, source, watchlist_id, token)
+        .await
+        .map_err(|e| format!("{}: {}", e.key(), e.detail()))
+}
+
+async fn open(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    watchlist_id: i64,
+    token: Option<&str>,
+) -> Result<Ws, ConnectError> {
+    let stream = tcp_connect(addr, source)
+        .await
+        .map_err(|e| ConnectError::from_io(&e))?;
+    let mut req = format!("ws://{addr}/ws/v1/watchlists/{watchlist_id}")
+        .into_client_request()
+        .map_err(ConnectError::from_ws)?;
+    if let Some(t) = token {
+        let v = HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|e| ConnectError::Other(e.to_string()))?;
+        req.headers_mut().insert("authorization", v);
+    }
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(req, stream, Some(WebSocketConfig::default()))
+            .await
+            .map_err(ConnectError::from_ws)?;
+    Ok(ws)
+}
+
+/// Sends a normal close, waits for the server's close (bounded), then drops
+/// the socket so the TCP connection ends at once: the server would otherwise
+/// keep each closed connection around for about a second.
+pub async fn close_ws(ws: &mut Ws) -> bool {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if ws.close(Some(frame)).await.is_err() {
+        return false;
+    }
+    let drain = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None => return true,
+                Some(Ok(_)) => {}
+                Some(Err(WsError::ConnectionClosed)) => return true,
+                Some(Err(_)) => return false,
+            }
+        }
+    };
+    timeout(Duration::from_secs(5), drain)
+        .await
+        .unwrap_or(false)
+}
+
+/// Waits for the first text message (the snapshot), answering pings meanwhile.
+pub async fn first_text(ws: &mut Ws, limit: Duration) -> Option<String> {
+    let wait = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Some(t),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    timeout(limit, wait).await.ok().flatten()
+}
+
+async fn session(
+    i: usize,
+    plan: Arc<Plan>,
+    sh: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    started: Instant,
+    mut close_rx: watch::Receiver<bool>,
+) {
+    let permit = sem.acquire_owned().await.ok();
+    let t0 = Instant::now();
+    let limit = Duration::from_millis(plan.connect_timeout_ms);
+    let wl = plan.watchlist_ids[i % plan.watchlist_ids.len()];
+    let opened = timeout(
+        limit,
+        open(plan.addr, source_ip(&plan, i), wl, plan.token.as_deref()),
+    )
+    .await;
+    let mut ws = match opened {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return sh.connect_failed(e),
+        Err(_) => return sh.connect_failed(ConnectError::Timeout),
+    };
+    let mut last_seq = None;
+    match first_text(&mut ws, limit).await {
+        Some(t) => {
+            sh.on_text(&t, &mut last_seq);
+        }
+        None => return sh.connect_failed(ConnectError::Other("no snapshot".into())),
+    }
+    sh.connect_latency.record(t0.elapsed().as_micros() as u64);
+    sh.ready.fetch_add(1, Ordering::Relaxed);
+    sh.last_ready_us
+        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    drop(permit);
+
+    let lag = Duration::from_millis(plan.lag_ms);
+    loop {
+        if *close_rx.borrow() {
+            break;
+        }
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if sh.on_text(&t, &mut last_seq) == Kind::Quotes && !lag.is_zero() {
+                        tokio::time::sleep(lag).await;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    *lock(&sh.server_close_codes).entry(code).or_default() += 1;
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    if sh.measuring.load(Ordering::Relaxed) {
+                        sh.pings.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    sh.unexpected_closes.fetch_add(1, Ordering::Relaxed);
+                    sh.ended.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            changed = close_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if close_ws(&mut ws).await {
+        sh.closed_clean.fetch_add(1, Ordering::Relaxed);
+    } else {
+        sh.closed_unclean.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(ws);
+    sh.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+// --- results -----------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectStats {
+    pub requested: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    pub fd_limit_at: Option<u64>,
+    pub no_ports_at: Option<u64>,
+    pub latency: Hist,
+    /// CPU seconds the client process(es) spent connecting.
+    pub client_cpu_s: f64,
+}
+
+impl ConnectStats {
+    fn merge(&mut self, o: ConnectStats) {
+        self.requested += o.requested;
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.seconds = self.seconds.max(o.seconds);
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.first_error = self.first_error.take().or(o.first_error);
+        self.fd_limit_at = match (self.fd_limit_at, o.fd_limit_at) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.no_ports_at = self.no_ports_at.or(o.no_ports_at);
+        self.latency.merge(&o.latency);
+        self.client_cpu_s += o.client_cpu_s;
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowStats {
+    pub seconds: f64,
+    pub msgs: u64,
+    pub bytes: u64,
+    pub other_msgs: u64,
+    /// WebSocket pings from the server (each answered with a pong).
+    pub pings: u64,
+    pub latency: Hist,
+    pub gaps: u64,
+    pub missed: u64,
+    pub duplicates: u64,
+    pub unexpected_closes: u64,
+    pub server_close_codes: BTreeMap<u16, u64>,
+    /// CPU seconds this client process spent in the window.
+    pub client_cpu_s: f64,
+    pub live: u64,
+}
+
+impl WindowStats {
+    fn merge(&mut self, o: WindowStats) {
+        self.seconds = self.seconds.max(o.seconds);
+        self.msgs += o.msgs;
+        self.bytes += o.bytes;
+        self.other_msgs += o.other_msgs;
+        self.pings += o.pings;
+        self.latency.merge(&o.latency);
+        self.gaps += o.gaps;
+        self.missed += o.missed;
+        self.duplicates += o.duplicates;
+        self.unexpected_closes += o.unexpected_closes;
+        for (k, v) in o.server_close_codes {
+            *self.server_close_codes.entry(k).or_default() += v;
+        }
+        self.client_cpu_s += o.client_cpu_s;
+        self.live += o.live;
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CloseStats {
+    pub clean: u64,
+    pub unclean: u64,
+    pub seconds: f64,
+    /// Sequence counters over the whole life of the sessions.
+    pub gaps: u64,
+    pub missed: u64,
+    pub unexpected_closes: u64,
+}
+
+impl CloseStats {
+    fn merge(&mut self, o: CloseStats) {
+        self.clean += o.clean;
+        self.unclean += o.unclean;
+        self.seconds = self.seconds.max(o.seconds);
+        self.gaps += o.gaps;
+        self.missed += o.missed;
+        self.unexpected_closes += o.unexpected_closes;
+    }
+}
+
+// --- a group of sessions in this process -------------------------------------
+
+pub struct LocalGroup {
+    plan: Arc<Plan>,
+    range: Range<usize>,
+    shared: Arc<Shared>,
+    close_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    window_started: Option<(Instant, f64)>,
+}
+
+impl LocalGroup {
+    pub fn new(plan: Plan, range: Range<usize>) -> Self {
+        Self {
+            plan: Arc::new(plan),
+            range,
+            shared: Arc::default(),
+            close_tx: watch::channel(false).0,
+            tasks: Vec::new(),
+            window_started: None,
+        }
+    }
+
+    /// Opens every session of the range (at most `concurrency` at once) and
+    /// returns once each has its snapshot or has failed.
+    pub async fn connect(&mut self) -> ConnectStats {
+        let sem = Arc::new(Semaphore::new(self.plan.concurrency.max(1)));
+        let started = Instant::now();
+        let cpu = procinfo::self_cpu_seconds();
+        for i in self.range.clone() {
+            self.tasks.push(tokio::spawn(session(
+                i,
+                self.plan.clone(),
+                self.shared.clone(),
+                sem.clone(),
+                started,
+                self.close_tx.subscribe(),
+            )));
+        }
+        let n = self.range.len() as u64;
+        let sh = &self.shared;
+        while sh.ready.load(Ordering::Relaxed) + sh.failed.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ok = sh.ready.load(Ordering::Relaxed);
+        ConnectStats {
+            requested: n,
+            ok,
+            failed: sh.failed.load(Ordering::Relaxed),
+            seconds: if ok > 0 {
+                sh.last_ready_us.load(Ordering::Relaxed) as f64 / 1e6
+            } else {
+                started.elapsed().as_secs_f64()
+            },
+            errors: lock(&sh.errors).clone(),
+            first_error: lock(&sh.first_error).clone(),
+            fd_limit_at: *lock(&sh.fd_limit_at),
+            no_ports_at: *lock(&sh.no_ports_at),
+            latency: sh.connect_latency.snapshot(),
+            client_cpu_s: procinfo::self_cpu_seconds() - cpu,
+        }
+    }
+
+    pub fn start_window(&mut self) {
+        let sh = &self.shared;
+        sh.latency.reset();
+        sh.msgs.store(0, Ordering::Relaxed);
+        sh.bytes.store(0, Ordering::Relaxed);
+        sh.other_msgs.store(0, Ordering::Relaxed);
+        sh.pings.store(0, Ordering::Relaxed);
+        self.window_started = Some((Instant::now(), procinfo::self_cpu_seconds()));
+        sh.measuring.store(true, Ordering::Relaxed);
+    }
+
+    pub fn end_window(&mut self) -> WindowStats {
+        let sh = &self.shared;
+        sh.measuring.store(false, Ordering::Relaxed);
+        let (at, cpu) = self
+            .window_started
+            .take()
+            .unwrap_or((Instant::now(), procinfo::self_cpu_seconds()));
+        WindowStats {
+            seconds: at.elapsed().as_secs_f64(),
+            msgs: sh.msgs.load(Ordering::Relaxed),
+            bytes: sh.bytes.load(Ordering::Relaxed),
+            other_msgs: sh.other_msgs.load(Ordering::Relaxed),
+            pings: sh.pings.load(Ordering::Relaxed),
+            latency: sh.latency.snapshot(),
+            gaps: sh.gaps.load(Ordering::Relaxed),
+            missed: sh.missed.load(Ordering::Relaxed),
+            duplicates: sh.duplicates.load(Ordering::Relaxed),
+            unexpected_closes: sh.unexpected_closes.load(Ordering::Relaxed),
+            server_close_codes: lock(&sh.server_close_codes).clone(),
+            client_cpu_s: procinfo::self_cpu_seconds() - cpu,
+            live: sh.ready.load(Ordering::Relaxed) - sh.ended.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes every session (close handshake, then the TCP connection).
+    pub async fn close(&mut self) -> CloseStats {
+        let started = Instant::now();
+        let _ = self.close_tx.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        let sh = &self.shared;
+        CloseStats {
+            clean: sh.closed_clean.load(Ordering::Relaxed),
+            unclean: sh.closed_unclean.load(Ordering::Relaxed),
+            seconds: started.elapsed().as_secs_f64(),
+            gaps: sh.gaps.load(Ordering::Relaxed),
+            missed: sh.missed.load(Ordering::Relaxed),
+            unexpected_closes: sh.unexpected_closes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+// --- worker processes --------------------------------------------------------
+
+#[derive(Serialize, Deserialize)]
+struct WorkerConfig {
+    plan: Plan,
+    start: usize,
+    end: usize,
+    threads: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum WorkerEvent {
+    Ready,
+    Connected(ConnectStats),
+    Window(WindowStats),
+    Closed(CloseStats),
+}
+
+/// `quotecast-bench worker`: reads its config as the first stdin line, then
+/// the commands `connect`, `start`, `end`, `close`, one a line; answers each
+/// with one JSON line on stdout.
+pub fn worker_main() -> Result<(), String> {
+    let stdin = std::io::stdin();
+    let mut first = String::new();
+    stdin
+        .lock()
+        .read_line(&mut first)
+        .map_err(|e| format!("worker: reading config: {e}"))?;
+    let cfg: WorkerConfig =
+        serde_json::from_str(&first).map_err(|e| format!("worker: bad config: {e}"))?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().to_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let emit = |ev: &WorkerEvent| {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, ev);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    };
+    let rt = crate::runtime(cfg.threads)?;
+    rt.block_on(async move {
+        let mut group = LocalGroup::new(cfg.plan, cfg.start..cfg.end);
+        emit(&WorkerEvent::Ready);
+        while let Some(cmd) = rx.recv().await {
+            match cmd.as_str() {
+                "connect" => emit(&WorkerEvent::Connected(group.connect().await)),
+                "start" => group.start_window(),
+                "end" => emit(&WorkerEvent::Window(group.end_window())),
+                "close" => {
+                    emit(&WorkerEvent::Closed(group.close().await));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+pub struct Remote {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::UnboundedReceiver<Result<WorkerEvent, String>>,
+}
+
+impl Remote {
+    fn send(&mut self, cmd: &str) -> Result<(), String> {
+        writeln!(self.stdin, "{cmd}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("worker {}: {e}", self.child.id()))
+    }
+
+    async fn next(&mut self) -> Result<WorkerEvent, String> {
+        match self.events.recv().await {
+            Some(ev) => ev,
+            None => Err(format!(
+                "worker {} exited without answering",
+                self.child.id()
+            )),
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The sessions of one run, in this process or spread over worker processes.
+pub enum Clients {
+    Local(LocalGroup),
+    Remote(Vec<Remote>),
+}
+
+impl Clients {
+    pub async fn new(
+        plan: Plan,
+        sessions: usize,
+        procs: usize,
+        threads: usize,
+    ) -> Result<Self, String> {
+        if procs <= 1 {
+            return Ok(Clients::Local(LocalGroup::new(plan, 0..sessions)));
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut remotes = Vec::new();
+        for k in 0..procs {
+            let mut plan = plan.clone();
+            plan.concurrency = plan.concurrency.div_ceil(procs);
+            let cfg = WorkerConfig {
+                plan,
+                start: sessions * k / procs,
+                end: sessions * (k + 1) / procs,
+                threads,
+            };
+            let mut cmd = Command::new(&exe);
+            cmd.arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            crate::target::die_with_parent(&mut cmd);
+            let mut child = cmd.spawn().map_err(|e| format!("starting a worker: {e}"))?;
+            let mut stdin = child.stdin.take().ok_or("worker stdin")?;
+            let stdout = child.stdout.take().ok_or("worker stdout")?;
+            let (tx, events) = mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let ev = serde_json::from_str::<WorkerEvent>(&line)
+                        .map_err(|e| format!("worker said {line:?}: {e}"));
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            });
+            let line = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+            writeln!(stdin, "{line}").map_err(|e| format!("worker config: {e}"))?;
+            remotes.push(Remote {
+                child,
+                stdin,
+                events,
+            });
+        }
+        for r in &mut remotes {
+            match r.next().await? {
+                WorkerEvent::Ready => {}
+                _ => return Err("worker: expected ready".into()),
+            }
+        }
+        Ok(Clients::Remote(remotes))
+    }
+
+    pub async fn connect(&mut self) -> Result<ConnectStats, String> {
+        match self {
+            Clients::Local(g) => Ok(g.connect().await),
+            Clients::Remote(rs) => {
+                for r in rs.iter_mut() {
+                    r.send("connect")?;
+                }
+                let mut all = ConnectStats::default();
+                for r in rs.iter_mut() {
+                    match r.next().await? {
+                        WorkerEvent::Connected(s) => all.merge(s),
+                        _ => return Err("worker: expected connected".into()),
+                    }
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    pub fn start_window(&mut self) -> Result<(), String> {
+        match self {
+            Clients::Local(g) => {
+                g.start_window();
+                Ok(())
+            }
+            Clients::Remote(rs) => rs.iter_mut().try_for_each(|r| r.send("start")),
+        }
+    }
+
+    pub async fn end_window(&mut self) -> Result<WindowStats, String> {
+        match self {
+            Clients::Local(g) => Ok(g.end_window()),
+            Clients::Remote(rs) => {
+                for r in rs.iter_mut() {
+                    r.send("end")?;
+                }
+                let mut all = WindowStats::default();
+                for r in rs.iter_mut() {
+                    match r.next().await? {
+                        WorkerEvent::Window(s) => all.merge(s),
+                        _ => return Err("worker: expected window".into()),
+                    }
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    pub async fn close(&mut self) -> Result<CloseStats, String> {
+        match self {
+            Clients::Local(g) => Ok(g.close().await),
+            Clients::Remote(rs) => {
+                for r in rs.iter_mut() {
+                    r.send("close")?;
+                }
+                let mut all = CloseStats::default();
+                for r in rs.iter_mut() {
+                    match r.next().await? {
+                        WorkerEvent::Closed(s) => all.merge(s),
+                        _ => return Err("worker: expected closed".into()),
+                    }
+                }
+                Ok(all)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_a_quotes_message() {
+        let m = br#"{"type":"quotes","watchlist_id":7,"seq":42,"ts":"2026-11-26T05:59:59.123456Z","quotes":[{"symbol":"A","market_time":"2026-11-26T05:59:59Z"}]}"#;
+        let h = scan(m);
+        assert_eq!(h.kind, Kind::Quotes);
+        assert_eq!(h.seq, Some(42));
+        let want = chrono::DateTime::parse_from_rfc3339("2026-11-26T05:59:59.123456Z")
+            .unwrap()
+            .timestamp_micros();
+        assert_eq!(h.ts_us, Some(want));
+        let s = scan(br#"{"type":"snapshot","watchlist_id":7,"seq":3,"stale":true,"quotes":[]}"#);
+        assert_eq!((s.kind, s.seq, s.ts_us), (Kind::Snapshot, Some(3), None));
+        assert_eq!(scan(br#"{"type":"pong"}"#).kind, Kind::Other);
+    }
+
+    #[test]
+    fn parses_timestamps_like_chrono() {
+        for t in [
+            "1970-01-01T00:00:00.000000Z",
+            "2000-02-29T23:59:59.999999Z",
+            "2026-11-26T05:59:59.5Z",
+            "2026-03-01T00:00:00+09:00",
+        ] {
+            let want = chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_micros();
+            assert_eq!(parse_ts(format!("{t}\"").as_bytes()), Some(want), "{t}");
+        }
+    }
+}
