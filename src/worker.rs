@@ -70,6 +70,9 @@ pub struct PriceWorker {
     known: HashMap<Symbol, Known>,
     subscribers: HashMap<u64, Subscriber>,
     seq: u64,
+    /// The encoded snapshot at a `seq`: sessions joining between two ticks
+    /// share one encoding instead of each paying for their own.
+    snapshot_cache: Option<(u64, Frame)>,
     health: UpstreamHealth,
     started_at: DateTime<Utc>,
     ticks: u64,
@@ -107,6 +110,7 @@ impl PriceWorker {
             known: HashMap::new(),
             subscribers: HashMap::new(),
             seq: 0,
+            snapshot_cache: None,
             health: UpstreamHealth::default(),
             started_at: Utc::now(),
             ticks: 0,
@@ -143,13 +147,22 @@ impl PriceWorker {
         WireQuote::build(&item.symbol, known, item.quantity, item.purchase_price)
     }
 
-    fn snapshot_frame(&self) -> Frame {
+    /// The state at the current `seq`. Every change of items or quotes bumps
+    /// `seq`, so the cache is valid exactly while `seq` is unchanged.
+    fn snapshot_frame(&mut self) -> Frame {
+        if let Some((seq, frame)) = &self.snapshot_cache {
+            if *seq == self.seq {
+                return frame.clone();
+            }
+        }
         let quotes: Vec<WireQuote<'_>> = self.items.iter().map(|i| self.wire(i)).collect();
         let stale = self
             .items
             .iter()
             .any(|i| matches!(self.known.get(&i.symbol), None | Some(Known::Pending)));
-        protocol::snapshot(self.watchlist_id, self.seq, stale, &quotes)
+        let frame = protocol::snapshot(self.watchlist_id, self.seq, stale, &quotes);
+        self.snapshot_cache = Some((self.seq, frame.clone()));
+        frame
     }
 
     fn status_frame(&self) -> Frame {
@@ -165,11 +178,11 @@ impl PriceWorker {
     /// a snapshot instead once they have room; closed ones are removed.
     fn broadcast(&mut self, frame: Frame) {
         let started = Instant::now();
-        let catch_up = self
-            .subscribers
-            .values()
-            .any(|s| s.lagged)
-            .then(|| self.snapshot_frame());
+        let catch_up = if self.subscribers.values().any(|s| s.lagged) {
+            Some(self.snapshot_frame())
+        } else {
+            None
+        };
         let mut gone = Vec::new();
         for (id, sub) in self.subscribers.iter_mut() {
             let f = match (&catch_up, sub.lagged) {

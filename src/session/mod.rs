@@ -122,7 +122,9 @@ impl Actor for WsSession {
             deliver: ctx.address().recipient(),
             control: ctx.address().recipient(),
             stats: self.guard.stats.clone(),
-            items: self.items.clone(),
+            // Only a worker started by this join needs them; do not keep a
+            // copy per session.
+            items: std::mem::take(&mut self.items),
         });
     }
 
