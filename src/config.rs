@@ -91,6 +91,7 @@ pub struct RealtimeSettings {
     pub client_timeout_ms: u64,
     pub max_message_bytes: usize,
     pub session_queue: usize,
+    pub socket_send_buffer_bytes: usize,
     pub auth_recheck_interval_ms: u64,
     pub ticket_ttl_ms: u64,
 }

@@ -99,9 +99,22 @@ pub async fn open_db(settings: &Settings) -> Result<Db, DbError> {
 }
 
 /// Records the socket of each accepted connection so a stalled session can
-/// be cut off (see [`ConnSocket`]).
-fn record_socket(conn: &dyn Any, ext: &mut Extensions) {
+/// be cut off (see [`ConnSocket`]), and caps its kernel send buffer.
+fn record_socket(conn: &dyn Any, ext: &mut Extensions, send_buffer: usize) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if send_buffer > 0 {
+            let size = send_buffer.min(i32::MAX as usize) as libc::c_int;
+            // SAFETY: setsockopt on the connection's own fd with a c_int value.
+            unsafe {
+                libc::setsockopt(
+                    tcp.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr()) {
             ext.insert(ConnSocket {
                 fd: tcp.as_raw_fd(),
@@ -217,12 +230,13 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr: bind, source })?;
         let app_state = state.clone();
+        let send_buffer = settings.realtime.socket_send_buffer_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .configure(crate::api::routes)
         })
-        .on_connect(record_socket)
+        .on_connect(move |conn, ext| record_socket(conn, ext, send_buffer))
         // Signals are ours: shutdown first closes every socket with 1001.
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_timeout_s);

@@ -91,7 +91,7 @@ async fn wait_status(ws: &mut Ws, upstream: &str) -> Value {
 #[actix_web::test]
 async fn coalesced_fetching_two_requests_per_tick() {
     let fake = FakeYahoo::start();
-    let app = app_with(&fake, |s| s.upstream.poll_interval_ms = 300).await;
+    let app = app_with(&fake, |s| s.upstream.poll_interval_ms = 600).await;
     let alice = app.user("alice");
     let universe: Vec<String> = (0..30).map(|i| format!("C{i:02}.T")).collect();
     let mut ids = Vec::new();
@@ -125,7 +125,8 @@ async fn coalesced_fetching_two_requests_per_tick() {
     })
     .await;
     let records = spark_requests(&fake);
-    let groups = ticks(&records, Duration::from_millis(150));
+    let groups = ticks(&records, Duration::from_millis(300));
+    assert!(groups.len() >= 3, "{groups:?}");
     // The first and last group may be cut by the window.
     let full: Vec<_> = groups[1..groups.len() - 1].to_vec();
     assert!(full.len() >= 4, "{} ticks", full.len());
@@ -155,7 +156,13 @@ async fn coalesced_fetching_two_requests_per_tick() {
 #[actix_web::test]
 async fn batch_size_is_respected() {
     let fake = FakeYahoo::start();
-    let app = app_with(&fake, |s| s.upstream.batch_size = 7).await;
+    // Ticks far apart compared with one tick's requests, so the requests
+    // group into ticks by time without doubt.
+    let app = app_with(&fake, |s| {
+        s.upstream.batch_size = 7;
+        s.upstream.poll_interval_ms = 600;
+    })
+    .await;
     let alice = app.user("alice");
     let symbols: Vec<String> = (0..30).map(|i| format!("B{i}")).collect();
     let id = app.watchlist(&alice, "W", false, items(&symbols)).await;
@@ -172,7 +179,8 @@ async fn batch_size_is_respected() {
         "{}",
         fake.max_spark_symbols()
     );
-    let groups = ticks(&spark_requests(&fake), Duration::from_millis(100));
+    let groups = ticks(&spark_requests(&fake), Duration::from_millis(300));
+    assert!(groups.len() >= 3, "{groups:?}");
     for t in &groups[1..groups.len() - 1] {
         assert_eq!(t.len(), 5, "ceil(30 / 7) requests per tick");
     }
