@@ -177,10 +177,6 @@ impl TicketStore {
         }
         Ok(t)
     }
-
-    pub fn outstanding(&self) -> usize {
-        self.tickets.lock().map(|m| m.len()).unwrap_or(0)
-    }
 }
 
 #[cfg(test)]

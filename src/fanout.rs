@@ -128,14 +128,6 @@ impl Watchers {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().watches.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Delivers a tick to every live worker. A worker whose mailbox is full
     /// skips this tick; the next one carries the full state again.
     pub fn publish(&self, tick: QuoteTick) {

@@ -297,7 +297,7 @@ impl AppHandle {
         // Sessions that had not joined a worker yet are closed directly.
         state
             .sessions
-            .close_all(close::GOING_AWAY, "server shutting down");
+            .close_where(|_| true, close::GOING_AWAY, "server shutting down");
         let deadline =
             Instant::now() + Duration::from_secs(state.settings.server.shutdown_timeout_s.max(1));
         while !state.sessions.is_empty() && Instant::now() < deadline {
@@ -325,8 +325,6 @@ async fn sweeps(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>)
             _ = stall.tick() => {
                 let cut = state.sessions.cut_stalled(timeout_ms);
                 state.metrics.sessions_cut.inc_by(cut as u64);
-                state.metrics.sessions.set(state.sessions.len() as i64);
-                state.metrics.watched_symbols.set(state.watchers.union().len() as i64);
             }
             _ = revoke.tick() => {
                 let tokens = state.sessions.token_ids();
@@ -335,7 +333,7 @@ async fn sweeps(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>)
                 }
                 match state.db.run(move |c| repo::revoked_among(c, &tokens)).await {
                     Ok(revoked) if !revoked.is_empty() => {
-                        let n = state.sessions.close_by_tokens(&revoked, close::POLICY, "token revoked");
+                        let n = state.sessions.close_where(|e| revoked.contains(&e.token_id), close::POLICY, "token revoked");
                         log::info!("closed {n} sessions of revoked tokens");
                     }
                     Ok(_) => {}

@@ -97,6 +97,24 @@ pub struct WorkerInfo {
     pub seq: u64,
 }
 
+impl Subscriber {
+    /// Queues a frame without waiting. A full queue marks the session
+    /// lagging (it gets a snapshot later) and counts a drop; returns false
+    /// when the session is gone.
+    fn offer(&mut self, frame: Frame, metrics: &Metrics) -> bool {
+        match self.deliver.try_send(Deliver(frame)) {
+            Ok(()) => self.lagged = false,
+            Err(SendError::Full(_)) => {
+                self.lagged = true;
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.messages_dropped.inc();
+            }
+            Err(SendError::Closed(_)) => return false,
+        }
+        true
+    }
+}
+
 impl PriceWorker {
     pub fn new(
         watchlist_id: i64,
@@ -189,14 +207,8 @@ impl PriceWorker {
                 (Some(snap), true) => snap.clone(),
                 _ => frame.clone(),
             };
-            match sub.deliver.try_send(Deliver(f)) {
-                Ok(()) => sub.lagged = false,
-                Err(SendError::Full(_)) => {
-                    sub.lagged = true;
-                    sub.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.deps.metrics.messages_dropped.inc();
-                }
-                Err(SendError::Closed(_)) => gone.push(*id),
+            if !sub.offer(f, &self.deps.metrics) {
+                gone.push(*id);
             }
         }
         for id in gone {
@@ -210,16 +222,8 @@ impl PriceWorker {
 
     fn send_to(&mut self, session_id: u64, frame: Frame) {
         if let Some(sub) = self.subscribers.get_mut(&session_id) {
-            match sub.deliver.try_send(Deliver(frame)) {
-                Ok(()) => sub.lagged = false,
-                Err(SendError::Full(_)) => {
-                    sub.lagged = true;
-                    sub.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.deps.metrics.messages_dropped.inc();
-                }
-                Err(SendError::Closed(_)) => {
-                    self.subscribers.remove(&session_id);
-                }
+            if !sub.offer(frame, &self.deps.metrics) {
+                self.subscribers.remove(&session_id);
             }
         }
     }

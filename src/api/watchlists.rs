@@ -294,9 +294,11 @@ pub async fn update(
         .map_err(not_found("watchlist"))?;
     if !out.is_public {
         // Others lose read access now, not whenever they reconnect.
-        state
-            .sessions
-            .close_others_on(id, me, close::POLICY, "watchlist is private now");
+        state.sessions.close_where(
+            |e| e.watchlist_id == id && e.user_id != me,
+            close::POLICY,
+            "watchlist is private now",
+        );
     }
     Ok(HttpResponse::Ok().json(out))
 }

@@ -296,17 +296,26 @@ impl SessionTable {
         }
     }
 
-    /// Asks every session to close (shutdown).
-    pub fn close_all(&self, code: u16, reason: &'static str) {
+    /// Asks every session matching `pred` to close; returns how many. The
+    /// one way to close sessions in bulk (shutdown, revoked tokens, a
+    /// watchlist that went private).
+    pub fn close_where(
+        &self,
+        pred: impl Fn(&SessionEntry) -> bool,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
         let controls: Vec<_> = self
             .lock()
             .sessions
             .values()
+            .filter(|e| pred(e))
             .filter_map(|e| e.control.clone())
             .collect();
-        for c in controls {
+        for c in &controls {
             c.do_send(CloseSession { code, reason });
         }
+        controls.len()
     }
 
     /// Token ids of live sessions, for the revocation check.
@@ -315,42 +324,6 @@ impl SessionTable {
         ids.sort_unstable();
         ids.dedup();
         ids
-    }
-
-    /// Closes every session opened with one of these tokens.
-    pub fn close_by_tokens(&self, tokens: &[i64], code: u16, reason: &'static str) -> usize {
-        let controls: Vec<_> = self
-            .lock()
-            .sessions
-            .values()
-            .filter(|e| tokens.contains(&e.token_id))
-            .filter_map(|e| e.control.clone())
-            .collect();
-        for c in &controls {
-            c.do_send(CloseSession { code, reason });
-        }
-        controls.len()
-    }
-
-    /// Closes the sessions of other users on a watchlist (it became private).
-    pub fn close_others_on(
-        &self,
-        watchlist_id: i64,
-        owner_id: i64,
-        code: u16,
-        reason: &'static str,
-    ) -> usize {
-        let controls: Vec<_> = self
-            .lock()
-            .sessions
-            .values()
-            .filter(|e| e.watchlist_id == watchlist_id && e.user_id != owner_id)
-            .filter_map(|e| e.control.clone())
-            .collect();
-        for c in &controls {
-            c.do_send(CloseSession { code, reason });
-        }
-        controls.len()
     }
 
     /// Cuts the sockets of sessions whose actor has not run for `timeout_ms`
