@@ -21,23 +21,6 @@ fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
 }
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 /// Case 1: A session registers and removes both itself and the worker.
 async fn connect_then_disconnect(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -146,7 +129,7 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
     app.wait_counts(1, 1).await;
 
     // From here on every worker tick in the process must be B's.
-    let total_before = metric(&app, "quotecast_worker_ticks_total").await;
+    let total_before = app.metric("quotecast_worker_ticks_total").await;
     let b_before = app.workers().await[0]["ticks"].as_f64().unwrap();
     let end = Instant::now() + DEADLINE;
     let b_after = loop {
@@ -157,20 +140,20 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
         assert!(Instant::now() < end, "worker B does not tick");
         tokio::time::sleep(POLL).await;
     };
-    let total_after = metric(&app, "quotecast_worker_ticks_total").await;
+    let total_after = app.metric("quotecast_worker_ticks_total").await;
     assert!(b_after - b_before >= 5.0);
     // Reads are not atomic together; allow B one tick between them.
     let others = (total_after - total_before) - (b_after - b_before);
     assert!(others.abs() <= 1.0, "ticks of a stopped worker: {others}");
     ws_b.close().await;
     app.wait_counts(0, 0).await;
-    let t = metric(&app, "quotecast_worker_ticks_total").await;
+    let t = app.metric("quotecast_worker_ticks_total").await;
     // Wait for one more fetcher cycle: with no worker, nothing ticks.
     let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
     let end = Instant::now() + Duration::from_millis(500);
     while Instant::now() < end {
         tokio::task::yield_now().await;
-        if metric(&app, "quotecast_worker_ticks_total").await != t {
+        if app.metric("quotecast_worker_ticks_total").await != t {
             panic!("worker ticks continued after the last worker stopped");
         }
     }
@@ -732,8 +715,8 @@ async fn churn(b: Backend) {
     }))
     .await;
     app.wait_counts(0, 0).await;
-    let opened = metric(app, "quotecast_sessions_opened_total").await;
-    let closed = metric(app, "quotecast_sessions_closed_total").await;
+    let opened = app.metric("quotecast_sessions_opened_total").await;
+    let closed = app.metric("quotecast_sessions_closed_total").await;
     assert_eq!(opened, 1000.0);
     assert_eq!(closed, 1000.0);
     assert!(app.workers().await.is_empty());
@@ -820,7 +803,7 @@ async fn stalled_reader_is_dropped(b: Backend) {
         lagging_since.elapsed()
     );
     assert_eq!(
-        metric(&app, "quotecast_sessions_cut_total").await,
+        app.metric("quotecast_sessions_cut_total").await,
         1.0,
         "cut by the stall watchdog"
     );

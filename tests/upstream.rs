@@ -328,15 +328,7 @@ async fn server_errors_and_garbage_degrade_then_recover() {
         ws.wait_type("quotes").await;
     }
     assert_eq!(app.workers().await.len(), 1, "the worker survived");
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for outcome in ["server_error", "bad_data", "ok"] {
         assert!(
             text.contains(&format!(

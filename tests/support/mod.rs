@@ -340,6 +340,27 @@ impl TestApp {
         .await
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let res = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        res.text().await.expect("metrics body")
+    }
+
+    /// One unlabelled series of `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
     pub async fn workers(&self) -> Vec<Value> {
         let (status, body) = self.get("/admin/v1/workers", &self.admin_token).await;
         assert_eq!(status, 200);
