@@ -7,7 +7,9 @@
 //! * the HTTP server: ended by [`AppHandle::shutdown`];
 //! * the realtime arbiter (supervisor, workers, fetcher, sweeps): stopped
 //!   when the server has stopped, in [`Application::run_until_stopped`];
-//! * the fetcher and the periodic sweeps: end when the shutdown signal fires.
+//! * the fetcher and the periodic sweeps: end when the shutdown signal fires;
+//!   the arbiter is stopped only once the fetcher has written its last
+//!   quotes (or after [`FETCHER_STOP_WAIT`]).
 
 use crate::auth::TicketStore;
 use crate::config::{ConfigError, ProviderKind, Settings};
@@ -30,7 +32,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub metrics: Arc<Metrics>,
     pub watchers: Watchers,
+    /// The latest state of every symbol seen (loaded from the database at
+    /// start, kept current by the fetcher).
+    pub quotes: QuoteCache,
     pub upstream: Arc<UpstreamStats>,
     pub provider: &'static str,
     pub started: Instant,
@@ -75,7 +80,11 @@ pub struct Application {
     state: web::Data<AppState>,
     shutdown: watch::Sender<bool>,
     arbiter: Arbiter,
+    fetcher_done: oneshot::Receiver<()>,
 }
+
+/// Longest wait for the fetcher's last database write at shutdown.
+pub const FETCHER_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Stops a running application from anywhere (signal handler, tests).
 #[derive(Clone)]
@@ -186,7 +195,7 @@ impl Application {
             provider.clone(),
             bucket,
             watchers.clone(),
-            cache,
+            cache.clone(),
             db.clone(),
             metrics.clone(),
             upstream.clone(),
@@ -200,7 +209,12 @@ impl Application {
                 max_token_wait: settings.poll_interval().min(Duration::from_secs(1)),
             },
         );
-        arbiter.spawn(fetcher.run(shutdown_rx.clone()));
+        let (done, fetcher_done) = oneshot::channel();
+        let fetcher_shutdown = shutdown_rx.clone();
+        arbiter.spawn(async move {
+            fetcher.run(fetcher_shutdown).await;
+            let _ = done.send(());
+        });
 
         let state = web::Data::new(AppState {
             settings: settings.clone(),
@@ -213,6 +227,7 @@ impl Application {
             supervisor,
             metrics,
             watchers,
+            quotes: cache,
             upstream,
             provider: provider.name(),
             started: Instant::now(),
@@ -254,6 +269,7 @@ impl Application {
             state,
             shutdown,
             arbiter,
+            fetcher_done,
         })
     }
 
@@ -282,6 +298,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let res = self.server.await;
         let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(FETCHER_STOP_WAIT, self.fetcher_done).await;
         self.arbiter.stop();
         res
     }

@@ -580,6 +580,8 @@ async fn limits(b: Backend) {
     app.watchlist(&bob, "one", false, json!([])).await;
 }
 
+/// Stored quotes are what the server knows at start; the REST answer comes
+/// from memory, so the rows are written and the server restarted.
 async fn quotes_from_the_store(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -604,6 +606,8 @@ async fn quotes_from_the_store(b: Backend) {
     app.db()
         .run_sync(move |c| repo::upsert_latest_quotes(c, &rows))
         .unwrap();
+    let settings = app.state.settings.as_ref().clone();
+    let app = TestApp::start(settings, app.stop().await).await;
 
     let (s, body) = app
         .get("/api/v1/quotes?symbols=7203.t,ZZZZ,MSFT", &alice)

@@ -5,7 +5,7 @@
 mod support;
 
 use futures_util::future::join_all;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::{Backend, TestApp, Ws, DEADLINE, POLL};
@@ -751,7 +751,7 @@ async fn stalled_reader_is_dropped(b: Backend) {
     req.headers_mut()
         .insert("authorization", format!("Bearer {alice}").parse().unwrap());
     let (ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-    let (mut sink, stream) = futures_util::StreamExt::split(ws);
+    let (mut sink, stream) = ws.split();
     // Ask for many large snapshots, then keep talking (so the heartbeat sees
     // a live peer) but never read again.
     let writer = actix_web::rt::spawn(async move {
@@ -809,6 +809,48 @@ async fn stalled_reader_is_dropped(b: Backend) {
     );
     let _ = writer.await;
     drop(stream);
+}
+
+/// Pings keep coming whether quotes flow (they ride along with a delivery)
+/// or not (the heartbeat timer sends them), and a peer that answers them is
+/// kept well past the client timeout.
+async fn pings_with_and_without_data(b: Backend) {
+    let app = TestApp::spawn_with(b, |s| {
+        s.realtime.heartbeat_interval_ms = 100;
+        s.realtime.client_timeout_ms = 600;
+    })
+    .await;
+    let alice = app.user("alice");
+    let busy = app
+        .watchlist(&alice, "Busy", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    let quiet = app.watchlist(&alice, "Quiet", false, json!([])).await;
+    for (id, expect_quotes) in [(busy, true), (quiet, false)] {
+        let mut ws = app.ws(id, &alice).await;
+        let (mut pings, mut quotes) = (0, 0);
+        let started = Instant::now();
+        // Twice the client timeout: a peer that only answers pings stays.
+        while pings < 3 || started.elapsed() < Duration::from_millis(1200) {
+            let msg = tokio::time::timeout(DEADLINE, ws.stream.next())
+                .await
+                .expect("no ping before the deadline")
+                .expect("stream ended")
+                .expect("socket error");
+            match msg {
+                // tungstenite queues the pong; the next read flushes it.
+                Message::Ping(_) => pings += 1,
+                Message::Text(t) if t.contains(r#""type":"quotes""#) => quotes += 1,
+                Message::Close(f) => panic!("closed while answering pings: {f:?}"),
+                _ => {}
+            }
+        }
+        // At a 100 ms heartbeat, 1.2 s holds at least 8 pings.
+        assert!(pings >= 8, "only {pings} pings in {:?}", started.elapsed());
+        assert_eq!(quotes > 0, expect_quotes, "quotes seen: {quotes}");
+        assert_eq!(app.sessions().await.len(), 1, "session was dropped");
+        ws.close().await;
+        app.wait_counts(0, 0).await;
+    }
 }
 
 /// A peer that reads but never answers pings is dropped after the timeout.
@@ -898,5 +940,6 @@ on_both_backends!(
     churn,
     stalled_reader_is_dropped,
     silent_peer_is_dropped,
+    pings_with_and_without_data,
     metrics_endpoint,
 );

@@ -493,6 +493,35 @@ async fn closed_markets_are_polled_slowly() {
 
 /// After a restart, the first snapshot has the last stored prices before any
 /// new fetch (the upstream hangs throughout the second run).
+/// The latest quotes reach the database while the server runs (at most a
+/// second later), not only when it shuts down.
+#[actix_web::test]
+async fn quotes_are_saved_while_running() {
+    let fake = FakeYahoo::start();
+    let app = app_with(&fake, |_| {}).await;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "6758.T"}]))
+        .await;
+    let mut ws = app.ws(id, &alice).await;
+    let seen = ws.wait_type("quotes").await;
+    assert!(seen["quotes"][0]["price"].is_number(), "{seen}");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let rows = app
+            .db()
+            .run(|c| quotecast::db::repo::get_latest_quotes(c, &["6758.T".into()]))
+            .await
+            .unwrap();
+        if rows.first().is_some_and(|r| r.price.is_some()) {
+            break;
+        }
+        assert!(Instant::now() < end, "quote never stored while running");
+        tokio::time::sleep(support::POLL).await;
+    }
+    ws.close().await;
+}
+
 #[actix_web::test]
 async fn restart_snapshot_uses_stored_prices() {
     let fake = FakeYahoo::start();

@@ -6,11 +6,9 @@ use crate::db::{repo, DbError};
 use crate::domain::Symbol;
 use crate::quote::{Known, WireQuote};
 use crate::startup::AppState;
-use crate::upstream::fetcher::from_stored;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
 
 /// Most symbols one `GET /api/v1/quotes` may ask for.
 pub const MAX_QUOTE_SYMBOLS: usize = 100;
@@ -42,8 +40,9 @@ pub struct QuotesQuery {
     symbols: Option<String>,
 }
 
-/// Latest stored quote of each symbol asked for; symbols never fetched come
-/// back with `null` values.
+/// Latest known quote of each symbol asked for, from the in-memory cache
+/// (which holds every stored quote from start-up on); symbols never fetched
+/// come back with `null` values.
 pub async fn quotes(
     _caller: Caller,
     state: web::Data<AppState>,
@@ -65,12 +64,7 @@ pub async fn quotes(
             "symbols: at most {MAX_QUOTE_SYMBOLS}"
         )));
     }
-    let names: Vec<String> = symbols.iter().map(Symbol::to_string).collect();
-    let rows = state
-        .db
-        .run(move |c| repo::get_latest_quotes(c, &names))
-        .await?;
-    let known: HashMap<Symbol, Known> = rows.into_iter().filter_map(from_stored).collect();
+    let known = state.quotes.snapshot();
     let quotes: Vec<WireQuote<'_>> = symbols
         .iter()
         .map(|s| WireQuote::build(s, known.get(s).unwrap_or(&Known::Pending), None, None))

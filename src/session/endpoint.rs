@@ -6,7 +6,7 @@ use super::table::{ConnSocket, LimitError, NewSession};
 use super::{SessionRules, WsSession};
 use crate::api::ApiError;
 use crate::auth::{self, TicketError};
-use crate::db::repo;
+use crate::db::{repo, DbError};
 use crate::startup::AppState;
 use crate::worker::ItemView;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,6 +17,14 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 pub struct WsQuery {
     ticket: Option<String>,
+}
+
+/// Who is connecting, before the database has been asked.
+enum Credentials {
+    /// From a ticket, checked when it was issued.
+    Checked(crate::db::models::User, i64),
+    /// A bearer token, to look up.
+    Bearer(String),
 }
 
 pub async fn connect(
@@ -31,9 +39,9 @@ pub async fn connect(
         .map_err(|_| ApiError::NotFound("no such watchlist".into()))?;
 
     // Credentials: a single-use ticket, else the Authorization header.
-    let (user, token_id) = match (&query.ticket, auth::bearer_token(&req)?) {
+    let creds = match (&query.ticket, auth::bearer_token(&req)?) {
         (Some(ticket), _) => match state.tickets.consume(ticket, watchlist_id) {
-            Ok(t) => (t.user, t.token_id),
+            Ok(t) => Credentials::Checked(t.user, t.token_id),
             Err(TicketError::Invalid) => {
                 return Err(ApiError::Unauthorized(
                     "invalid, used or expired ticket".into(),
@@ -45,26 +53,40 @@ pub async fn connect(
                 ))
             }
         },
-        (None, Some(token)) => {
-            let caller = auth::authenticate(&state.db, token).await?;
-            (caller.user, caller.token_id)
-        }
+        (None, Some(token)) => Credentials::Bearer(token),
         (None, None) => return Err(ApiError::Unauthorized("missing credentials".into())),
     };
 
-    let (watchlist, items) = state
+    // One trip to the database for the token, the watchlist and its items:
+    // each trip is a hand-off to the blocking pool and back, and connects
+    // come in bursts.
+    let ((user, token_id), watchlist, items) = state
         .db
         .run(move |c| {
-            Ok((
-                repo::get_watchlist(c, watchlist_id)?,
-                repo::get_items(c, watchlist_id)?,
-            ))
+            let caller = match creds {
+                Credentials::Checked(user, token_id) => (user, token_id),
+                Credentials::Bearer(token) => {
+                    match repo::authenticate(c, &auth::hash_token(&token)) {
+                        Ok(found) => found,
+                        Err(DbError::NotFound) => {
+                            return Ok(Err(ApiError::Unauthorized(
+                                "invalid or revoked token".into(),
+                            )))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            let watchlist = match repo::get_watchlist(c, watchlist_id) {
+                Ok(w) => w,
+                Err(DbError::NotFound) => {
+                    return Ok(Err(ApiError::NotFound("no such watchlist".into())))
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(Ok((caller, watchlist, repo::get_items(c, watchlist_id)?)))
         })
-        .await
-        .map_err(|e| match e {
-            crate::db::DbError::NotFound => ApiError::NotFound("no such watchlist".into()),
-            other => other.into(),
-        })?;
+        .await??;
     if watchlist.owner_id != user.id && !watchlist.is_public {
         return Err(ApiError::Forbidden("this watchlist is private".into()));
     }

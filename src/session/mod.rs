@@ -18,7 +18,7 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 
@@ -40,6 +40,8 @@ pub struct WsSession {
     rules: SessionRules,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
+    /// When the last ping went out (by the timer or with a delivery).
+    last_ping: Instant,
     bad_messages: u32,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -63,6 +65,7 @@ impl WsSession {
             items,
             rules,
             last_heard: Instant::now(),
+            last_ping: Instant::now(),
             bad_messages: 0,
             metrics,
         }
@@ -93,6 +96,8 @@ impl WsSession {
         }
     }
 
+    /// The heartbeat timer: drop a silent peer, else ping it unless a ping
+    /// went out with a delivery recently.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.guard.stats.mark_polled();
         if self.last_heard.elapsed() > self.rules.client_timeout {
@@ -100,8 +105,24 @@ impl WsSession {
             self.close(ctx, close::GOING_AWAY, "client timeout");
             return;
         }
-        ctx.ping(b"");
+        if self.last_ping.elapsed() >= self.rules.heartbeat / 2 {
+            self.ping(ctx);
+        }
     }
+
+    fn ping(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.ping(b"");
+        self.last_ping = Instant::now();
+    }
+}
+
+/// Time until the next multiple of `interval` on a process-wide clock.
+fn until_next_beat(interval: Duration) -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let period = interval.as_nanos().max(1);
+    let into = epoch.elapsed().as_nanos() % period;
+    Duration::from_nanos((period - into) as u64)
 }
 
 impl Actor for WsSession {
@@ -115,7 +136,14 @@ impl Actor for WsSession {
         self.metrics.sessions_opened.inc();
         self.table
             .set_control(self.guard.id, ctx.address().recipient());
-        ctx.run_interval(self.rules.heartbeat, |act, ctx| act.heartbeat(ctx));
+        // Every session's timer fires on the same phase, so each HTTP worker
+        // sends its pings in one burst and reads the pongs in one burst,
+        // instead of being woken by a steady trickle of them.
+        let interval = self.rules.heartbeat;
+        ctx.run_later(until_next_beat(interval), move |act, ctx| {
+            act.heartbeat(ctx);
+            ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        });
         self.supervisor.do_send(Join {
             watchlist_id: self.watchlist_id,
             session_id: self.guard.id,
@@ -143,6 +171,11 @@ impl Handler<Deliver> for WsSession {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.guard.stats.mark_polled();
         self.send(ctx, msg.0);
+        // A ping that is nearly due goes out with this frame: one write to
+        // the socket instead of two, and the timer then has nothing to send.
+        if self.last_ping.elapsed() >= self.rules.heartbeat * 3 / 4 {
+            self.ping(ctx);
+        }
     }
 }
 

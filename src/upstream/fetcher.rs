@@ -15,8 +15,13 @@
 //!   honouring `Retry-After`); workers are told `degraded`, and `ok` again
 //!   after the next success. Nothing here can stop a worker.
 //!
+//! * The latest state is also written to the database, so snapshots survive
+//!   a restart: at most once per [`PERSIST_EVERY`], off the tick's path, and
+//!   once more on shutdown. A crash loses at most that much history; the
+//!   in-memory cache, which every reader uses, is always current.
+//!
 //! Lifecycle: started once by [`crate::startup`], it runs until the shutdown
-//! signal it is given fires.
+//! signal it is given fires, then writes what is still unsaved and returns.
 
 use super::bucket::{Backoff, TokenBucket};
 use super::{QuoteProvider, UpstreamError};
@@ -32,6 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How often the latest quotes are written to the database at most.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Timing rules of the fetcher, from `[upstream]`.
 #[derive(Debug, Clone)]
@@ -87,6 +95,12 @@ pub struct Fetcher {
     backoff: Backoff,
     backoff_until: Option<Instant>,
     health: Arc<UpstreamHealth>,
+    /// Latest state per symbol not written to the database yet (one entry
+    /// per watched symbol at most).
+    unsaved: HashMap<String, StoredQuote>,
+    last_saved: Instant,
+    /// The write in flight, if any: never more than one.
+    saving: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How a tick ended, for the health report.
@@ -126,6 +140,9 @@ impl Fetcher {
                 message: "upstream ok".into(),
                 retry_in_ms: None,
             }),
+            unsaved: HashMap::new(),
+            last_saved: Instant::now(),
+            saving: None,
         }
     }
 
@@ -133,9 +150,14 @@ impl Fetcher {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut next_tick = Instant::now() + self.cfg.poll_interval;
         loop {
+            let save_at = self.last_saved + PERSIST_EVERY;
             let full = tokio::select! {
                 _ = tokio::time::sleep_until(next_tick) => true,
                 _ = self.watchers.woken() => false,
+                _ = tokio::time::sleep_until(save_at), if !self.unsaved.is_empty() => {
+                    self.save().await;
+                    continue;
+                }
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() { break; }
                     continue;
@@ -146,7 +168,31 @@ impl Fetcher {
             }
             self.cycle(full).await;
         }
+        self.save().await;
+        if let Some(last) = self.saving.take() {
+            let _ = last.await;
+        }
         log::debug!("fetcher stopped");
+    }
+
+    /// Starts writing the unsaved quotes. A write still in flight is waited
+    /// for first, so a slow database slows the saves, never the ticks, and
+    /// writes cannot pile up.
+    async fn save(&mut self) {
+        if let Some(previous) = self.saving.take() {
+            let _ = previous.await;
+        }
+        self.last_saved = Instant::now();
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let rows: Vec<StoredQuote> = std::mem::take(&mut self.unsaved).into_values().collect();
+        let db = self.db.clone();
+        self.saving = Some(tokio::spawn(async move {
+            if let Err(e) = db.run(move |c| repo::upsert_latest_quotes(c, &rows)).await {
+                log::warn!("could not store latest quotes: {e}");
+            }
+        }));
     }
 
     /// One round. A full round (the tick) fetches every due symbol and
@@ -271,21 +317,14 @@ impl Fetcher {
             self.cache.snapshot()
         } else {
             let mut map: QuoteMap = (*self.cache.snapshot()).clone();
-            let rows: Vec<StoredQuote> = updates.iter().filter_map(|(s, k)| stored(s, k)).collect();
             for (s, k) in updates {
+                if let Some(row) = stored(&s, &k) {
+                    self.unsaved.insert(row.symbol.clone(), row);
+                }
                 map.insert(s, k);
             }
             let map = Arc::new(map);
             self.cache.replace(map.clone());
-            // Persisted so snapshots survive a restart; awaited here so writes
-            // never pile up faster than the database takes them.
-            if let Err(e) = self
-                .db
-                .run(move |c| repo::upsert_latest_quotes(c, &rows))
-                .await
-            {
-                log::warn!("could not store latest quotes: {e}");
-            }
             map
         };
         if full || !due.is_empty() {
