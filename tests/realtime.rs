@@ -811,9 +811,8 @@ async fn stalled_reader_is_dropped(b: Backend) {
     drop(stream);
 }
 
-/// Pings keep coming whether quotes flow (they ride along with a delivery)
-/// or not (the heartbeat timer sends them), and a peer that answers them is
-/// kept well past the client timeout.
+/// Pings keep coming whether quotes flow or not, and a peer that answers
+/// them is kept well past the client timeout.
 async fn pings_with_and_without_data(b: Backend) {
     let app = TestApp::spawn_with(b, |s| {
         s.realtime.heartbeat_interval_ms = 100;

@@ -40,8 +40,6 @@ pub struct WsSession {
     rules: SessionRules,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
-    /// When the last ping went out (by the timer or with a delivery).
-    last_ping: Instant,
     bad_messages: u32,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -65,7 +63,6 @@ impl WsSession {
             items,
             rules,
             last_heard: Instant::now(),
-            last_ping: Instant::now(),
             bad_messages: 0,
             metrics,
         }
@@ -96,8 +93,6 @@ impl WsSession {
         }
     }
 
-    /// The heartbeat timer: drop a silent peer, else ping it unless a ping
-    /// went out with a delivery recently.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.guard.stats.mark_polled();
         if self.last_heard.elapsed() > self.rules.client_timeout {
@@ -105,14 +100,7 @@ impl WsSession {
             self.close(ctx, close::GOING_AWAY, "client timeout");
             return;
         }
-        if self.last_ping.elapsed() >= self.rules.heartbeat / 2 {
-            self.ping(ctx);
-        }
-    }
-
-    fn ping(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         ctx.ping(b"");
-        self.last_ping = Instant::now();
     }
 }
 
@@ -138,7 +126,10 @@ impl Actor for WsSession {
             .set_control(self.guard.id, ctx.address().recipient());
         // Every session's timer fires on the same phase, so each HTTP worker
         // sends its pings in one burst and reads the pongs in one burst,
-        // instead of being woken by a steady trickle of them.
+        // instead of being woken by a steady trickle of them. (Sending the
+        // ping with the next delivery instead was measured and was worse: the
+        // pongs then come back while the rest of the tick is being
+        // delivered. See docs/BENCHMARKS.md.)
         let interval = self.rules.heartbeat;
         ctx.run_later(until_next_beat(interval), move |act, ctx| {
             act.heartbeat(ctx);
@@ -171,11 +162,6 @@ impl Handler<Deliver> for WsSession {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.guard.stats.mark_polled();
         self.send(ctx, msg.0);
-        // A ping that is nearly due goes out with this frame: one write to
-        // the socket instead of two, and the timer then has nothing to send.
-        if self.last_ping.elapsed() >= self.rules.heartbeat * 3 / 4 {
-            self.ping(ctx);
-        }
     }
 }
 
