@@ -213,8 +213,13 @@ impl Db {
             _ => pool_size.max(1),
         };
         let backend = url.backend();
+        // A network connection can break while idle, so PostgreSQL ones are
+        // checked before use; an SQLite one is a file handle in this process,
+        // and the check would cost a query on every request.
+        let check = matches!(url, DbUrl::Postgres(_));
         let pool = r2d2::Pool::builder()
             .max_size(size)
+            .test_on_check_out(check)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(Manager { url })?;
