@@ -155,7 +155,7 @@ impl Fetcher {
                 _ = tokio::time::sleep_until(next_tick) => true,
                 _ = self.watchers.woken() => false,
                 _ = tokio::time::sleep_until(save_at), if !self.unsaved.is_empty() => {
-                    self.save().await;
+                    self.save();
                     continue;
                 }
                 r = shutdown.changed() => {
@@ -168,22 +168,18 @@ impl Fetcher {
             }
             self.cycle(full).await;
         }
-        self.save().await;
-        if let Some(last) = self.saving.take() {
-            let _ = last.await;
-        }
+        self.flush().await;
         log::debug!("fetcher stopped");
     }
 
-    /// Starts writing the unsaved quotes. A write still in flight is waited
-    /// for first, so a slow database slows the saves, never the ticks, and
-    /// writes cannot pile up.
-    async fn save(&mut self) {
-        if let Some(previous) = self.saving.take() {
-            let _ = previous.await;
-        }
+    /// Starts writing the unsaved quotes, unless the previous write is still
+    /// running: then they wait for the next turn (and newer states replace
+    /// them meanwhile). A slow database thus delays the saves, never the
+    /// ticks, and writes cannot pile up.
+    fn save(&mut self) {
         self.last_saved = Instant::now();
-        if self.unsaved.is_empty() {
+        let busy = self.saving.as_ref().is_some_and(|h| !h.is_finished());
+        if busy || self.unsaved.is_empty() {
             return;
         }
         let rows: Vec<StoredQuote> = std::mem::take(&mut self.unsaved).into_values().collect();
@@ -193,6 +189,17 @@ impl Fetcher {
                 log::warn!("could not store latest quotes: {e}");
             }
         }));
+    }
+
+    /// At shutdown: the write in flight, then everything still unsaved.
+    async fn flush(&mut self) {
+        if let Some(write) = self.saving.take() {
+            let _ = write.await;
+        }
+        self.save();
+        if let Some(write) = self.saving.take() {
+            let _ = write.await;
+        }
     }
 
     /// One round. A full round (the tick) fetches every due symbol and
