@@ -18,7 +18,7 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 
@@ -104,6 +104,15 @@ impl WsSession {
     }
 }
 
+/// Time until the next multiple of `interval` on a process-wide clock.
+fn until_next_beat(interval: Duration) -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let period = interval.as_nanos().max(1);
+    let into = epoch.elapsed().as_nanos() % period;
+    Duration::from_nanos((period - into) as u64)
+}
+
 impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
@@ -115,12 +124,16 @@ impl Actor for WsSession {
         self.metrics.sessions_opened.inc();
         self.table
             .set_control(self.guard.id, ctx.address().recipient());
-        // Each session pings on its own phase (its connect time), so pings and
-        // pongs are a steady trickle. A common phase for all sessions and
-        // pings riding on deliveries were both measured: each puts a burst
-        // of pongs next to some deliveries and raises their latency more
-        // than it saves CPU (docs/BENCHMARKS.md, heartbeats).
-        ctx.run_interval(self.rules.heartbeat, |act, ctx| act.heartbeat(ctx));
+        // Every session's timer fires on the same phase, so each HTTP worker
+        // sends its pings in one burst and reads the pongs in one burst
+        // instead of being woken by a steady trickle of them: fewer context
+        // switches and less CPU. Per-session phases and pings riding on
+        // deliveries were measured too (docs/BENCHMARKS.md, heartbeats).
+        let interval = self.rules.heartbeat;
+        ctx.run_later(until_next_beat(interval), move |act, ctx| {
+            act.heartbeat(ctx);
+            ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        });
         self.supervisor.do_send(Join {
             watchlist_id: self.watchlist_id,
             session_id: self.guard.id,
