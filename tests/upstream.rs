@@ -491,8 +491,6 @@ async fn closed_markets_are_polled_slowly() {
     ws.close().await;
 }
 
-/// After a restart, the first snapshot has the last stored prices before any
-/// new fetch (the upstream hangs throughout the second run).
 /// The latest quotes reach the database while the server runs (at most a
 /// second later), not only when it shuts down.
 #[actix_web::test]
@@ -522,6 +520,8 @@ async fn quotes_are_saved_while_running() {
     ws.close().await;
 }
 
+/// After a restart, the first snapshot has the last stored prices before any
+/// new fetch (the upstream hangs throughout the second run).
 #[actix_web::test]
 async fn restart_snapshot_uses_stored_prices() {
     let fake = FakeYahoo::start();
