@@ -30,6 +30,7 @@
 //!   and every query ([`db::repo`]).
 //! * [`domain`]: validated types (`Symbol`, `WatchlistName`, `Quantity`, ...).
 //! * [`quote`]: quote data and the wire `Quote` object with P/L.
+//! * [`clock`]: the one grid that ticks and heartbeats are placed on.
 //! * [`config`], [`startup`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
 //!
 //! ## Errors
@@ -40,6 +41,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod db;

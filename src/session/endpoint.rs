@@ -120,6 +120,10 @@ pub async fn connect(
     let rt = &state.settings.realtime;
     let rules = SessionRules {
         heartbeat: state.settings.heartbeat_interval(),
+        beat_offset: crate::clock::between_ticks(
+            state.settings.poll_interval(),
+            state.settings.heartbeat_interval(),
+        ),
         client_timeout: state.settings.client_timeout(),
         mailbox: rt.session_queue,
     };

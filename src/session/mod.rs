@@ -18,7 +18,7 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 
@@ -26,6 +26,8 @@ use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRules {
     pub heartbeat: Duration,
+    /// Where on the clock grid the pings go: half a fetcher tick.
+    pub beat_offset: Duration,
     pub client_timeout: Duration,
     pub mailbox: usize,
 }
@@ -104,15 +106,6 @@ impl WsSession {
     }
 }
 
-/// Time until the next multiple of `interval` on a process-wide clock.
-fn until_next_beat(interval: Duration) -> Duration {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let period = interval.as_nanos().max(1);
-    let into = epoch.elapsed().as_nanos() % period;
-    Duration::from_nanos((period - into) as u64)
-}
-
 impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
@@ -124,16 +117,21 @@ impl Actor for WsSession {
         self.metrics.sessions_opened.inc();
         self.table
             .set_control(self.guard.id, ctx.address().recipient());
-        // Every session's timer fires on the same phase, so each HTTP worker
-        // sends its pings in one burst and reads the pongs in one burst
-        // instead of being woken by a steady trickle of them: fewer context
-        // switches and less CPU. Per-session phases and pings riding on
-        // deliveries were measured too (docs/BENCHMARKS.md, heartbeats).
+        // Every session pings on one grid shared with the fetcher's ticks,
+        // half a tick after a tick (see `crate::clock`): each HTTP worker sends
+        // its pings in one burst, between two broadcasts, and reads the pongs
+        // in one burst, instead of being woken by a steady trickle of them.
+        // Per-session phases and pings riding on deliveries were measured
+        // too (docs/BENCHMARKS.md, heartbeats).
         let interval = self.rules.heartbeat;
-        ctx.run_later(until_next_beat(interval), move |act, ctx| {
-            act.heartbeat(ctx);
-            ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
-        });
+        let first = crate::clock::next_on_grid(interval, self.rules.beat_offset);
+        ctx.run_later(
+            first.saturating_duration_since(Instant::now()),
+            move |act, ctx| {
+                act.heartbeat(ctx);
+                ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+            },
+        );
         self.supervisor.do_send(Join {
             watchlist_id: self.watchlist_id,
             session_id: self.guard.id,

@@ -148,7 +148,11 @@ impl Fetcher {
 
     /// Runs until `shutdown` turns true (or its sender is dropped).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut next_tick = Instant::now() + self.cfg.poll_interval;
+        // Ticks sit on the process clock grid, so the sessions' heartbeats
+        // can be put between them (see `crate::clock`).
+        let poll = self.cfg.poll_interval;
+        let next_on_grid = || Instant::from_std(crate::clock::next_on_grid(poll, Duration::ZERO));
+        let mut next_tick = next_on_grid();
         loop {
             let save_at = self.last_saved + PERSIST_EVERY;
             let full = tokio::select! {
@@ -164,7 +168,9 @@ impl Fetcher {
                 }
             };
             if full {
-                next_tick = Instant::now() + self.cfg.poll_interval;
+                // A cycle that overruns the tick skips grid points rather
+                // than firing late ones back to back.
+                next_tick = next_on_grid();
             }
             self.cycle(full).await;
         }
