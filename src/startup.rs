@@ -17,6 +17,7 @@ use crate::db::{repo, Db, DbError};
 use crate::fanout::{QuoteCache, Watchers};
 use crate::metrics::Metrics;
 use crate::protocol::close;
+use crate::session::relay::RelayHandle;
 use crate::session::table::{ConnSocket, SessionTable};
 use crate::supervisor::{ShutdownAll, Supervisor};
 use crate::upstream::bucket::TokenBucket;
@@ -246,9 +247,13 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr: bind, source })?;
         let app_state = state.clone();
         let send_buffer = settings.realtime.socket_send_buffer_bytes;
+        let relay_metrics = state.metrics.clone();
         let mut server = HttpServer::new(move || {
+            // Called once on each HTTP worker thread: that thread's relay.
+            let relay = RelayHandle::start(relay_metrics.clone());
             App::new()
                 .app_data(app_state.clone())
+                .app_data(web::Data::new(relay))
                 .configure(crate::api::routes)
         })
         .on_connect(move |conn, ext| record_socket(conn, ext, send_buffer))

@@ -8,6 +8,7 @@
 //! arrives at that moment starts a fresh worker instead of joining a dying
 //! one; neither is orphaned.
 
+use crate::session::relay::RelayHandle;
 use crate::session::table::{CloseSession, Deliver, SessionStats};
 use crate::worker::{
     CloseAll, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, SendSnapshot, StopWorker,
@@ -56,6 +57,8 @@ pub struct Join {
     pub deliver: Recipient<Deliver>,
     pub control: Recipient<CloseSession>,
     pub stats: Arc<SessionStats>,
+    /// The relay of the session's thread.
+    pub relay: RelayHandle,
     /// Items as the session read them, for a worker spawned now.
     pub items: Arc<Vec<ItemView>>,
 }
@@ -84,6 +87,7 @@ impl Handler<Join> for Supervisor {
             deliver: msg.deliver,
             control: msg.control,
             stats: msg.stats,
+            relay: msg.relay,
         });
     }
 }

@@ -16,6 +16,7 @@ use crate::fanout::{QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, Watchers}
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, Frame};
 use crate::quote::{Known, WireQuote};
+use crate::session::relay::{Batch, RelayHandle, Target};
 use crate::session::table::{CloseSession, Deliver, SessionStats};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
@@ -55,13 +56,14 @@ pub struct WorkerDeps {
 }
 
 struct Subscriber {
-    deliver: Recipient<Deliver>,
+    target: Target,
     control: Recipient<CloseSession>,
-    stats: Arc<SessionStats>,
-    /// A frame could not be queued for it: it gets a full snapshot (the
-    /// latest state, coalesced) as soon as it has room again.
-    lagged: bool,
+    /// The relay of the session's thread: every frame goes through it.
+    relay: RelayHandle,
 }
+
+/// The subscribers grouped by relay, as sent with each broadcast.
+type Groups = Vec<(RelayHandle, Arc<[Target]>)>;
 
 pub struct PriceWorker {
     watchlist_id: i64,
@@ -69,6 +71,8 @@ pub struct PriceWorker {
     /// Last state sent for each of this watchlist's symbols.
     known: HashMap<Symbol, Known>,
     subscribers: HashMap<u64, Subscriber>,
+    /// Built from `subscribers` at the first broadcast after a change.
+    groups: Option<Groups>,
     seq: u64,
     /// The encoded snapshot at a `seq`: sessions joining between two ticks
     /// share one encoding instead of each paying for their own.
@@ -97,24 +101,6 @@ pub struct WorkerInfo {
     pub seq: u64,
 }
 
-impl Subscriber {
-    /// Queues a frame without waiting. A full queue marks the session
-    /// lagging (it gets a snapshot later) and counts a drop; returns false
-    /// when the session is gone.
-    fn offer(&mut self, frame: Frame, metrics: &Metrics) -> bool {
-        match self.deliver.try_send(Deliver(frame)) {
-            Ok(()) => self.lagged = false,
-            Err(SendError::Full(_)) => {
-                self.lagged = true;
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics.messages_dropped.inc();
-            }
-            Err(SendError::Closed(_)) => return false,
-        }
-        true
-    }
-}
-
 impl PriceWorker {
     pub fn new(
         watchlist_id: i64,
@@ -127,6 +113,7 @@ impl PriceWorker {
             items: Vec::new(),
             known: HashMap::new(),
             subscribers: HashMap::new(),
+            groups: None,
             seq: 0,
             snapshot_cache: None,
             health: UpstreamHealth::default(),
@@ -191,28 +178,23 @@ impl PriceWorker {
         )
     }
 
-    /// Hands one frame to every subscriber. The frame is shared, never
-    /// re-encoded. Subscribers whose queue is full are marked lagging and get
-    /// a snapshot instead once they have room; closed ones are removed.
+    /// Hands one frame to every subscriber, as one batch per relay (HTTP
+    /// worker thread). The frame is shared, never re-encoded. Lagging
+    /// subscribers get a snapshot instead.
     fn broadcast(&mut self, frame: Frame) {
         let started = Instant::now();
-        let catch_up = if self.subscribers.values().any(|s| s.lagged) {
-            Some(self.snapshot_frame())
-        } else {
-            None
-        };
-        let mut gone = Vec::new();
-        for (id, sub) in self.subscribers.iter_mut() {
-            let f = match (&catch_up, sub.lagged) {
-                (Some(snap), true) => snap.clone(),
-                _ => frame.clone(),
+        let lagging = self
+            .subscribers
+            .values()
+            .any(|s| s.target.stats.lagged.load(Ordering::Relaxed));
+        let catch_up = lagging.then(|| self.snapshot_frame());
+        for (relay, targets) in self.groups() {
+            let batch = Batch {
+                frame: frame.clone(),
+                catch_up: catch_up.clone(),
+                targets,
             };
-            if !sub.offer(f, &self.deps.metrics) {
-                gone.push(*id);
-            }
-        }
-        for id in gone {
-            self.subscribers.remove(&id);
+            relay.send(batch, &self.deps.metrics);
         }
         self.deps
             .metrics
@@ -220,11 +202,36 @@ impl PriceWorker {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    fn groups(&mut self) -> Groups {
+        if let Some(groups) = &self.groups {
+            return groups.clone();
+        }
+        let mut by_relay: HashMap<u64, (RelayHandle, Vec<Target>)> = HashMap::new();
+        for sub in self.subscribers.values() {
+            by_relay
+                .entry(sub.relay.id)
+                .or_insert_with(|| (sub.relay.clone(), Vec::new()))
+                .1
+                .push(sub.target.clone());
+        }
+        let groups: Groups = by_relay
+            .into_values()
+            .map(|(relay, targets)| (relay, Arc::from(targets)))
+            .collect();
+        self.groups = Some(groups.clone());
+        groups
+    }
+
+    /// One frame for one session, through its relay like every other frame,
+    /// so it cannot overtake a broadcast made before it.
     fn send_to(&mut self, session_id: u64, frame: Frame) {
-        if let Some(sub) = self.subscribers.get_mut(&session_id) {
-            if !sub.offer(frame, &self.deps.metrics) {
-                self.subscribers.remove(&session_id);
-            }
+        if let Some(sub) = self.subscribers.get(&session_id) {
+            let batch = Batch {
+                frame,
+                catch_up: None,
+                targets: Arc::from([sub.target.clone()]),
+            };
+            sub.relay.send(batch, &self.deps.metrics);
         }
     }
 
@@ -247,6 +254,7 @@ impl PriceWorker {
             sub.control.do_send(CloseSession { code, reason });
         }
         self.subscribers.clear();
+        self.groups = None;
         ctx.stop();
     }
 }
@@ -302,6 +310,7 @@ pub struct Subscribe {
     pub deliver: Recipient<Deliver>,
     pub control: Recipient<CloseSession>,
     pub stats: Arc<SessionStats>,
+    pub relay: RelayHandle,
 }
 
 impl Handler<Subscribe> for PriceWorker {
@@ -310,12 +319,15 @@ impl Handler<Subscribe> for PriceWorker {
         self.subscribers.insert(
             msg.session_id,
             Subscriber {
-                deliver: msg.deliver,
+                target: Target {
+                    deliver: msg.deliver,
+                    stats: msg.stats,
+                },
                 control: msg.control,
-                stats: msg.stats,
-                lagged: false,
+                relay: msg.relay,
             },
         );
+        self.groups = None;
         let snap = self.snapshot_frame();
         self.send_to(msg.session_id, snap);
         if self.health.degraded {
@@ -335,7 +347,9 @@ pub struct Unsubscribe {
 impl Handler<Unsubscribe> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        self.subscribers.remove(&msg.session_id);
+        if self.subscribers.remove(&msg.session_id).is_some() {
+            self.groups = None;
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! decided here, before the upgrade, and answered with the JSON error body,
 //! so a client can tell "retry" from "give up".
 
+use super::relay::RelayHandle;
 use super::table::{ConnSocket, LimitError, NewSession};
 use super::{SessionRules, WsSession};
 use crate::api::ApiError;
@@ -116,6 +117,11 @@ pub async fn connect(
             }
         })?;
 
+    // Each HTTP worker thread has its relay (see `startup`).
+    let relay = req
+        .app_data::<web::Data<RelayHandle>>()
+        .map(|r| r.get_ref().clone())
+        .ok_or_else(|| ApiError::Internal("no relay on this thread".into()))?;
     let items: Vec<ItemView> = items.iter().filter_map(ItemView::from_row).collect();
     let rt = &state.settings.realtime;
     let rules = SessionRules {
@@ -133,6 +139,7 @@ pub async fn connect(
         watchlist_id,
         state.supervisor.clone(),
         Arc::new(items),
+        relay,
         rules,
         state.metrics.clone(),
     );

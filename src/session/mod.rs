@@ -11,6 +11,7 @@
 //! so replacing it later touches nothing else.
 
 pub mod endpoint;
+pub mod relay;
 pub mod table;
 
 use crate::protocol::{self, close, ClientError, ClientMessage};
@@ -20,6 +21,7 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use relay::RelayHandle;
 use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 
 /// Timing and size rules of a session, from `[realtime]`.
@@ -39,6 +41,8 @@ pub struct WsSession {
     supervisor: Addr<Supervisor>,
     /// Items as read at upgrade time, for a worker this session may spawn.
     items: Arc<Vec<ItemView>>,
+    /// The relay of this session's thread, handed to the worker on join.
+    relay: RelayHandle,
     rules: SessionRules,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
@@ -54,6 +58,7 @@ impl WsSession {
         watchlist_id: i64,
         supervisor: Addr<Supervisor>,
         items: Arc<Vec<ItemView>>,
+        relay: RelayHandle,
         rules: SessionRules,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
@@ -63,6 +68,7 @@ impl WsSession {
             watchlist_id,
             supervisor,
             items,
+            relay,
             rules,
             last_heard: Instant::now(),
             bad_messages: 0,
@@ -138,6 +144,7 @@ impl Actor for WsSession {
             deliver: ctx.address().recipient(),
             control: ctx.address().recipient(),
             stats: self.guard.stats.clone(),
+            relay: self.relay.clone(),
             // Only a worker started by this join needs them; do not keep a
             // copy per session.
             items: std::mem::take(&mut self.items),

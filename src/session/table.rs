@@ -12,7 +12,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ pub struct CloseSession {
 pub struct SessionStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
+    /// A frame could not be queued for it: it gets a full snapshot (the
+    /// latest state, coalesced) as soon as it has room again.
+    pub lagged: AtomicBool,
     /// Milliseconds since `epoch` at which the actor last ran. An actor whose
     /// socket cannot drain is not polled at all (actix-web #2441), so a stale
     /// value here is how a stalled session is recognised from outside.
@@ -46,6 +49,7 @@ impl SessionStats {
         Self {
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            lagged: AtomicBool::new(false),
             last_poll_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }

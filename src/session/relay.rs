@@ -1,0 +1,115 @@
+//! One [`Relay`] actor per HTTP worker thread hands a worker's frames to the
+//! sessions that live on that thread.
+//!
+//! A PriceWorker runs on the realtime arbiter and its sessions on the HTTP
+//! worker threads. Queuing a frame for a session on another thread costs a
+//! cross-thread wake-up each time; at 10,000 sessions that loop alone took
+//! about 30 ms per tick, all of it inside the delivery latency. So the worker
+//! sends each frame once per thread, with the list of that thread's sessions,
+//! and the relay queues it for each of them locally. Everything a worker sends
+//! to a session goes this way, so a session sees frames in the order the
+//! worker made them.
+//!
+//! Lifecycle: started by the application factory on each HTTP worker thread
+//! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
+//! holds no session: the lists come with each batch.
+
+use super::table::{Deliver, SessionStats};
+use crate::metrics::Metrics;
+use crate::protocol::Frame;
+use actix::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Batches a relay may hold before a worker's sends to it count as dropped
+/// (and the sessions concerned catch up with a snapshot).
+pub const RELAY_QUEUE: usize = 4096;
+
+/// Where a frame goes, and the counters that say how that went.
+#[derive(Clone)]
+pub struct Target {
+    pub deliver: Recipient<Deliver>,
+    pub stats: Arc<SessionStats>,
+}
+
+impl Target {
+    /// Queues a frame without waiting. A full session queue marks it lagging
+    /// (it gets a snapshot later) and counts a drop. A closed one is left
+    /// alone: its `Leave` is on the way to the worker.
+    fn offer(&self, frame: Frame, metrics: &Metrics) {
+        match self.deliver.try_send(Deliver(frame)) {
+            Ok(()) => self.stats.lagged.store(false, Ordering::Relaxed),
+            Err(SendError::Full(_)) => self.dropped(metrics),
+            Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    fn dropped(&self, metrics: &Metrics) {
+        self.stats.lagged.store(true, Ordering::Relaxed);
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics.messages_dropped.inc();
+    }
+}
+
+/// A frame for some sessions of one thread. Sessions marked lagging get
+/// `catch_up` (a snapshot) instead, when there is one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Batch {
+    pub frame: Frame,
+    pub catch_up: Option<Frame>,
+    pub targets: Arc<[Target]>,
+}
+
+pub struct Relay {
+    metrics: Arc<Metrics>,
+}
+
+impl Actor for Relay {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(RELAY_QUEUE);
+    }
+}
+
+impl Handler<Batch> for Relay {
+    type Result = ();
+    fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
+        for t in batch.targets.iter() {
+            let frame = match &batch.catch_up {
+                Some(snap) if t.stats.lagged.load(Ordering::Relaxed) => snap.clone(),
+                _ => batch.frame.clone(),
+            };
+            t.offer(frame, &self.metrics);
+        }
+    }
+}
+
+/// A relay's address and identity (workers group sessions by it).
+#[derive(Clone)]
+pub struct RelayHandle {
+    pub id: u64,
+    addr: Recipient<Batch>,
+}
+
+impl RelayHandle {
+    /// Starts a relay on the current thread's arbiter.
+    pub fn start(metrics: Arc<Metrics>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            addr: Relay { metrics }.start().recipient(),
+        }
+    }
+
+    /// Hands a batch over without waiting; if the relay is full or gone, the
+    /// batch counts as dropped for each of its sessions.
+    pub fn send(&self, batch: Batch, metrics: &Metrics) {
+        if let Err(SendError::Full(b) | SendError::Closed(b)) = self.addr.try_send(batch) {
+            for t in b.targets.iter() {
+                t.dropped(metrics);
+            }
+        }
+    }
+}
