@@ -11,6 +11,8 @@ pub struct Metrics {
     registry: Registry,
     pub sessions: IntGauge,
     pub workers: IntGauge,
+    /// Relays alive (one per HTTP worker thread while the server runs).
+    pub relays: IntGauge,
     pub watched_symbols: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
@@ -66,6 +68,10 @@ impl Metrics {
         Self {
             sessions: gauge("quotecast_sessions", "Open WebSocket sessions"),
             workers: gauge("quotecast_workers", "Running PriceWorkers"),
+            relays: gauge(
+                "quotecast_relays",
+                "Frame relays alive (one per HTTP worker thread)",
+            ),
             watched_symbols: gauge("quotecast_watched_symbols", "Distinct symbols watched"),
             sessions_opened: counter(
                 "quotecast_sessions_opened_total",

@@ -852,6 +852,35 @@ async fn pings_with_and_without_data(b: Backend) {
     }
 }
 
+/// One relay per HTTP worker thread while the server runs, none after it
+/// stops; frames still reach sessions on both threads.
+async fn relays_live_with_the_server(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let threads = app.state.settings.server.workers as f64;
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
+        .await;
+    // Enough sessions that both threads have some (connections are spread
+    // over the workers); every one of them gets quotes through its relay.
+    let mut sockets = join_all((0..8).map(|_| app.ws(id, &alice))).await;
+    for ws in sockets.iter_mut() {
+        ws.wait_type("quotes").await;
+    }
+    assert_eq!(app.metric("quotecast_relays").await, threads);
+    for ws in sockets {
+        ws.close().await;
+    }
+    app.wait_counts(0, 0).await;
+    let state = app.state.clone();
+    app.stop().await;
+    let end = Instant::now() + DEADLINE;
+    while state.metrics.relays.get() != 0 {
+        assert!(Instant::now() < end, "relays outlived the server");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A peer that reads but never answers pings is dropped after the timeout.
 async fn silent_peer_is_dropped(b: Backend) {
     let app = TestApp::spawn_with(b, |s| {
@@ -940,5 +969,6 @@ on_both_backends!(
     stalled_reader_is_dropped,
     silent_peer_is_dropped,
     pings_with_and_without_data,
+    relays_live_with_the_server,
     metrics_endpoint,
 );

@@ -19,9 +19,9 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
+use relay::RelayHandle;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use relay::RelayHandle;
 use table::{CloseSession, Deliver, SessionGuard, SessionTable};
 
 /// Timing and size rules of a session, from `[realtime]`.

@@ -73,6 +73,14 @@ impl Actor for Relay {
     }
 }
 
+// Counted on drop, not in `stopped`: a relay ends when its thread's arbiter
+// is torn down, which drops the actor without stopping it first.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.metrics.relays.dec();
+    }
+}
+
 impl Handler<Batch> for Relay {
     type Result = ();
     fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
@@ -97,6 +105,7 @@ impl RelayHandle {
     /// Starts a relay on the current thread's arbiter.
     pub fn start(metrics: Arc<Metrics>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        metrics.relays.inc();
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             addr: Relay { metrics }.start().recipient(),
