@@ -3,7 +3,8 @@
 //! It owns its watchlist's subscribers, positions and `seq`. Every tick of the
 //! shared fetcher it diffs the quotes of its own symbols against what it last
 //! sent, serializes one `quotes` frame and hands the same bytes to every
-//! session. It never calls the upstream itself.
+//! session, as one batch per HTTP worker thread (see
+//! [`crate::session::relay`]). It never calls the upstream itself.
 //!
 //! Lifecycle: the [supervisor](crate::supervisor) starts it on the first
 //! registration and stops it on the last unregistration (or when the
