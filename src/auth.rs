@@ -3,7 +3,7 @@
 //! user, and the [`TicketStore`] of single-use WebSocket tickets.
 
 use crate::api::ApiError;
-use crate::db::{models::User, repo, Db, DbError};
+use crate::db::{models::User, repo, Db, DbConn, DbError};
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -69,14 +69,18 @@ pub fn bearer_token(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(token.to_owned()))
 }
 
-/// Looks a token up (off the async threads).
-pub async fn authenticate(db: &Db, token: String) -> Result<Caller, ApiError> {
-    let hash = hash_token(&token);
-    match db.run(move |c| repo::authenticate(c, &hash)).await {
+/// Looks a token up on a connection the caller holds (inside `Db::run`).
+pub fn lookup(conn: &mut DbConn, token: &str) -> Result<Caller, ApiError> {
+    match repo::authenticate(conn, &hash_token(token)) {
         Ok((user, token_id)) => Ok(Caller { user, token_id }),
         Err(DbError::NotFound) => Err(ApiError::Unauthorized("invalid or revoked token".into())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Looks a token up (off the async threads).
+pub async fn authenticate(db: &Db, token: String) -> Result<Caller, ApiError> {
+    db.run(move |c| Ok(lookup(c, &token))).await?
 }
 
 impl FromRequest for Caller {

@@ -6,7 +6,7 @@ use super::relay::RelayHandle;
 use super::table::{ConnSocket, LimitError, NewSession};
 use super::{SessionRules, WsSession};
 use crate::api::ApiError;
-use crate::auth::{self, TicketError};
+use crate::auth::{self, Caller, TicketError};
 use crate::db::{repo, DbError};
 use crate::startup::AppState;
 use crate::worker::ItemView;
@@ -23,7 +23,7 @@ pub struct WsQuery {
 /// Who is connecting, before the database has been asked.
 enum Credentials {
     /// From a ticket, checked when it was issued.
-    Checked(crate::db::models::User, i64),
+    Checked(Caller),
     /// A bearer token, to look up.
     Bearer(String),
 }
@@ -42,7 +42,10 @@ pub async fn connect(
     // Credentials: a single-use ticket, else the Authorization header.
     let creds = match (&query.ticket, auth::bearer_token(&req)?) {
         (Some(ticket), _) => match state.tickets.consume(ticket, watchlist_id) {
-            Ok(t) => Credentials::Checked(t.user, t.token_id),
+            Ok(t) => Credentials::Checked(Caller {
+                user: t.user,
+                token_id: t.token_id,
+            }),
             Err(TicketError::Invalid) => {
                 return Err(ApiError::Unauthorized(
                     "invalid, used or expired ticket".into(),
@@ -61,22 +64,15 @@ pub async fn connect(
     // One trip to the database for the token, the watchlist and its items:
     // each trip is a hand-off to the blocking pool and back, and connects
     // come in bursts.
-    let ((user, token_id), watchlist, items) = state
+    let (Caller { user, token_id }, watchlist, items) = state
         .db
         .run(move |c| {
             let caller = match creds {
-                Credentials::Checked(user, token_id) => (user, token_id),
-                Credentials::Bearer(token) => {
-                    match repo::authenticate(c, &auth::hash_token(&token)) {
-                        Ok(found) => found,
-                        Err(DbError::NotFound) => {
-                            return Ok(Err(ApiError::Unauthorized(
-                                "invalid or revoked token".into(),
-                            )))
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                Credentials::Checked(caller) => caller,
+                Credentials::Bearer(token) => match auth::lookup(c, &token) {
+                    Ok(caller) => caller,
+                    Err(refused) => return Ok(Err(refused)),
+                },
             };
             let watchlist = match repo::get_watchlist(c, watchlist_id) {
                 Ok(w) => w,
