@@ -770,6 +770,26 @@ impl Drop for Remote {
 }
 
 /// The sessions of one run, in this process or spread over worker processes.
+/// Sends `cmd` to every worker process, then merges their answers (each
+/// must be the one `pick` accepts).
+async fn ask_all<T: Default>(
+    rs: &mut [Remote],
+    cmd: &str,
+    merge: fn(&mut T, T),
+    pick: impl Fn(WorkerEvent) -> Option<T>,
+) -> Result<T, String> {
+    for r in rs.iter_mut() {
+        r.send(cmd)?;
+    }
+    let mut all = T::default();
+    for r in rs.iter_mut() {
+        let answer =
+            pick(r.next().await?).ok_or_else(|| format!("worker: unexpected answer to {cmd}"))?;
+        merge(&mut all, answer);
+    }
+    Ok(all)
+}
+
 pub enum Clients {
     Local(LocalGroup),
     Remote(Vec<Remote>),
@@ -837,17 +857,11 @@ impl Clients {
         match self {
             Clients::Local(g) => Ok(g.connect().await),
             Clients::Remote(rs) => {
-                for r in rs.iter_mut() {
-                    r.send("connect")?;
-                }
-                let mut all = ConnectStats::default();
-                for r in rs.iter_mut() {
-                    match r.next().await? {
-                        WorkerEvent::Connected(s) => all.merge(s),
-                        _ => return Err("worker: expected connected".into()),
-                    }
-                }
-                Ok(all)
+                ask_all(rs, "connect", ConnectStats::merge, |e| match e {
+                    WorkerEvent::Connected(s) => Some(s),
+                    _ => None,
+                })
+                .await
             }
         }
     }
@@ -866,17 +880,11 @@ impl Clients {
         match self {
             Clients::Local(g) => Ok(g.end_window()),
             Clients::Remote(rs) => {
-                for r in rs.iter_mut() {
-                    r.send("end")?;
-                }
-                let mut all = WindowStats::default();
-                for r in rs.iter_mut() {
-                    match r.next().await? {
-                        WorkerEvent::Window(s) => all.merge(s),
-                        _ => return Err("worker: expected window".into()),
-                    }
-                }
-                Ok(all)
+                ask_all(rs, "end", WindowStats::merge, |e| match e {
+                    WorkerEvent::Window(s) => Some(s),
+                    _ => None,
+                })
+                .await
             }
         }
     }
@@ -885,17 +893,11 @@ impl Clients {
         match self {
             Clients::Local(g) => Ok(g.close().await),
             Clients::Remote(rs) => {
-                for r in rs.iter_mut() {
-                    r.send("close")?;
-                }
-                let mut all = CloseStats::default();
-                for r in rs.iter_mut() {
-                    match r.next().await? {
-                        WorkerEvent::Closed(s) => all.merge(s),
-                        _ => return Err("worker: expected closed".into()),
-                    }
-                }
-                Ok(all)
+                ask_all(rs, "close", CloseStats::merge, |e| match e {
+                    WorkerEvent::Closed(s) => Some(s),
+                    _ => None,
+                })
+                .await
             }
         }
     }

@@ -340,6 +340,32 @@ fn find(runs: &[RunReport], kind: Kind) -> Option<&RunReport> {
     runs.iter().find(|r| r.target == kind.name())
 }
 
+/// Measures `s` on each target asked for; returns the quotecast and ceiling
+/// runs (either may be absent with `--only`).
+async fn measure_each(
+    o: &Opts,
+    s: &Spec,
+    rep: &mut ScenarioReport,
+) -> Result<(Option<RunReport>, Option<RunReport>), String> {
+    for k in kinds(o) {
+        let r = measure(o, k, s, None).await?;
+        rep.runs.push(r);
+    }
+    Ok((
+        find(&rep.runs, Kind::Quotecast).cloned(),
+        find(&rep.runs, Kind::Ceiling).cloned(),
+    ))
+}
+
+fn connect_rate_check(q: &RunReport) -> Check {
+    check(
+        "quotecast connects/s",
+        ">= 5000",
+        format!("{:.0}", q.connect.per_s),
+        q.connect.per_s >= 5000.0,
+    )
+}
+
 async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
     let s = spec(
         o,
@@ -353,12 +379,7 @@ async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         3.0,
         20.0,
     );
-    for k in kinds(o) {
-        let r = measure(o, k, &s, None).await?;
-        rep.runs.push(r);
-    }
-    let q = find(&rep.runs, Kind::Quotecast).cloned();
-    let c = find(&rep.runs, Kind::Ceiling).cloned();
+    let (q, c) = measure_each(o, &s, rep).await?;
     if let Some(q) = &q {
         let p99 = q.delivery.latency.p99_ms;
         rep.checks.push(check(
@@ -367,12 +388,7 @@ async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             fmt_ms(p99),
             p99.is_some_and(|v| v <= 150.0),
         ));
-        rep.checks.push(check(
-            "quotecast connects/s",
-            ">= 5000",
-            format!("{:.0}", q.connect.per_s),
-            q.connect.per_s >= 5000.0,
-        ));
+        rep.checks.push(connect_rate_check(q));
         invariant_checks(o, q, &mut rep.checks);
     }
     if let (Some(q), Some(c)) = (&q, &c) {
@@ -578,12 +594,7 @@ async fn idle(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         5.0,
         5.0,
     );
-    for k in kinds(o) {
-        let r = measure(o, k, &s, None).await?;
-        rep.runs.push(r);
-    }
-    let q = find(&rep.runs, Kind::Quotecast).cloned();
-    let c = find(&rep.runs, Kind::Ceiling).cloned();
+    let (q, c) = measure_each(o, &s, rep).await?;
     if let Some(q) = &q {
         rep.checks.push(check(
             "quotecast sessions held in one server process",
@@ -598,12 +609,7 @@ async fn idle(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             bps.map_or("-".into(), |v| format!("{v:.0} B")),
             bps.is_some_and(|v| v <= 16384.0),
         ));
-        rep.checks.push(check(
-            "quotecast connects/s",
-            ">= 5000",
-            format!("{:.0}", q.connect.per_s),
-            q.connect.per_s >= 5000.0,
-        ));
+        rep.checks.push(connect_rate_check(q));
         invariant_checks(o, q, &mut rep.checks);
         if let Some(cpu) = q.server.cpu_percent {
             rep.notes.push(format!(
