@@ -39,6 +39,16 @@ async fn app_with(
     .await
 }
 
+/// Alice watching one symbol over one socket: the set-up many tests share.
+async fn watching(app: &TestApp, symbol: &str) -> (String, i64, Ws) {
+    let alice = app.user("alice");
+    let id = app
+        .watchlist(&alice, "W", false, json!([{ "symbol": symbol }]))
+        .await;
+    let ws = app.ws(id, &alice).await;
+    (alice, id, ws)
+}
+
 fn items(symbols: &[String]) -> Value {
     Value::Array(symbols.iter().map(|s| json!({"symbol": s})).collect())
 }
@@ -272,11 +282,7 @@ async fn legacy_shape_is_parsed() {
 async fn rate_limited_429_honours_retry_after() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, _, mut ws) = watching(&app, "AAPL").await;
     ws.wait_type("quotes").await;
     fake.fail_next(1, Fault::rate_limited(Some(2)));
     let degraded = wait_status(&mut ws, "degraded").await;
@@ -314,11 +320,7 @@ async fn rate_limited_429_honours_retry_after() {
 async fn server_errors_and_garbage_degrade_then_recover() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "MSFT"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, _, mut ws) = watching(&app, "MSFT").await;
     ws.wait_type("quotes").await;
     for fault in [Fault::server_error(), Fault::Garbage] {
         fake.fail_next(1, fault);
@@ -345,11 +347,7 @@ async fn server_errors_and_garbage_degrade_then_recover() {
 async fn timeout_degrades_within_the_timeout() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |s| s.upstream.request_timeout_ms = 500).await;
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "NVDA"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, _, mut ws) = watching(&app, "NVDA").await;
     ws.wait_type("quotes").await;
     fake.fail_all(Fault::Hang);
     let hung_at = Instant::now();
@@ -373,11 +371,7 @@ async fn connection_refused_degrades() {
     let mut fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
     fake.stop();
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, _, mut ws) = watching(&app, "AAPL").await;
     let snap = ws.wait_type("snapshot").await;
     assert_eq!(snap["stale"], true);
     let d = wait_status(&mut ws, "degraded").await;
@@ -497,11 +491,7 @@ async fn closed_markets_are_polled_slowly() {
 async fn quotes_are_saved_while_running() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "6758.T"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, _, mut ws) = watching(&app, "6758.T").await;
     let seen = ws.wait_type("quotes").await;
     assert!(seen["quotes"][0]["price"].is_number(), "{seen}");
     let end = Instant::now() + DEADLINE;
@@ -526,11 +516,7 @@ async fn quotes_are_saved_while_running() {
 async fn restart_snapshot_uses_stored_prices() {
     let fake = FakeYahoo::start();
     let app = app_with(&fake, |_| {}).await;
-    let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "6758.T"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (alice, id, mut ws) = watching(&app, "6758.T").await;
     ws.wait_type("quotes").await;
     ws.close().await;
     app.wait_counts(0, 0).await;
