@@ -104,7 +104,7 @@ impl Metrics {
             ),
             fanout_seconds: histogram(
                 "quotecast_fanout_duration_seconds",
-                "Time to hand one broadcast to every session of a watchlist",
+                "Time for a worker to hand one broadcast to the relays of its sessions",
                 vec![
                     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                 ],

@@ -150,9 +150,9 @@ pub struct ServerReport {
     pub cpu_us_per_msg: Option<f64>,
     pub ctx_switches_per_msg: Option<f64>,
     pub threads: Vec<ThreadCpu>,
-    /// From /metrics over the window: mean time of one broadcast loop of a
-    /// worker (handing a frame to every subscriber), and messages dropped
-    /// for lagging sessions.
+    /// From /metrics over the window: mean time of one broadcast of a worker
+    /// (handing a frame to every relay, one per HTTP worker thread), and
+    /// messages dropped for lagging sessions.
     pub fanout_loop_ms: Option<f64>,
     pub messages_dropped: Option<f64>,
 }
