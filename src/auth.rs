@@ -1,15 +1,13 @@
-//! Credentials: API tokens (random, shown once, stored as a SHA-256 hash), the
-//! [`Caller`] extractor that turns an `Authorization: Bearer` header into a
-//! user, and the [`TicketStore`] of single-use WebSocket tickets.
+//! Credentials: API tokens (random, shown once, stored as a SHA-256 hash),
+//! the [`Caller`] a valid token stands for, and the [`TicketStore`] of
+//! single-use WebSocket tickets. HTTP knows nothing of this module's
+//! internals: the API layer turns [`AuthError`] into answers.
 
-use crate::api::ApiError;
 use crate::db::{models::User, repo, Db, DbConn, DbError};
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::HttpRequest;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,6 +16,22 @@ const TOKEN_PREFIX: &str = "qc_";
 /// Longest Authorization header value considered; anything longer is not a
 /// token of ours and is refused without hashing it.
 const MAX_TOKEN_LEN: usize = 128;
+
+/// Why a request's credentials were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No Authorization header (and no ticket where one is allowed).
+    #[error("missing credentials")]
+    Missing,
+    /// A header that is not `Bearer TOKEN`, or a value that cannot be ours.
+    #[error("{0}")]
+    Malformed(&'static str),
+    /// Well formed, but no live token has this value.
+    #[error("invalid or revoked token")]
+    Invalid,
+    #[error(transparent)]
+    Db(DbError),
+}
 
 /// A new random token (256 bits) and the hash to store for it.
 pub fn new_token() -> (String, String) {
@@ -39,66 +53,40 @@ pub struct Caller {
     pub token_id: i64,
 }
 
-impl Caller {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.user.is_admin {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("admin only".into()))
-        }
-    }
-}
-
 /// The bearer token of a request, if the header is present and well formed.
-pub fn bearer_token(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub fn bearer_token(req: &HttpRequest) -> Result<Option<String>, AuthError> {
     let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
     let value = value
         .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        .map_err(|_| AuthError::Malformed("malformed Authorization header"))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer TOKEN".into()))?;
+        .ok_or(AuthError::Malformed("expected Authorization: Bearer TOKEN"))?;
     if token.len() > MAX_TOKEN_LEN {
-        return Err(ApiError::Unauthorized("invalid token".into()));
+        return Err(AuthError::Malformed("invalid token"));
     }
     Ok(Some(token.to_owned()))
 }
 
 /// Looks a token up on a connection the caller holds (inside `Db::run`).
-pub fn lookup(conn: &mut DbConn, token: &str) -> Result<Caller, ApiError> {
+pub fn lookup(conn: &mut DbConn, token: &str) -> Result<Caller, AuthError> {
     match repo::authenticate(conn, &hash_token(token)) {
         Ok((user, token_id)) => Ok(Caller { user, token_id }),
-        Err(DbError::NotFound) => Err(ApiError::Unauthorized("invalid or revoked token".into())),
-        Err(e) => Err(e.into()),
+        Err(DbError::NotFound) => Err(AuthError::Invalid),
+        Err(e) => Err(AuthError::Db(e)),
     }
 }
 
 /// Looks a token up (off the async threads).
-pub async fn authenticate(db: &Db, token: String) -> Result<Caller, ApiError> {
-    db.run(move |c| Ok(lookup(c, &token))).await?
-}
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer_token(req);
-        let db = req
-            .app_data::<web::Data<crate::startup::AppState>>()
-            .map(|s| s.db.clone());
-        Box::pin(async move {
-            let token =
-                token?.ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-            let db = db.ok_or_else(|| ApiError::Internal("no application state".into()))?;
-            authenticate(&db, token).await
-        })
-    }
+pub async fn authenticate(db: &Db, token: String) -> Result<Caller, AuthError> {
+    db.run(move |c| Ok(lookup(c, &token)))
+        .await
+        .map_err(AuthError::Db)?
 }
 
 /// What a WebSocket ticket stands for.

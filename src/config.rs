@@ -3,7 +3,8 @@
 //! [`Settings::load`] parses and validates everything once, so the rest of the
 //! service works with typed values only.
 
-use serde::Deserialize;
+use crate::db::DbUrl;
+use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    pub bind: String,
+    pub bind: SocketAddr,
     pub workers: usize,
     pub shutdown_timeout_s: u64,
     pub demo_data: bool,
@@ -50,22 +51,43 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    pub url: String,
+    pub url: DbUrl,
     pub pool_size: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// `upstream.provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     Sim,
     Yahoo,
 }
 
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sim" => Ok(ProviderKind::Sim),
+            "yahoo" => Ok(ProviderKind::Yahoo),
+            other => Err(format!(
+                "unknown provider {other:?} (expected \"sim\" or \"yahoo\")"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSettings {
-    pub provider: String,
-    pub base_url: String,
+    pub provider: ProviderKind,
+    pub base_url: url::Url,
     pub poll_interval_ms: u64,
     pub closed_poll_interval_ms: u64,
     pub batch_size: usize,
@@ -142,31 +164,39 @@ impl Settings {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::new("config", e.to_string()))?;
-        let settings: Settings = raw
-            .try_deserialize()
-            .map_err(|e| ConfigError::new(&error_key(&e), e.to_string()))?;
+        // Deserializing through serde_path_to_error names the key of any
+        // error, whether it comes from a type mismatch, an unknown field or
+        // one of our own parsers (provider, URLs, addresses).
+        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // For an unknown field the path already ends at the field.
+            let key = match unknown_field(&inner) {
+                Some(field) if path == "." => field,
+                _ => path,
+            };
+            // The config crate appends the key itself to some messages; the
+            // line names it first already.
+            let text = inner.to_string();
+            let message = text.split(" for key `").next().unwrap_or(&text).to_owned();
+            ConfigError::new(&key, message)
+        })?;
         settings.validate()?;
         Ok(settings)
     }
 
     /// Checks every value that serde alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.bind_addr()?;
-        self.provider()?;
-        crate::db::DbUrl::parse(&self.database.url)?;
         if self.database.pool_size == 0 {
             return Err(ConfigError::new("database.pool_size", "must be at least 1"));
         }
         let up = &self.upstream;
-        url::Url::parse(&up.base_url)
-            .ok()
-            .filter(|u| u.scheme() == "http" || u.scheme() == "https")
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "upstream.base_url",
-                    format!("{:?} is not an http(s) URL", up.base_url),
-                )
-            })?;
+        if !matches!(up.base_url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "upstream.base_url",
+                format!("{:?} is not an http(s) URL", up.base_url.as_str()),
+            ));
+        }
         positive("upstream.poll_interval_ms", up.poll_interval_ms)?;
         positive(
             "upstream.closed_poll_interval_ms",
@@ -240,29 +270,6 @@ impl Settings {
         Ok(())
     }
 
-    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.bind.parse().map_err(|_| {
-            ConfigError::new(
-                "server.bind",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:8080",
-                    self.server.bind
-                ),
-            )
-        })
-    }
-
-    pub fn provider(&self) -> Result<ProviderKind, ConfigError> {
-        match self.upstream.provider.as_str() {
-            "sim" => Ok(ProviderKind::Sim),
-            "yahoo" => Ok(ProviderKind::Yahoo),
-            other => Err(ConfigError::new(
-                "upstream.provider",
-                format!("unknown provider {other:?} (expected \"sim\" or \"yahoo\")"),
-            )),
-        }
-    }
-
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.upstream.poll_interval_ms)
     }
@@ -283,21 +290,12 @@ fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Best effort at naming the key of a deserialization error; the config crate
-/// puts it in the message as `for key `x.y``, or names an unknown field.
-fn error_key(e: &config::ConfigError) -> String {
+/// The field an "unknown field" error names, so the key points at it
+/// rather than at its section.
+fn unknown_field(e: &config::ConfigError) -> Option<String> {
     let text = e.to_string();
-    if let Some(rest) = text.split("for key `").nth(1) {
-        if let Some(key) = rest.split('`').next() {
-            return key.to_owned();
-        }
-    }
-    if let Some(rest) = text.split("unknown field `").nth(1) {
-        if let Some(key) = rest.split('`').next() {
-            return key.to_owned();
-        }
-    }
-    "config".to_owned()
+    let rest = text.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_owned())
 }
 
 #[cfg(test)]
@@ -314,10 +312,13 @@ mod tests {
     #[test]
     fn defaults_match_the_spec() {
         let s = load(&[]).unwrap();
-        assert_eq!(s.server.bind, "127.0.0.1:8080");
-        assert_eq!(s.database.url, "sqlite://data/quotecast.db");
-        assert_eq!(s.provider().unwrap(), ProviderKind::Sim);
-        assert_eq!(s.upstream.base_url, "https://query1.finance.yahoo.com");
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database.url.to_string(), "sqlite://data/quotecast.db");
+        assert_eq!(s.upstream.provider, ProviderKind::Sim);
+        assert_eq!(
+            s.upstream.base_url.as_str(),
+            "https://query1.finance.yahoo.com/"
+        );
         assert_eq!(s.upstream.poll_interval_ms, 5000);
         assert_eq!(s.upstream.closed_poll_interval_ms, 60000);
         assert_eq!(s.upstream.batch_size, 20);
@@ -340,9 +341,9 @@ mod tests {
             ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo"),
         ])
         .unwrap();
-        assert_eq!(s.server.bind, "0.0.0.0:9000");
+        assert_eq!(s.server.bind.to_string(), "0.0.0.0:9000");
         assert_eq!(s.upstream.rate_limit.capacity, 7.0);
-        assert_eq!(s.provider().unwrap(), ProviderKind::Yahoo);
+        assert_eq!(s.upstream.provider, ProviderKind::Yahoo);
     }
 
     #[test]
@@ -375,6 +376,20 @@ mod tests {
             let err = load(&[(var, value)]).unwrap_err();
             assert!(err.key.contains(key), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_read_as_one_line_naming_the_key() {
+        let err = load(&[("QUOTECAST__UPSTREAM__PROVIDER", "bloomberg")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid configuration: upstream.provider: unknown provider "bloomberg" (expected "sim" or "yahoo")"#
+        );
+        let err = load(&[("QUOTECAST__SERVER__BINDD", "x")]).unwrap_err();
+        assert_eq!(err.key, "server.bindd", "{err}");
+        let err = load(&[("QUOTECAST__DATABASE__URL", "sqlite://")]).unwrap_err();
+        assert_eq!(err.key, "database.url", "{err}");
+        assert!(err.message.contains("needs a file path"), "{err}");
     }
 
     #[test]

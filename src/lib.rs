@@ -39,6 +39,7 @@
 //! [`upstream::UpstreamError`], [`api::ApiError`] (the only one mapped to HTTP),
 //! [`startup::StartupError`] and [`cli::CliError`].
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -48,12 +49,16 @@ pub mod dashboard;
 pub mod db;
 pub mod demo;
 pub mod domain;
-pub mod fanout;
+pub mod feed;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
 pub mod quote;
+pub mod quote_store;
 pub mod session;
 pub mod startup;
+pub mod state;
 pub mod supervisor;
+pub mod sweeps;
 pub mod upstream;
 pub mod worker;

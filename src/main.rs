@@ -34,28 +34,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Raises the soft open-file limit to the hard limit: every WebSocket is a
-/// file descriptor, and the default soft limit (often 1024) would cap
-/// sessions far below what the machine allows.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            let old = lim.rlim_cur;
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                log::info!("open-file limit raised from {old} to {}", lim.rlim_max);
-            }
-        }
-    }
-}
-
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
-    raise_fd_limit();
+    quotecast::net::raise_fd_limit();
     let demo = settings.server.demo_data;
     let app = Application::build(settings).await?;
     let base = format!("http://{}/", app.addr());

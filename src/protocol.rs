@@ -6,13 +6,22 @@ use bytestring::ByteString;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-/// WebSocket close codes of the contract.
+/// WebSocket close codes of the contract. Every close the server makes
+/// names one of these.
 pub mod close {
+    /// Normal closure (the server answers a client's close with its code).
     pub const NORMAL: u16 = 1000;
+    /// Shutdown, or a peer silent past the timeout.
     pub const GOING_AWAY: u16 = 1001;
+    /// A malformed WebSocket frame.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Kicked, token revoked, access lost, or too many bad messages.
     pub const POLICY: u16 = 1008;
+    /// A message over `realtime.max_message_bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// Something broke on our side.
     pub const INTERNAL: u16 = 1011;
+    /// The watchlist was deleted.
     pub const WATCHLIST_DELETED: u16 = 4404;
 }
 
@@ -62,9 +71,12 @@ struct ErrorMsg<'a> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Frame {
-    // Serializing these plain structs cannot fail (no maps with non-string
-    // keys, no custom serializers that error).
-    ByteString::from(serde_json::to_string(value).unwrap_or_default())
+    // These frames are plain structs of strings, numbers and options: no
+    // maps with non-string keys, no serializer that can fail (serde_json
+    // writes a non-finite float as null). So this cannot fail, and if a
+    // change ever made it fail, sending "" would hide it: fail loudly.
+    // `every_frame_encodes` covers each frame with hostile values.
+    ByteString::from(serde_json::to_string(value).expect("protocol frames always serialize"))
 }
 
 pub fn snapshot(watchlist_id: i64, seq: u64, stale: bool, quotes: &[WireQuote<'_>]) -> Frame {

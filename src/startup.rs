@@ -7,29 +7,34 @@
 //! * the HTTP server: ended by [`AppHandle::shutdown`];
 //! * the realtime arbiter (supervisor, workers, fetcher, sweeps): stopped
 //!   when the server has stopped, in [`Application::run_until_stopped`];
-//! * the fetcher and the periodic sweeps: end when the shutdown signal fires;
-//!   the arbiter is stopped only once the fetcher has written its last
-//!   quotes (or after [`FETCHER_STOP_WAIT`]).
+//! * the fetcher and the periodic sweeps ([`crate::sweeps`]): end when the
+//!   shutdown signal fires; the arbiter is stopped only once the fetcher has
+//!   returned and its [`QuoteSaver`] has written the last quotes (or after
+//!   [`FETCHER_STOP_WAIT`]).
 
 use crate::auth::TicketStore;
 use crate::config::{ConfigError, ProviderKind, Settings};
-use crate::db::{repo, Db, DbError};
-use crate::fanout::{QuoteCache, Watchers};
+use crate::db::{Db, DbError};
+use crate::feed::local::{AlwaysPoller, LocalBus, LocalDemand, Unlimited};
+use crate::feed::{Demand, Distributor, QuoteCache, RateLimiter, Seams, WorkerRegistry};
 use crate::metrics::Metrics;
+use crate::net::ConnSocket;
 use crate::protocol::close;
+use crate::quote_store::{self, QuoteSaver};
 use crate::session::relay::RelayHandle;
-use crate::session::table::{ConnSocket, SessionTable};
+use crate::session::table::SessionTable;
+use crate::session::SessionRules;
+use crate::state::AppState;
 use crate::supervisor::{ShutdownAll, Supervisor};
 use crate::upstream::bucket::TokenBucket;
-use crate::upstream::fetcher::{from_stored, Fetcher, FetcherConfig, UpstreamStats};
+use crate::upstream::fetcher::{Fetcher, FetcherConfig, FetcherDeps, UpstreamStats};
 use crate::upstream::{sim::SimProvider, yahoo::YahooProvider, QuoteProvider};
 use crate::worker::WorkerDeps;
 use actix::prelude::*;
 use actix_web::dev::{Extensions, Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use std::any::Any;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,30 +54,6 @@ pub enum StartupError {
     },
     #[error("upstream: {0}")]
     Upstream(String),
-}
-
-/// Shared state of the HTTP handlers.
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: Db,
-    pub tickets: TicketStore,
-    pub sessions: SessionTable,
-    pub supervisor: Addr<Supervisor>,
-    pub metrics: Arc<Metrics>,
-    pub watchers: Watchers,
-    /// The latest state of every symbol seen (loaded from the database at
-    /// start, kept current by the fetcher).
-    pub quotes: QuoteCache,
-    pub upstream: Arc<UpstreamStats>,
-    pub provider: &'static str,
-    pub started: Instant,
-    shutting_down: AtomicBool,
-}
-
-impl AppState {
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
 }
 
 pub struct Application {
@@ -112,27 +93,27 @@ pub async fn open_db(settings: &Settings) -> Result<Db, DbError> {
 /// be cut off (see [`ConnSocket`]), and caps its kernel send buffer.
 fn record_socket(conn: &dyn Any, ext: &mut Extensions, send_buffer: usize) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if send_buffer > 0 {
-            let size = send_buffer.min(i32::MAX as usize) as libc::c_int;
-            // SAFETY: setsockopt on the connection's own fd with a c_int value.
-            unsafe {
-                libc::setsockopt(
-                    tcp.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUF,
-                    &size as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        crate::net::cap_send_buffer(tcp, send_buffer);
         if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr()) {
-            ext.insert(ConnSocket {
-                fd: tcp.as_raw_fd(),
-                local,
-                peer,
-            });
+            ext.insert(ConnSocket::of(tcp, local, peer));
         }
     }
+}
+
+/// The configured upstream provider.
+fn provider(settings: &Settings) -> Result<Arc<dyn QuoteProvider>, StartupError> {
+    let up = &settings.upstream;
+    Ok(match up.provider {
+        ProviderKind::Sim => Arc::new(SimProvider::new()),
+        ProviderKind::Yahoo => Arc::new(
+            YahooProvider::new(
+                up.base_url.as_str(),
+                Duration::from_millis(up.request_timeout_ms),
+                Duration::from_millis(up.connect_timeout_ms),
+            )
+            .map_err(|e| StartupError::Upstream(e.to_string()))?,
+        ),
+    })
 }
 
 impl Application {
@@ -140,41 +121,38 @@ impl Application {
     /// system (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
-        let bind = settings.bind_addr()?;
         let db = open_db(&settings).await?;
-        Self::build_with_db(settings, db, bind).await
+        Self::build_with_db(settings, db).await
     }
 
-    async fn build_with_db(
-        settings: Settings,
-        db: Db,
-        bind: SocketAddr,
-    ) -> Result<Self, StartupError> {
+    async fn build_with_db(settings: Settings, db: Db) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
-        let stored = db.run(repo::load_latest_quotes).await?;
-        let cache = QuoteCache::new(stored.into_iter().filter_map(from_stored).collect());
-
+        let bind = settings.server.bind;
+        let cache = QuoteCache::new(quote_store::load(&db).await?);
+        let provider = provider(&settings)?;
         let up = &settings.upstream;
-        let provider: Arc<dyn QuoteProvider> = match settings.provider()? {
-            ProviderKind::Sim => Arc::new(SimProvider::new()),
-            ProviderKind::Yahoo => Arc::new(
-                YahooProvider::new(
-                    &up.base_url,
-                    Duration::from_millis(up.request_timeout_ms),
-                    Duration::from_millis(up.connect_timeout_ms),
-                )
-                .map_err(|e| StartupError::Upstream(e.to_string()))?,
-            ),
-        };
-        let bucket = provider.rate_limited().then(|| {
+        let limiter: Arc<dyn RateLimiter> = if provider.rate_limited() {
             Arc::new(TokenBucket::new(
                 up.rate_limit.capacity,
                 up.rate_limit.refill_per_sec,
             ))
-        });
+        } else {
+            Arc::new(Unlimited)
+        };
 
         let metrics = Arc::new(Metrics::new());
-        let watchers = Watchers::default();
+        let registry = WorkerRegistry::default();
+        let distributor = Distributor {
+            cache: cache.clone(),
+            registry: registry.clone(),
+        };
+        let demand: Arc<dyn Demand> = Arc::new(LocalDemand::new(registry.clone()));
+        let seams = Seams {
+            demand: demand.clone(),
+            bus: Arc::new(LocalBus::new(distributor)),
+            limiter,
+            role: Arc::new(AlwaysPoller),
+        };
         let upstream = Arc::new(UpstreamStats::default());
         let sessions = SessionTable::new(
             settings.limits.max_sessions,
@@ -185,35 +163,42 @@ impl Application {
         let deps = WorkerDeps {
             db: db.clone(),
             cache: cache.clone(),
-            watchers: watchers.clone(),
+            registry: registry.clone(),
+            demand,
             metrics: metrics.clone(),
         };
         let supervisor =
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(deps));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let fetcher = Fetcher::new(
-            provider.clone(),
-            bucket,
-            watchers.clone(),
-            cache.clone(),
-            db.clone(),
-            metrics.clone(),
-            upstream.clone(),
-            FetcherConfig {
-                poll_interval: settings.poll_interval(),
-                closed_poll_interval: Duration::from_millis(up.closed_poll_interval_ms),
-                unknown_recheck: Duration::from_millis(up.unknown_recheck_ms),
-                batch_size: up.batch_size,
-                backoff_base: Duration::from_millis(up.backoff_base_ms),
-                backoff_max: Duration::from_millis(up.backoff_max_ms),
-                max_token_wait: settings.poll_interval().min(Duration::from_secs(1)),
-            },
-        );
+        let (fetch_provider, fetch_metrics, fetch_stats) =
+            (provider.clone(), metrics.clone(), upstream.clone());
+        let fetcher_cfg = FetcherConfig {
+            poll_interval: settings.poll_interval(),
+            closed_poll_interval: Duration::from_millis(up.closed_poll_interval_ms),
+            unknown_recheck: Duration::from_millis(up.unknown_recheck_ms),
+            batch_size: up.batch_size,
+            backoff_base: Duration::from_millis(up.backoff_base_ms),
+            backoff_max: Duration::from_millis(up.backoff_max_ms),
+            max_token_wait: settings.poll_interval().min(Duration::from_secs(1)),
+        };
         let (done, fetcher_done) = oneshot::channel();
         let fetcher_shutdown = shutdown_rx.clone();
+        let saver_db = db.clone();
         arbiter.spawn(async move {
-            fetcher.run(fetcher_shutdown).await;
+            // The saver's task runs on this arbiter too; the fetcher holds its
+            // only handle, so the saver writes what is left and ends once the
+            // fetcher has returned.
+            let (saver, saver_task) = QuoteSaver::spawn(saver_db);
+            let deps = FetcherDeps {
+                provider: fetch_provider,
+                seams,
+                saver,
+                metrics: fetch_metrics,
+                stats: fetch_stats,
+            };
+            Fetcher::new(deps, fetcher_cfg).run(fetcher_shutdown).await;
+            let _ = saver_task.await;
             let _ = done.send(());
         });
 
@@ -225,26 +210,21 @@ impl Application {
                 100_000,
             ),
             sessions,
+            session_rules: SessionRules::from_settings(&settings),
             supervisor,
             metrics,
-            watchers,
+            registry,
             quotes: cache,
             upstream,
             provider: provider.name(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
         });
-        arbiter.spawn(sweeps(state.clone(), shutdown_rx));
+        arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));
 
-        let listener =
-            TcpListener::bind(bind).map_err(|source| StartupError::Bind { addr: bind, source })?;
-        // std binds with a backlog of 128; a burst of dashboards reconnecting
-        // at once would overflow it. Listening again only raises the backlog.
-        // SAFETY: listen(2) on a socket we own and have just bound.
-        unsafe { libc::listen(listener.as_raw_fd(), 2048) };
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr: bind, source })?;
+        let bind_err = |source| StartupError::Bind { addr: bind, source };
+        let listener = crate::net::listen(bind).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
         let app_state = state.clone();
         let send_buffer = settings.realtime.socket_send_buffer_bytes;
         let relay_metrics = state.metrics.clone();
@@ -263,10 +243,7 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind { addr: bind, source })?
-            .run();
+        let server = server.listen(listener).map_err(bind_err)?.run();
         log::info!("listening on http://{addr}");
         Ok(Self {
             addr,
@@ -327,46 +304,5 @@ impl AppHandle {
         }
         let _ = self.shutdown.send(true);
         self.server.stop(true).await;
-    }
-}
-
-/// Periodic housekeeping on the realtime arbiter, until shutdown:
-/// * sessions whose socket stopped draining are cut off (their actor is not
-///   polled, so they cannot notice by themselves);
-/// * sessions whose token was revoked (by the CLI, possibly in another
-///   process) are closed with 1008.
-async fn sweeps(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>) {
-    let rt = &state.settings.realtime;
-    let mut stall = tokio::time::interval(state.settings.heartbeat_interval());
-    let mut revoke = tokio::time::interval(Duration::from_millis(rt.auth_recheck_interval_ms));
-    stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    revoke.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let timeout_ms = rt.client_timeout_ms;
-    loop {
-        tokio::select! {
-            _ = stall.tick() => {
-                let cut = state.sessions.cut_stalled(timeout_ms);
-                state.metrics.sessions_cut.inc_by(cut as u64);
-            }
-            _ = revoke.tick() => {
-                let tokens = state.sessions.token_ids();
-                if tokens.is_empty() {
-                    continue;
-                }
-                match state.db.run(move |c| repo::revoked_among(c, &tokens)).await {
-                    Ok(revoked) if !revoked.is_empty() => {
-                        let n = state.sessions.close_where(|e| revoked.contains(&e.token_id), close::POLICY, "token revoked");
-                        log::info!("closed {n} sessions of revoked tokens");
-                    }
-                    Ok(_) => {}
-                    Err(e) => log::warn!("revocation check failed: {e}"),
-                }
-            }
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
-        }
     }
 }

@@ -8,8 +8,8 @@
 //! arrives at that moment starts a fresh worker instead of joining a dying
 //! one; neither is orphaned.
 
+use crate::session::messages::{CloseSession, Deliver, SessionStats};
 use crate::session::relay::RelayHandle;
-use crate::session::table::{CloseSession, Deliver, SessionStats};
 use crate::worker::{
     CloseAll, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, SendSnapshot, StopWorker,
     Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,

@@ -13,12 +13,12 @@
 
 use crate::db::{models::Item, repo, Db, DbError};
 use crate::domain::Symbol;
-use crate::fanout::{QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, Watchers};
+use crate::feed::{Demand, QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, WorkerRegistry};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, Frame};
 use crate::quote::{Known, WireQuote};
+use crate::session::messages::{CloseSession, Deliver, SessionStats};
 use crate::session::relay::{Batch, RelayHandle, Target};
-use crate::session::table::{CloseSession, Deliver, SessionStats};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -52,7 +52,10 @@ impl ItemView {
 pub struct WorkerDeps {
     pub db: Db,
     pub cache: QuoteCache,
-    pub watchers: Watchers,
+    /// Where the worker registers for ticks.
+    pub registry: WorkerRegistry,
+    /// Where an admin refresh is passed on to the poller.
+    pub demand: Arc<dyn Demand>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -267,7 +270,7 @@ impl Actor for PriceWorker {
         self.deps.metrics.workers.inc();
         self.registration = Some(
             self.deps
-                .watchers
+                .registry
                 .register(self.symbols(), ctx.address().recipient()),
         );
         // The items came from the first session's upgrade; read them again in
@@ -482,6 +485,6 @@ pub struct Refresh;
 impl Handler<Refresh> for PriceWorker {
     type Result = ();
     fn handle(&mut self, _: Refresh, _: &mut Context<Self>) {
-        self.deps.watchers.force(self.symbols());
+        self.deps.demand.force(self.symbols());
     }
 }

@@ -47,7 +47,7 @@ impl Scratch {
     }
 
     fn db(&self) -> Db {
-        Db::connect(&self.db_url(), 1).unwrap()
+        Db::connect(&self.db_url().parse().unwrap(), 1).unwrap()
     }
 }
 

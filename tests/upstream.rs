@@ -20,8 +20,8 @@ async fn app_with(
 ) -> TestApp {
     let base = fake.base_url();
     TestApp::spawn_with(Backend::Sqlite, move |s| {
-        s.upstream.provider = "yahoo".into();
-        s.upstream.base_url = base;
+        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
+        s.upstream.base_url = base.parse().expect("fake base url");
         s.upstream.poll_interval_ms = 200;
         s.upstream.request_timeout_ms = 1000;
         s.upstream.backoff_base_ms = 100;

@@ -1,22 +1,20 @@
 //! Admin endpoints (admin users only) and `/metrics`.
 
-use super::ApiError;
-use crate::auth::Caller;
+use super::{Admin, ApiError};
 use crate::protocol::close;
 use crate::quote::format_ts;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::supervisor::{ListWorkers, RefreshWorker};
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
-pub async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
+pub async fn stats(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let up = &state.upstream;
     Ok(HttpResponse::Ok().json(json!({
         "sessions": state.sessions.len(),
         "workers": state.metrics.workers.get(),
-        "watched_symbols": state.watchers.union().len(),
+        "watched_symbols": state.registry.symbols().len(),
         "upstream": {
             "provider": state.provider,
             "requests": up.requests.load(Ordering::Relaxed),
@@ -29,8 +27,7 @@ pub async fn stats(caller: Caller, state: web::Data<AppState>) -> Result<HttpRes
     })))
 }
 
-pub async fn workers(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
+pub async fn workers(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let infos = state
         .supervisor
         .send(ListWorkers)
@@ -39,21 +36,16 @@ pub async fn workers(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(infos))
 }
 
-pub async fn sessions(
-    caller: Caller,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
+pub async fn sessions(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.sessions.list()))
 }
 
 /// Closes one session with 1008.
 pub async fn kick(
-    caller: Caller,
+    _: Admin,
     state: web::Data<AppState>,
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     if state
         .sessions
         .close(path.into_inner(), close::POLICY, "kicked by an admin")
@@ -66,11 +58,10 @@ pub async fn kick(
 
 /// Makes a worker's symbols be fetched now.
 pub async fn refresh(
-    caller: Caller,
+    _: Admin,
     state: web::Data<AppState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let found = state
         .supervisor
         .send(RefreshWorker {
@@ -92,7 +83,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics
         .watched_symbols
-        .set(state.watchers.union().len() as i64);
+        .set(state.registry.symbols().len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -1,8 +1,9 @@
 //! The API layer's one error type and its one mapping to HTTP: every error
 //! answers `{"error":{"code","message"}}` with the fitting status. actix's own
-//! extractor failures are routed here too (see [`super::json_config`] and
-//! friends), so no client mistake is answered in plain text.
+//! extractor failures are routed here too (see [`super::routes`]), so no client mistake is answered in plain text.
 
+use crate::access::AccessError;
+use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::domain::DomainError;
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
@@ -103,16 +104,39 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// The generic reading of a database failure. Handlers that know better
+/// (which row was missing, which name was taken) map those cases first.
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound => ApiError::NotFound("not found".into()),
-            DbError::Missing(thing) => ApiError::NotFound(format!("no such {thing}")),
-            DbError::Forbidden => ApiError::Forbidden("not allowed".into()),
             DbError::Duplicate => ApiError::Duplicate("already exists".into()),
-            DbError::LimitExceeded(m) => ApiError::LimitExceeded(m),
+            DbError::CapReached { table, max } => ApiError::LimitExceeded(match table {
+                "watchlists" => format!("a user has at most {max} watchlists"),
+                "watchlist_items" => format!("a watchlist holds at most {max} items"),
+                other => format!("at most {max} {other}"),
+            }),
             DbError::Pool(m) => ApiError::Unavailable(format!("database unavailable: {m}")),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Db(e) => e.into(),
+            other => ApiError::Unauthorized(other.to_string()),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NotFound => ApiError::NotFound(e.to_string()),
+            AccessError::Denied(why) => ApiError::Forbidden(why.into()),
+            AccessError::Db(e) => e.into(),
         }
     }
 }

@@ -6,11 +6,16 @@
 //! oversized body, bad path or query) are turned into it by the handlers
 //! configured in [`routes`], and unknown routes answer JSON 404 too.
 
+pub mod account;
 pub mod admin;
+mod caller;
 mod error;
-pub mod misc;
+pub mod health;
+pub mod quotes;
+pub mod tickets;
 pub mod watchlists;
 
+pub use caller::Admin;
 pub use error::ApiError;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -63,14 +68,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
     .app_data(web::QueryConfig::default().error_handler(query_error))
-    .route("/healthz", web::get().to(misc::healthz))
-    .route("/readyz", web::get().to(misc::readyz))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(admin::metrics))
     .service(
         web::scope("/api/v1")
-            .route("/me", web::get().to(misc::me))
-            .route("/quotes", web::get().to(misc::quotes))
-            .route("/ws-tickets", web::post().to(misc::ws_ticket))
+            .route("/me", web::get().to(account::me))
+            .route("/quotes", web::get().to(quotes::quotes))
+            .route("/ws-tickets", web::post().to(tickets::ws_ticket))
             .service(
                 web::resource("/watchlists")
                     .route(web::get().to(watchlists::list))

@@ -3,14 +3,15 @@
 //! the live sessions through the supervisor.
 
 use super::ApiError;
+use crate::access::{self, Access};
 use crate::auth::Caller;
 use crate::db::models::{Item, Watchlist};
 use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
-use crate::db::{from_micros, DbConn, DbError};
+use crate::db::{from_micros, DbError};
 use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
 use crate::protocol::close;
 use crate::quote::format_ts;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::supervisor::{WatchlistChanged, WatchlistDeleted};
 use crate::worker::ItemView;
 use actix_web::{web, HttpResponse};
@@ -128,32 +129,19 @@ pub struct PatchItem {
     memo: Option<String>,
 }
 
-enum Access {
-    Read,
-    Write,
-}
-
-/// Loads a watchlist the caller may use in this way.
-fn load_for(c: &mut DbConn, id: i64, caller_id: i64, access: Access) -> Result<Watchlist, DbError> {
-    let w = repo::get_watchlist(c, id).map_err(|e| match e {
-        DbError::NotFound => DbError::Missing("watchlist"),
-        other => other,
-    })?;
-    let allowed = w.owner_id == caller_id || (w.is_public && matches!(access, Access::Read));
-    if !allowed {
-        return Err(DbError::Forbidden);
+/// An item-level failure in words a client understands.
+fn item_error(e: DbError) -> ApiError {
+    match e {
+        DbError::NotFound => ApiError::NotFound("no such item".into()),
+        DbError::Duplicate => ApiError::Duplicate("symbol already in this watchlist".into()),
+        other => other.into(),
     }
-    Ok(w)
 }
 
-fn not_found(what: &str) -> impl Fn(DbError) -> ApiError + '_ {
-    move |e| match e {
-        DbError::NotFound => ApiError::NotFound(format!("no such {what}")),
-        DbError::Missing(thing) => ApiError::NotFound(format!("no such {thing}")),
-        DbError::Forbidden => ApiError::Forbidden("this watchlist is not yours".into()),
-        DbError::Duplicate if what == "item" => {
-            ApiError::Duplicate("symbol already in this watchlist".into())
-        }
+/// A watchlist-level write failure in words a client understands.
+fn watchlist_error(e: DbError) -> ApiError {
+    match e {
+        DbError::NotFound => ApiError::NotFound("no such watchlist".into()),
         DbError::Duplicate => {
             ApiError::Duplicate("you already have a watchlist with this name".into())
         }
@@ -177,13 +165,15 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResp
             let lists = repo::list_watchlists(c, owner)?;
             let ids: Vec<i64> = lists.iter().map(|w| w.id).collect();
             let mut items = repo::get_items_of(c, &ids)?;
-            Ok(lists
-                .into_iter()
-                .map(|w| {
-                    let mine = items.remove(&w.id).unwrap_or_default();
-                    WatchlistOut::new(w, mine)
-                })
-                .collect::<Vec<_>>())
+            Ok::<_, DbError>(
+                lists
+                    .into_iter()
+                    .map(|w| {
+                        let mine = items.remove(&w.id).unwrap_or_default();
+                        WatchlistOut::new(w, mine)
+                    })
+                    .collect::<Vec<_>>(),
+            )
         })
         .await?;
     Ok(HttpResponse::Ok().json(out))
@@ -229,12 +219,12 @@ pub async fn create(
                 &input,
                 limits.max_watchlists_per_user,
                 limits.max_items_per_watchlist,
-            )?;
+            )
+            .map_err(watchlist_error)?;
             let items = repo::get_items(c, w.id)?;
-            Ok(WatchlistOut::new(w, items))
+            Ok::<_, ApiError>(WatchlistOut::new(w, items))
         })
-        .await
-        .map_err(not_found("watchlist"))?;
+        .await?;
     Ok(HttpResponse::Created().json(out))
 }
 
@@ -248,12 +238,11 @@ pub async fn get(
     let out = state
         .db
         .run(move |c| {
-            let w = load_for(c, id, me, Access::Read)?;
+            let w = access::load(c, id, me, Access::Read)?;
             let items = repo::get_items(c, id)?;
-            Ok(WatchlistOut::new(w, items))
+            Ok::<_, ApiError>(WatchlistOut::new(w, items))
         })
-        .await
-        .map_err(not_found("watchlist"))?;
+        .await?;
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -285,13 +274,12 @@ pub async fn update(
     let out = state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Write)?;
-            let w = repo::update_watchlist(c, id, patch)?;
+            access::load(c, id, me, Access::Write)?;
+            let w = repo::update_watchlist(c, id, patch).map_err(watchlist_error)?;
             let items = repo::get_items(c, id)?;
-            Ok(WatchlistOut::new(w, items))
+            Ok::<_, ApiError>(WatchlistOut::new(w, items))
         })
-        .await
-        .map_err(not_found("watchlist"))?;
+        .await?;
     if !out.is_public {
         // Others lose read access now, not whenever they reconnect.
         state.sessions.close_where(
@@ -313,11 +301,10 @@ pub async fn delete(
     state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Write)?;
-            repo::delete_watchlist(c, id)
+            access::load(c, id, me, Access::Write)?;
+            repo::delete_watchlist(c, id).map_err(watchlist_error)
         })
-        .await
-        .map_err(not_found("watchlist"))?;
+        .await?;
     state
         .supervisor
         .do_send(WatchlistDeleted { watchlist_id: id });
@@ -334,11 +321,10 @@ pub async fn list_items(
     let items = state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Read)?;
-            repo::get_items(c, id)
+            access::load(c, id, me, Access::Read)?;
+            Ok::<_, ApiError>(repo::get_items(c, id)?)
         })
-        .await
-        .map_err(not_found("watchlist"))?;
+        .await?;
     Ok(HttpResponse::Ok().json(items.into_iter().map(ItemOut::from).collect::<Vec<_>>()))
 }
 
@@ -355,12 +341,11 @@ pub async fn add_item(
     let (added, all) = state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Write)?;
-            let added = repo::add_item(c, id, &item, max)?;
-            Ok((added, repo::get_items(c, id)?))
+            access::load(c, id, me, Access::Write)?;
+            let added = repo::add_item(c, id, &item, max).map_err(item_error)?;
+            Ok::<_, ApiError>((added, repo::get_items(c, id)?))
         })
-        .await
-        .map_err(not_found("item"))?;
+        .await?;
     notify_changed(&state, id, &all);
     Ok(HttpResponse::Created().json(ItemOut::from(added)))
 }
@@ -405,12 +390,11 @@ pub async fn patch_item(
     let (item, all) = state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Write)?;
-            let item = repo::patch_item(c, id, &symbol, &patch)?;
-            Ok((item, repo::get_items(c, id)?))
+            access::load(c, id, me, Access::Write)?;
+            let item = repo::patch_item(c, id, &symbol, &patch).map_err(item_error)?;
+            Ok::<_, ApiError>((item, repo::get_items(c, id)?))
         })
-        .await
-        .map_err(not_found("item"))?;
+        .await?;
     notify_changed(&state, id, &all);
     Ok(HttpResponse::Ok().json(ItemOut::from(item)))
 }
@@ -426,12 +410,11 @@ pub async fn delete_item(
     let all = state
         .db
         .run(move |c| {
-            load_for(c, id, me, Access::Write)?;
-            repo::delete_item(c, id, &symbol)?;
-            repo::get_items(c, id)
+            access::load(c, id, me, Access::Write)?;
+            repo::delete_item(c, id, &symbol).map_err(item_error)?;
+            Ok::<_, ApiError>(repo::get_items(c, id)?)
         })
-        .await
-        .map_err(not_found("item"))?;
+        .await?;
     notify_changed(&state, id, &all);
     Ok(HttpResponse::NoContent().finish())
 }

@@ -13,7 +13,6 @@ pub mod models;
 pub mod repo;
 pub mod schema;
 
-use crate::config::ConfigError;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
@@ -25,25 +24,21 @@ use std::time::Duration;
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Errors of the data layer.
+/// Errors of the data layer. It speaks only of the database: what a failed
+/// lookup or write means to a client is for the caller to say.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("not found")]
     NotFound,
-    /// A named parent row is missing (e.g. the watchlist of an item).
-    #[error("no such {0}")]
-    Missing(&'static str),
-    /// The row exists but the caller may not use it this way.
-    #[error("not allowed")]
-    Forbidden,
     /// A unique constraint refused the write (duplicate name or symbol).
     #[error("already exists")]
     Duplicate,
+    /// A write would take a row count past its cap (checked inside the
+    /// write's transaction, so concurrent writers cannot both pass).
+    #[error("{table}: at most {max} rows allowed")]
+    CapReached { table: &'static str, max: i64 },
     #[error("database error: {0}")]
     Query(diesel::result::Error),
-    /// A per-user or per-watchlist limit from the configuration.
-    #[error("{0}")]
-    LimitExceeded(String),
     #[error("database unavailable: {0}")]
     Pool(String),
     #[error("migration failed: {0}")]
@@ -68,7 +63,8 @@ impl From<r2d2::Error> for DbError {
 }
 
 /// A parsed `database.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum DbUrl {
     /// A file path, or `:memory:`.
     Sqlite(String),
@@ -76,27 +72,22 @@ pub enum DbUrl {
 }
 
 impl DbUrl {
-    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+    pub fn parse(url: &str) -> Result<Self, String> {
         if url == "sqlite::memory:" {
             return Ok(DbUrl::Sqlite(":memory:".into()));
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(ConfigError::new(
-                    "database.url",
-                    "sqlite:// needs a file path",
-                ));
+                return Err("sqlite:// needs a file path".into());
             }
             return Ok(DbUrl::Sqlite(path.to_owned()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url::Url::parse(url)
-                .map_err(|e| ConfigError::new("database.url", format!("unparsable URL: {e}")))?;
+            url::Url::parse(url).map_err(|e| format!("unparsable URL: {e}"))?;
             return Ok(DbUrl::Postgres(url.to_owned()));
         }
-        Err(ConfigError::new(
-            "database.url",
-            format!("{url:?} is not sqlite://PATH, sqlite::memory: or postgres://..."),
+        Err(format!(
+            "{url:?} is not sqlite://PATH, sqlite::memory: or postgres://..."
         ))
     }
 
@@ -104,6 +95,30 @@ impl DbUrl {
         match self {
             DbUrl::Sqlite(_) => "sqlite",
             DbUrl::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl std::str::FromStr for DbUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for DbUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl std::fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbUrl::Sqlite(p) if p == ":memory:" => f.write_str("sqlite::memory:"),
+            DbUrl::Sqlite(p) => write!(f, "sqlite://{p}"),
+            DbUrl::Postgres(u) => f.write_str(u),
         }
     }
 }
@@ -206,8 +221,8 @@ pub struct Db {
 impl Db {
     /// Opens the pool. An in-memory SQLite database exists once per
     /// connection, so it gets a pool of exactly one.
-    pub fn connect(url: &str, pool_size: u32) -> Result<Self, DbError> {
-        let url = DbUrl::parse(url).map_err(|e| DbError::Pool(e.to_string()))?;
+    pub fn connect(url: &DbUrl, pool_size: u32) -> Result<Self, DbError> {
+        let url = url.clone();
         let size = match &url {
             DbUrl::Sqlite(p) if p == ":memory:" => 1,
             _ => pool_size.max(1),
@@ -242,19 +257,22 @@ impl Db {
 
     /// Runs `f` with a pooled connection on the current thread. Only for code
     /// that is already off the async threads (the CLI, `spawn_blocking`).
-    pub fn run_sync<T>(
+    pub fn run_sync<T, E: From<DbError>>(
         &self,
-        f: impl FnOnce(&mut DbConn) -> Result<T, DbError>,
-    ) -> Result<T, DbError> {
-        let mut conn = self.pool.get()?;
+        f: impl FnOnce(&mut DbConn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.pool.get().map_err(DbError::from)?;
         f(&mut conn)
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    /// Runs `f` with a pooled connection on the blocking thread pool. `f` may
+    /// fail with any error a [`DbError`] converts into, so a caller can mix
+    /// queries with its own checks in one trip.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConn) -> Result<T, DbError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.run_sync(f))

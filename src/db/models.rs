@@ -1,6 +1,8 @@
 //! Rows as read from the database (plain nouns) and as written (`New*`).
 
 use super::schema::*;
+use crate::domain::Symbol;
+use crate::quote::{Known, MarketQuote};
 use diesel::prelude::*;
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -105,4 +107,56 @@ pub struct StoredQuote {
     pub market_state: Option<String>,
     pub market_time: Option<i64>,
     pub updated_at: i64,
+}
+
+impl StoredQuote {
+    /// The stored form of a symbol's state; nothing to store while pending.
+    pub fn from_known(symbol: &Symbol, known: &Known, updated_at: i64) -> Option<Self> {
+        let empty = |is_unknown| StoredQuote {
+            symbol: symbol.to_string(),
+            is_unknown,
+            name: None,
+            price: None,
+            previous_close: None,
+            volume: None,
+            currency: None,
+            market_state: None,
+            market_time: None,
+            updated_at,
+        };
+        match known {
+            Known::Pending => None,
+            Known::Unknown => Some(empty(true)),
+            Known::Quote(q) => Some(StoredQuote {
+                name: q.name.clone(),
+                price: q.price,
+                previous_close: q.previous_close,
+                volume: q.volume,
+                currency: q.currency.clone(),
+                market_state: q.market_state.clone(),
+                market_time: q.market_time.map(|t| t.timestamp_micros()),
+                ..empty(false)
+            }),
+        }
+    }
+
+    /// Back to the in-memory state. A row whose symbol no longer parses
+    /// (edited by hand) is skipped rather than trusted.
+    pub fn into_known(self) -> Option<(Symbol, Known)> {
+        let symbol = Symbol::parse(&self.symbol).ok()?;
+        if self.is_unknown {
+            return Some((symbol, Known::Unknown));
+        }
+        let q = MarketQuote {
+            symbol: symbol.clone(),
+            name: self.name,
+            price: self.price,
+            previous_close: self.previous_close,
+            volume: self.volume,
+            currency: self.currency,
+            market_state: self.market_state,
+            market_time: self.market_time.map(super::from_micros),
+        };
+        Some((symbol, Known::Quote(q)))
+    }
 }

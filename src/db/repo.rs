@@ -190,9 +190,10 @@ pub fn create_watchlist(
         items,
     } = *input;
     if items.len() as i64 > max_items {
-        return Err(DbError::LimitExceeded(format!(
-            "a watchlist holds at most {max_items} items"
-        )));
+        return Err(DbError::CapReached {
+            table: "watchlist_items",
+            max: max_items,
+        });
     }
     write_tx!(conn, |c| {
         let count: i64 = watchlists::table
@@ -200,9 +201,10 @@ pub fn create_watchlist(
             .count()
             .get_result(c)?;
         if count >= max_watchlists {
-            return Err(DbError::LimitExceeded(format!(
-                "a user has at most {max_watchlists} watchlists"
-            )));
+            return Err(DbError::CapReached {
+                table: "watchlists",
+                max: max_watchlists,
+            });
         }
         let now = now_micros();
         let wl: Watchlist = diesel::insert_into(watchlists::table)
@@ -279,9 +281,10 @@ pub fn add_item(
             .count()
             .get_result(c)?;
         if count >= max_items {
-            return Err(DbError::LimitExceeded(format!(
-                "a watchlist holds at most {max_items} items"
-            )));
+            return Err(DbError::CapReached {
+                table: "watchlist_items",
+                max: max_items,
+            });
         }
         let next: Option<i64> = watchlist_items::table
             .filter(watchlist_items::watchlist_id.eq(watchlist_id))

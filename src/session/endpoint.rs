@@ -3,12 +3,14 @@
 //! so a client can tell "retry" from "give up".
 
 use super::relay::RelayHandle;
-use super::table::{ConnSocket, LimitError, NewSession};
-use super::{SessionRules, WsSession};
+use super::table::{LimitError, NewSession};
+use super::{SessionDeps, WsSession};
+use crate::access::{self, Access};
 use crate::api::ApiError;
-use crate::auth::{self, Caller, TicketError};
-use crate::db::{repo, DbError};
-use crate::startup::AppState;
+use crate::auth::{self, AuthError, Caller, TicketError};
+use crate::db::repo;
+use crate::net::ConnSocket;
+use crate::state::AppState;
 use crate::worker::ItemView;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
@@ -58,35 +60,23 @@ pub async fn connect(
             }
         },
         (None, Some(token)) => Credentials::Bearer(token),
-        (None, None) => return Err(ApiError::Unauthorized("missing credentials".into())),
+        (None, None) => return Err(AuthError::Missing.into()),
     };
 
     // One trip to the database for the token, the watchlist and its items:
     // each trip is a hand-off to the blocking pool and back, and connects
     // come in bursts.
-    let (Caller { user, token_id }, watchlist, items) = state
+    let (Caller { user, token_id }, items) = state
         .db
         .run(move |c| {
             let caller = match creds {
                 Credentials::Checked(caller) => caller,
-                Credentials::Bearer(token) => match auth::lookup(c, &token) {
-                    Ok(caller) => caller,
-                    Err(refused) => return Ok(Err(refused)),
-                },
+                Credentials::Bearer(token) => auth::lookup(c, &token)?,
             };
-            let watchlist = match repo::get_watchlist(c, watchlist_id) {
-                Ok(w) => w,
-                Err(DbError::NotFound) => {
-                    return Ok(Err(ApiError::NotFound("no such watchlist".into())))
-                }
-                Err(e) => return Err(e),
-            };
-            Ok(Ok((caller, watchlist, repo::get_items(c, watchlist_id)?)))
+            access::load(c, watchlist_id, caller.user.id, Access::Read)?;
+            Ok::<_, ApiError>((caller, repo::get_items(c, watchlist_id)?))
         })
-        .await??;
-    if watchlist.owner_id != user.id && !watchlist.is_public {
-        return Err(ApiError::Forbidden("this watchlist is private".into()));
-    }
+        .await?;
 
     // Refuse before the upgrade when the server is shutting down.
     if state.is_shutting_down() {
@@ -119,30 +109,23 @@ pub async fn connect(
         .map(|r| r.get_ref().clone())
         .ok_or_else(|| ApiError::Internal("no relay on this thread".into()))?;
     let items: Vec<ItemView> = items.iter().filter_map(ItemView::from_row).collect();
-    let rt = &state.settings.realtime;
-    let rules = SessionRules {
-        heartbeat: state.settings.heartbeat_interval(),
-        beat_offset: crate::clock::between_ticks(
-            state.settings.poll_interval(),
-            state.settings.heartbeat_interval(),
-        ),
-        client_timeout: state.settings.client_timeout(),
-        mailbox: rt.session_queue,
-    };
+    let rules = state.session_rules;
     let session = WsSession::new(
         guard,
-        state.sessions.clone(),
         watchlist_id,
-        state.supervisor.clone(),
         Arc::new(items),
-        relay,
-        rules,
-        state.metrics.clone(),
+        SessionDeps {
+            table: state.sessions.clone(),
+            supervisor: state.supervisor.clone(),
+            relay,
+            metrics: state.metrics.clone(),
+            rules,
+        },
     );
-    let codec = actix_http::ws::Codec::new().max_size(rt.max_message_bytes);
+    let codec = actix_http::ws::Codec::new().max_size(rules.max_message_bytes);
     ws::WsResponseBuilder::new(session, &req, stream)
         .codec(codec)
-        .frame_size(rt.max_message_bytes)
+        .frame_size(rules.max_message_bytes)
         .start()
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
 }

@@ -11,18 +11,22 @@
 //! so replacing it later touches nothing else.
 
 pub mod endpoint;
+pub mod messages;
 pub mod relay;
 pub mod table;
 
+use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientError, ClientMessage};
 use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
+use messages::{CloseSession, Deliver};
 use relay::RelayHandle;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use table::{CloseSession, Deliver, SessionGuard, SessionTable};
+use table::{SessionGuard, SessionTable};
 
 /// Timing and size rules of a session, from `[realtime]`.
 #[derive(Debug, Clone, Copy)]
@@ -32,47 +36,60 @@ pub struct SessionRules {
     pub beat_offset: Duration,
     pub client_timeout: Duration,
     pub mailbox: usize,
+    pub max_message_bytes: usize,
+}
+
+impl SessionRules {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            heartbeat: settings.heartbeat_interval(),
+            beat_offset: crate::clock::between_ticks(
+                settings.poll_interval(),
+                settings.heartbeat_interval(),
+            ),
+            client_timeout: settings.client_timeout(),
+            mailbox: settings.realtime.session_queue,
+            max_message_bytes: settings.realtime.max_message_bytes,
+        }
+    }
+}
+
+/// What a session needs from the rest of the service.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub table: SessionTable,
+    pub supervisor: Addr<Supervisor>,
+    /// The relay of this session's thread, handed to the worker on join.
+    pub relay: RelayHandle,
+    pub metrics: Arc<Metrics>,
+    pub rules: SessionRules,
 }
 
 pub struct WsSession {
     guard: SessionGuard,
-    table: SessionTable,
     watchlist_id: i64,
-    supervisor: Addr<Supervisor>,
     /// Items as read at upgrade time, for a worker this session may spawn.
     items: Arc<Vec<ItemView>>,
-    /// The relay of this session's thread, handed to the worker on join.
-    relay: RelayHandle,
-    rules: SessionRules,
+    deps: SessionDeps,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
     bad_messages: u32,
-    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl WsSession {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         guard: SessionGuard,
-        table: SessionTable,
         watchlist_id: i64,
-        supervisor: Addr<Supervisor>,
         items: Arc<Vec<ItemView>>,
-        relay: RelayHandle,
-        rules: SessionRules,
-        metrics: Arc<crate::metrics::Metrics>,
+        deps: SessionDeps,
     ) -> Self {
         Self {
             guard,
-            table,
             watchlist_id,
-            supervisor,
             items,
-            relay,
-            rules,
+            deps,
             last_heard: Instant::now(),
             bad_messages: 0,
-            metrics,
         }
     }
 
@@ -90,7 +107,7 @@ impl WsSession {
             .stats
             .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.metrics.messages_sent.inc();
+        self.deps.metrics.messages_sent.inc();
     }
 
     fn bad_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: ClientError) {
@@ -103,7 +120,7 @@ impl WsSession {
 
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.guard.stats.mark_polled();
-        if self.last_heard.elapsed() > self.rules.client_timeout {
+        if self.last_heard.elapsed() > self.deps.rules.client_timeout {
             log::info!("session {}: peer silent, dropping", self.guard.id);
             self.close(ctx, close::GOING_AWAY, "client timeout");
             return;
@@ -118,10 +135,11 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         // A bounded mailbox is what lets the worker notice a session that
         // does not keep up (try_send fails) instead of queueing a backlog.
-        ctx.set_mailbox_capacity(self.rules.mailbox);
+        ctx.set_mailbox_capacity(self.deps.rules.mailbox);
         self.guard.stats.mark_polled();
-        self.metrics.sessions_opened.inc();
-        self.table
+        self.deps.metrics.sessions_opened.inc();
+        self.deps
+            .table
             .set_control(self.guard.id, ctx.address().recipient());
         // Every session pings on one grid shared with the fetcher's ticks,
         // half a tick after a tick (see `crate::clock`): each HTTP worker sends
@@ -129,8 +147,8 @@ impl Actor for WsSession {
         // in one burst, instead of being woken by a steady trickle of them.
         // Per-session phases and pings riding on deliveries were measured
         // too (docs/BENCHMARKS.md, heartbeats).
-        let interval = self.rules.heartbeat;
-        let first = crate::clock::next_on_grid(interval, self.rules.beat_offset);
+        let interval = self.deps.rules.heartbeat;
+        let first = crate::clock::next_on_grid(interval, self.deps.rules.beat_offset);
         ctx.run_later(
             first.saturating_duration_since(Instant::now()),
             move |act, ctx| {
@@ -138,13 +156,13 @@ impl Actor for WsSession {
                 ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
             },
         );
-        self.supervisor.do_send(Join {
+        self.deps.supervisor.do_send(Join {
             watchlist_id: self.watchlist_id,
             session_id: self.guard.id,
             deliver: ctx.address().recipient(),
             control: ctx.address().recipient(),
             stats: self.guard.stats.clone(),
-            relay: self.relay.clone(),
+            relay: self.deps.relay.clone(),
             // Only a worker started by this join needs them; do not keep a
             // copy per session.
             items: std::mem::take(&mut self.items),
@@ -152,8 +170,8 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.metrics.sessions_closed.inc();
-        self.supervisor.do_send(Leave {
+        self.deps.metrics.sessions_closed.inc();
+        self.deps.supervisor.do_send(Leave {
             watchlist_id: self.watchlist_id,
             session_id: self.guard.id,
         });
@@ -189,7 +207,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             }
             Err(e) => {
                 log::debug!("session {}: protocol error: {e}", self.guard.id);
-                return self.close(ctx, 1002, "protocol error");
+                return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
             }
         };
         match msg {
@@ -197,7 +215,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Text(text) => match protocol::parse_client(&text) {
                 Ok(ClientMessage::Ping) => self.send(ctx, protocol::pong()),
-                Ok(ClientMessage::Snapshot) => self.supervisor.do_send(SnapshotFor {
+                Ok(ClientMessage::Snapshot) => self.deps.supervisor.do_send(SnapshotFor {
                     watchlist_id: self.watchlist_id,
                     session_id: self.guard.id,
                 }),

@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::table::{Deliver, SessionStats};
+use super::messages::{Deliver, SessionStats};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use actix::prelude::*;

@@ -7,121 +7,14 @@
 //! lives inside the session actor, so the entry goes when the actor goes,
 //! whatever the reason.
 
-use crate::protocol::Frame;
+use super::messages::{CloseSession, SessionStats};
+use crate::net::ConnSocket;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-/// Sent to a session actor: write this frame.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Frame);
-
-/// Sent to a session actor: close the socket with this code.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct CloseSession {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-/// Counters shared between a session actor and whoever feeds it.
-#[derive(Debug)]
-pub struct SessionStats {
-    pub sent: AtomicU64,
-    pub dropped: AtomicU64,
-    /// A frame could not be queued for it: it gets a full snapshot (the
-    /// latest state, coalesced) as soon as it has room again.
-    pub lagged: AtomicBool,
-    /// Milliseconds since `epoch` at which the actor last ran. An actor whose
-    /// socket cannot drain is not polled at all (actix-web #2441), so a stale
-    /// value here is how a stalled session is recognised from outside.
-    last_poll_ms: AtomicU64,
-    epoch: Instant,
-}
-
-impl SessionStats {
-    fn new() -> Self {
-        Self {
-            sent: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            lagged: AtomicBool::new(false),
-            last_poll_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-
-    pub fn mark_polled(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_poll_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// How long since the actor last ran.
-    pub fn idle_ms(&self) -> u64 {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// The socket under a connection, recorded when it is accepted, so a stalled
-/// session can be cut off from outside its (unpolled) actor.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnSocket {
-    pub fd: i32,
-    pub local: SocketAddr,
-    pub peer: SocketAddr,
-}
-
-impl ConnSocket {
-    /// Shuts the socket down, waking its connection so it fails and drops
-    /// the actor. The fd number is only trusted after its addresses are
-    /// checked against the recorded ones: if the connection was closed and
-    /// the number reused, the 4-tuple differs and nothing is touched.
-    pub fn shutdown(&self) -> bool {
-        fn addr_of(fd: i32, peer: bool) -> Option<SocketAddr> {
-            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let ptr = &mut storage as *mut _ as *mut libc::sockaddr;
-            // SAFETY: storage is large enough for any socket address and len
-            // says so; the call only writes into it.
-            let rc = unsafe {
-                if peer {
-                    libc::getpeername(fd, ptr, &mut len)
-                } else {
-                    libc::getsockname(fd, ptr, &mut len)
-                }
-            };
-            if rc != 0 {
-                return None;
-            }
-            match storage.ss_family as i32 {
-                libc::AF_INET => {
-                    // SAFETY: the family says this is a sockaddr_in.
-                    let a = unsafe { *(ptr as *const libc::sockaddr_in) };
-                    let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                    Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: the family says this is a sockaddr_in6.
-                    let a = unsafe { *(ptr as *const libc::sockaddr_in6) };
-                    let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-                    Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
-                }
-                _ => None,
-            }
-        }
-        if addr_of(self.fd, true) != Some(self.peer) || addr_of(self.fd, false) != Some(self.local)
-        {
-            return false;
-        }
-        // SAFETY: shutdown on a verified, open socket fd has no memory effects.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) == 0 }
-    }
-}
 
 /// What the table knows of one session.
 pub struct SessionEntry {

@@ -1,35 +1,33 @@
-//! The shared fetcher: the only caller of the upstream.
+//! The poll loop: the only caller of the upstream.
 //!
-//! Every tick it takes the union of the symbols of all live PriceWorkers
-//! (from [`Watchers`]), fetches each due symbol once, in batches of at most
-//! `batch_size`, each request through the token bucket, and publishes the
-//! resulting state to every worker. Upstream requests per tick are therefore
-//! ceil(due symbols / batch size), whatever the number of watchlists and
-//! sessions.
+//! Every tick, on the instance that holds the poller role
+//! ([`PollerRole`](crate::feed::PollerRole)),
+//! it takes the symbols wanted anywhere ([`Demand`](crate::feed::Demand)), fetches each due symbol
+//! once, in batches of at most `batch_size`, each request after a permit from
+//! the [`RateLimiter`](crate::feed::RateLimiter), and publishes what it learnt
+//! as one round on the [`QuoteBus`](crate::feed::QuoteBus). Upstream requests per tick are therefore ceil(due symbols /
+//! batch size), whatever the number of watchlists, sessions and instances.
 //!
 //! * Symbols whose market is closed are due every `closed_poll_interval_ms`.
 //! * A symbol missing from a batch answer gets one single-symbol request;
 //!   if the upstream calls it unknown it is left alone for
 //!   `unknown_recheck_ms`.
-//! * Any failed request backs the whole fetcher off (exponential with jitter,
+//! * Any failed request backs the whole loop off (exponential with jitter,
 //!   honouring `Retry-After`); workers are told `degraded`, and `ok` again
 //!   after the next success. Nothing here can stop a worker.
-//!
-//! * The latest state is also written to the database, so snapshots survive
-//!   a restart: at most once per [`PERSIST_EVERY`], off the tick's path, and
-//!   once more on shutdown. A crash loses at most that much history; the
-//!   in-memory cache, which every reader uses, is always current.
+//! * What a round learnt is also handed to the [`QuoteSaver`].
 //!
 //! Lifecycle: started once by [`crate::startup`], it runs until the shutdown
-//! signal it is given fires, then writes what is still unsaved and returns.
+//! signal it is given fires; its [`QuoteSaver`] handle goes with it, which
+//! lets the saver write what is left and end.
 
-use super::bucket::{Backoff, TokenBucket};
+use super::bucket::Backoff;
 use super::{QuoteProvider, UpstreamError};
-use crate::db::{models::StoredQuote, now_micros, repo, Db};
 use crate::domain::Symbol;
-use crate::fanout::{QuoteCache, QuoteMap, QuoteTick, UpstreamHealth, Watchers};
+use crate::feed::{BusError, Round, Seams, UpstreamHealth};
 use crate::metrics::Metrics;
 use crate::quote::{Known, MarketQuote};
+use crate::quote_store::QuoteSaver;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,9 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// How often the latest quotes are written to the database at most.
-pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// Timing rules of the fetcher, from `[upstream]`.
 #[derive(Debug, Clone)]
@@ -50,7 +45,7 @@ pub struct FetcherConfig {
     pub batch_size: usize,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Longest wait for a rate-limit token before the rest of a tick is skipped.
+    /// Longest wait for a rate-limit permit before the rest of a tick is skipped.
     pub max_token_wait: Duration,
 }
 
@@ -81,26 +76,23 @@ impl UpstreamStats {
     }
 }
 
+/// What the poll loop needs from the rest of the service.
+pub struct FetcherDeps {
+    pub provider: Arc<dyn QuoteProvider>,
+    pub seams: Seams,
+    pub saver: QuoteSaver,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<UpstreamStats>,
+}
+
 pub struct Fetcher {
-    provider: Arc<dyn QuoteProvider>,
-    bucket: Option<Arc<TokenBucket>>,
-    watchers: Watchers,
-    cache: QuoteCache,
-    db: Db,
-    metrics: Arc<Metrics>,
-    stats: Arc<UpstreamStats>,
+    deps: FetcherDeps,
     cfg: FetcherConfig,
     /// When each symbol is next due. Absent: never fetched, due now.
     due_at: HashMap<Symbol, Instant>,
     backoff: Backoff,
     backoff_until: Option<Instant>,
-    health: Arc<UpstreamHealth>,
-    /// Latest state per symbol not written to the database yet (one entry
-    /// per watched symbol at most).
-    unsaved: HashMap<String, StoredQuote>,
-    last_saved: Instant,
-    /// The write in flight, if any: never more than one.
-    saving: Option<tokio::task::JoinHandle<()>>,
+    health: UpstreamHealth,
 }
 
 /// How a tick ended, for the health report.
@@ -111,38 +103,15 @@ enum TickEnd {
 }
 
 impl Fetcher {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        provider: Arc<dyn QuoteProvider>,
-        bucket: Option<Arc<TokenBucket>>,
-        watchers: Watchers,
-        cache: QuoteCache,
-        db: Db,
-        metrics: Arc<Metrics>,
-        stats: Arc<UpstreamStats>,
-        cfg: FetcherConfig,
-    ) -> Self {
+    pub fn new(deps: FetcherDeps, cfg: FetcherConfig) -> Self {
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max);
         Self {
-            provider,
-            bucket,
-            watchers,
-            cache,
-            db,
-            metrics,
-            stats,
+            deps,
             cfg,
             due_at: HashMap::new(),
             backoff,
             backoff_until: None,
-            health: Arc::new(UpstreamHealth {
-                degraded: false,
-                message: "upstream ok".into(),
-                retry_in_ms: None,
-            }),
-            unsaved: HashMap::new(),
-            last_saved: Instant::now(),
-            saving: None,
+            health: UpstreamHealth::ok(),
         }
     }
 
@@ -153,15 +122,12 @@ impl Fetcher {
         let poll = self.cfg.poll_interval;
         let next_on_grid = || Instant::from_std(crate::clock::next_on_grid(poll, Duration::ZERO));
         let mut next_tick = next_on_grid();
+        let seams = self.deps.seams.clone();
         loop {
-            let save_at = self.last_saved + PERSIST_EVERY;
             let full = tokio::select! {
                 _ = tokio::time::sleep_until(next_tick) => true,
-                _ = self.watchers.woken() => false,
-                _ = tokio::time::sleep_until(save_at), if !self.unsaved.is_empty() => {
-                    self.save();
-                    continue;
-                }
+                _ = seams.demand.changed() => false,
+                _ = seams.role.changed() => false,
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() { break; }
                     continue;
@@ -172,40 +138,21 @@ impl Fetcher {
                 // than firing late ones back to back.
                 next_tick = next_on_grid();
             }
+            if !seams.role.is_poller() {
+                self.forget();
+                continue;
+            }
             self.cycle(full).await;
         }
-        self.flush().await;
         log::debug!("fetcher stopped");
     }
 
-    /// Starts writing the unsaved quotes, unless the previous write is still
-    /// running: then they wait for the next turn (and newer states replace
-    /// them meanwhile). A slow database thus delays the saves, never the
-    /// ticks, and writes cannot pile up.
-    fn save(&mut self) {
-        self.last_saved = Instant::now();
-        let busy = self.saving.as_ref().is_some_and(|h| !h.is_finished());
-        if busy || self.unsaved.is_empty() {
-            return;
-        }
-        let rows: Vec<StoredQuote> = std::mem::take(&mut self.unsaved).into_values().collect();
-        let db = self.db.clone();
-        self.saving = Some(tokio::spawn(async move {
-            if let Err(e) = db.run(move |c| repo::upsert_latest_quotes(c, &rows)).await {
-                log::warn!("could not store latest quotes: {e}");
-            }
-        }));
-    }
-
-    /// At shutdown: the write in flight, then everything still unsaved.
-    async fn flush(&mut self) {
-        if let Some(write) = self.saving.take() {
-            let _ = write.await;
-        }
-        self.save();
-        if let Some(write) = self.saving.take() {
-            let _ = write.await;
-        }
+    /// Another instance polls now: what this one knew of schedules and
+    /// backoff is stale by the time it polls again.
+    fn forget(&mut self) {
+        self.due_at.clear();
+        self.backoff.reset();
+        self.backoff_until = None;
     }
 
     /// One round. A full round (the tick) fetches every due symbol and
@@ -213,14 +160,15 @@ impl Fetcher {
     /// seen or forced by a refresh, so new watchlists fill in at once without
     /// adding requests to the steady tick.
     async fn cycle(&mut self, full: bool) {
-        let watched = self.watchers.union();
+        let demand = self.deps.seams.demand.clone();
+        let watched = demand.wanted().await;
         self.due_at.retain(|s, _| watched.contains(s));
-        let forced = self.watchers.take_forced();
+        let forced = demand.take_forced().await;
         if watched.is_empty() {
             return;
         }
         if full {
-            self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+            self.deps.stats.cycles.fetch_add(1, Ordering::Relaxed);
         }
         let now = Instant::now();
         if let Some(until) = self.backoff_until {
@@ -228,7 +176,7 @@ impl Fetcher {
                 if full {
                     let wait = until - now;
                     self.set_health(true, self.health.message.clone(), Some(wait));
-                    self.publish(self.cache.snapshot());
+                    self.publish(full, Vec::new()).await;
                 }
                 return;
             }
@@ -257,7 +205,9 @@ impl Fetcher {
                 end = TickEnd::NoToken(wait);
                 break;
             }
-            let res = self.timed(self.provider.fetch_batch(batch.to_vec())).await;
+            let res = self
+                .timed(self.deps.provider.fetch_batch(batch.to_vec()))
+                .await;
             let quotes = match res {
                 Ok(q) => q,
                 Err(e) => {
@@ -278,7 +228,7 @@ impl Fetcher {
                     end = TickEnd::NoToken(wait);
                     break 'batches;
                 }
-                match self.timed(self.provider.fetch_one(sym.clone())).await {
+                match self.timed(self.deps.provider.fetch_one(sym.clone())).await {
                     Ok(Some(q)) => {
                         self.schedule(&q);
                         updates.push((sym.clone(), Known::Quote(q)));
@@ -308,53 +258,39 @@ impl Fetcher {
                 self.backoff_until = Some(Instant::now() + delay);
                 log::warn!(
                     "upstream error ({}), backing off {delay:?}: {e}",
-                    self.provider.name()
+                    self.deps.provider.name()
                 );
                 self.set_health(true, format!("upstream unavailable: {e}"), Some(delay));
             }
             TickEnd::NoToken(wait) => {
-                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                self.metrics
+                self.deps.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.deps
+                    .metrics
                     .upstream_requests
                     .with_label_values(&["throttled"])
                     .inc();
                 self.set_health(
                     true,
-                    "request budget exhausted (local rate limit)".into(),
+                    "request budget exhausted (rate limit)".into(),
                     Some(wait),
                 );
             }
         }
 
-        let map = if updates.is_empty() {
-            self.cache.snapshot()
-        } else {
-            let mut map: QuoteMap = (*self.cache.snapshot()).clone();
-            for (s, k) in updates {
-                if let Some(row) = stored(&s, &k) {
-                    self.unsaved.insert(row.symbol.clone(), row);
-                }
-                map.insert(s, k);
-            }
-            let map = Arc::new(map);
-            self.cache.replace(map.clone());
-            map
-        };
+        self.deps.saver.record(&updates);
         if full || !due.is_empty() {
-            self.publish(map);
+            self.publish(full, updates).await;
         }
     }
 
-    /// A rate-limit token, waiting at most `max_token_wait`; the error says
+    /// A rate-limit permit, waiting at most `max_token_wait`; the error says
     /// how long until one would be available.
     async fn permit(&self) -> Result<(), Duration> {
-        let Some(bucket) = &self.bucket else {
-            return Ok(());
-        };
-        if bucket.take(self.cfg.max_token_wait).await {
-            return Ok(());
-        }
-        Err(bucket.time_until_available())
+        self.deps
+            .seams
+            .limiter
+            .acquire(self.cfg.max_token_wait)
+            .await
     }
 
     /// Runs one upstream request, counting it by outcome.
@@ -364,24 +300,25 @@ impl Fetcher {
     ) -> Result<T, UpstreamError> {
         let started = std::time::Instant::now();
         let res = fut.await;
-        self.metrics
+        let (metrics, stats) = (&self.deps.metrics, &self.deps.stats);
+        metrics
             .upstream_latency
             .observe(started.elapsed().as_secs_f64());
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
         let outcome = match &res {
             Ok(_) => {
-                self.stats.record_success();
+                stats.record_success();
                 "ok"
             }
             Err(e) => {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats.errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(e, UpstreamError::RateLimited { .. }) {
-                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 }
                 e.outcome()
             }
         };
-        self.metrics
+        metrics
             .upstream_requests
             .with_label_values(&[outcome])
             .inc();
@@ -399,68 +336,25 @@ impl Fetcher {
     }
 
     fn set_health(&mut self, degraded: bool, message: String, retry_in: Option<Duration>) {
-        self.health = Arc::new(UpstreamHealth {
+        self.health = UpstreamHealth {
             degraded,
             message,
             retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
-        });
+        };
     }
 
-    fn publish(&self, quotes: Arc<QuoteMap>) {
-        self.watchers.publish(QuoteTick {
-            quotes,
+    async fn publish(&mut self, full: bool, changed: Vec<(Symbol, Known)>) {
+        let round = Round {
+            changed,
             health: self.health.clone(),
-        });
+        };
+        match self.deps.seams.bus.publish(full, round).await {
+            Ok(_) => {}
+            Err(BusError::Fenced) => {
+                log::info!("another instance polls now; this round was not published");
+                self.forget();
+            }
+            Err(e) => log::warn!("round not published: {e}"),
+        }
     }
-}
-
-/// The stored form of a symbol's state (nothing to store while pending).
-fn stored(symbol: &Symbol, known: &Known) -> Option<StoredQuote> {
-    let now = now_micros();
-    match known {
-        Known::Pending => None,
-        Known::Unknown => Some(StoredQuote {
-            symbol: symbol.to_string(),
-            is_unknown: true,
-            name: None,
-            price: None,
-            previous_close: None,
-            volume: None,
-            currency: None,
-            market_state: None,
-            market_time: None,
-            updated_at: now,
-        }),
-        Known::Quote(q) => Some(StoredQuote {
-            symbol: symbol.to_string(),
-            is_unknown: false,
-            name: q.name.clone(),
-            price: q.price,
-            previous_close: q.previous_close,
-            volume: q.volume,
-            currency: q.currency.clone(),
-            market_state: q.market_state.clone(),
-            market_time: q.market_time.map(|t| t.timestamp_micros()),
-            updated_at: now,
-        }),
-    }
-}
-
-/// A stored row back to the in-memory state (start-up).
-pub fn from_stored(row: StoredQuote) -> Option<(Symbol, Known)> {
-    let symbol = Symbol::parse(&row.symbol).ok()?;
-    if row.is_unknown {
-        return Some((symbol, Known::Unknown));
-    }
-    let q = MarketQuote {
-        symbol: symbol.clone(),
-        name: row.name,
-        price: row.price,
-        previous_close: row.previous_close,
-        volume: row.volume,
-        currency: row.currency,
-        market_state: row.market_state,
-        market_time: row.market_time.map(crate::db::from_micros),
-    };
-    Some((symbol, Known::Quote(q)))
 }

@@ -10,7 +10,8 @@ pub mod webdriver;
 use futures_util::{SinkExt, StreamExt};
 use quotecast::config::Settings;
 use quotecast::db::Db;
-use quotecast::startup::{AppHandle, AppState, Application};
+use quotecast::startup::{AppHandle, Application};
+use quotecast::state::AppState;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -192,7 +193,7 @@ impl TestApp {
     }
 
     pub async fn start(settings: Settings, db: TestDb) -> TestApp {
-        let db_url = settings.database.url.clone();
+        let db_url = settings.database.url.to_string();
         let app = Application::build(settings)
             .await
             .expect("application starts");

@@ -1,0 +1,39 @@
+//! `POST /api/v1/ws-tickets`: single-use WebSocket credentials for browsers,
+//! which cannot set headers on a WebSocket.
+
+use super::ApiError;
+use crate::access::{self, Access};
+use crate::auth::Caller;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketRequest {
+    watchlist_id: i64,
+}
+
+/// Access is checked now, so a browser learns "no access" from this answer
+/// rather than from a failed socket.
+pub async fn ws_ticket(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<TicketRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = body.watchlist_id;
+    let me = caller.user.id;
+    state
+        .db
+        .run(move |c| access::load(c, id, me, Access::Read).map(drop))
+        .await?;
+    let ticket = state
+        .tickets
+        .issue(caller.user, caller.token_id, id)
+        .ok_or_else(|| ApiError::TooManySessions("too many outstanding tickets".into()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "ticket": ticket,
+        "expires_in": state.tickets.ttl().as_secs_f64().ceil() as u64,
+    })))
+}

@@ -1,0 +1,120 @@
+//! The single-process implementations of the feed's seams: everything stays
+//! in this process, no Redis involved.
+
+use super::{
+    BusError, Demand, Distributor, PollerRole, QuoteBus, RateLimiter, Round, WorkerRegistry,
+};
+use crate::domain::Symbol;
+use crate::upstream::bucket::TokenBucket;
+use futures_util::future::{self, BoxFuture, FutureExt};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Demand of one process: the live workers' symbols, plus refreshes asked
+/// for by admins.
+pub struct LocalDemand {
+    registry: WorkerRegistry,
+    forced: Mutex<HashSet<Symbol>>,
+    force_asked: Notify,
+}
+
+impl LocalDemand {
+    pub fn new(registry: WorkerRegistry) -> Self {
+        Self {
+            registry,
+            forced: Mutex::new(HashSet::new()),
+            force_asked: Notify::new(),
+        }
+    }
+
+    fn forced(&self) -> std::sync::MutexGuard<'_, HashSet<Symbol>> {
+        self.forced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Demand for LocalDemand {
+    fn wanted(&self) -> BoxFuture<'_, BTreeSet<Symbol>> {
+        future::ready(self.registry.symbols()).boxed()
+    }
+
+    fn take_forced(&self) -> BoxFuture<'_, HashSet<Symbol>> {
+        future::ready(std::mem::take(&mut *self.forced())).boxed()
+    }
+
+    fn force(&self, symbols: Vec<Symbol>) {
+        self.forced().extend(symbols);
+        self.force_asked.notify_one();
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        async move {
+            tokio::select! {
+                _ = self.registry.grown() => {}
+                _ = self.force_asked.notified() => {}
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Rounds go straight to this process's workers; tick ids count rounds.
+pub struct LocalBus {
+    distributor: Distributor,
+    last_tick: AtomicU64,
+}
+
+impl LocalBus {
+    pub fn new(distributor: Distributor) -> Self {
+        Self {
+            distributor,
+            last_tick: AtomicU64::new(0),
+        }
+    }
+}
+
+impl QuoteBus for LocalBus {
+    fn publish(&self, _full: bool, round: Round) -> BoxFuture<'_, Result<u64, BusError>> {
+        let tick = self.last_tick.fetch_add(1, Ordering::Relaxed) + 1;
+        self.distributor.deliver(tick, round);
+        future::ready(Ok(tick)).boxed()
+    }
+}
+
+/// The in-process token bucket in front of every upstream request.
+impl RateLimiter for TokenBucket {
+    fn acquire(&self, max_wait: Duration) -> BoxFuture<'_, Result<(), Duration>> {
+        async move {
+            if self.take(max_wait).await {
+                Ok(())
+            } else {
+                Err(self.time_until_available())
+            }
+        }
+        .boxed()
+    }
+}
+
+/// For providers whose requests cost nothing (the simulator).
+pub struct Unlimited;
+
+impl RateLimiter for Unlimited {
+    fn acquire(&self, _: Duration) -> BoxFuture<'_, Result<(), Duration>> {
+        future::ready(Ok(())).boxed()
+    }
+}
+
+/// A single process always polls.
+pub struct AlwaysPoller;
+
+impl PollerRole for AlwaysPoller {
+    fn is_poller(&self) -> bool {
+        true
+    }
+
+    fn changed(&self) -> BoxFuture<'_, ()> {
+        future::pending().boxed()
+    }
+}

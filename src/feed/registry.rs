@@ -1,0 +1,123 @@
+//! This instance's side of the feed: which PriceWorkers are alive and what
+//! they watch ([`WorkerRegistry`]), and the [`Distributor`] that turns a
+//! published round into a [`QuoteTick`] for each of them.
+
+use super::{QuoteCache, QuoteTick, Round};
+use crate::domain::Symbol;
+use actix::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Notify;
+
+struct Watch {
+    symbols: Vec<Symbol>,
+    tick: Recipient<QuoteTick>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Keyed by registration, not by watchlist: a stopping worker and its
+    /// successor for the same watchlist may overlap for a moment, and the
+    /// old one leaving must not unregister the new one.
+    watches: HashMap<u64, Watch>,
+    next_id: u64,
+}
+
+/// The live workers of this instance and their symbols. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct WorkerRegistry {
+    inner: Arc<Mutex<Inner>>,
+    /// Pinged when a worker registers or changes its symbols.
+    grown: Arc<Notify>,
+}
+
+/// A worker's registration; dropping it unregisters.
+pub struct WatchGuard {
+    registry: WorkerRegistry,
+    id: u64,
+}
+
+impl WorkerRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update below is a single map operation: a panic elsewhere
+        // cannot leave the map half changed.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn register(&self, symbols: Vec<Symbol>, tick: Recipient<QuoteTick>) -> WatchGuard {
+        let id = {
+            let mut inner = self.lock();
+            inner.next_id += 1;
+            let id = inner.next_id;
+            inner.watches.insert(id, Watch { symbols, tick });
+            id
+        };
+        self.grown.notify_one();
+        WatchGuard {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Distinct symbols over all live workers of this instance.
+    pub fn symbols(&self) -> BTreeSet<Symbol> {
+        self.lock()
+            .watches
+            .values()
+            .flat_map(|w| w.symbols.iter().cloned())
+            .collect()
+    }
+
+    /// Resolves when a worker registered or changed its symbols.
+    pub async fn grown(&self) {
+        self.grown.notified().await
+    }
+
+    /// Delivers a tick to every live worker. A worker whose mailbox is full
+    /// skips this tick; the next one carries the full state again.
+    fn deliver(&self, tick: QuoteTick) {
+        let targets: Vec<Recipient<QuoteTick>> = self
+            .lock()
+            .watches
+            .values()
+            .map(|w| w.tick.clone())
+            .collect();
+        for t in targets {
+            let _ = t.try_send(tick.clone());
+        }
+    }
+}
+
+impl WatchGuard {
+    pub fn update(&self, symbols: Vec<Symbol>) {
+        if let Some(w) = self.registry.lock().watches.get_mut(&self.id) {
+            w.symbols = symbols;
+        }
+        self.registry.grown.notify_one();
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.registry.lock().watches.remove(&self.id);
+    }
+}
+
+/// Where every published round ends on an instance: into the cache, then to
+/// every local worker. Cheap to clone.
+#[derive(Clone)]
+pub struct Distributor {
+    pub cache: QuoteCache,
+    pub registry: WorkerRegistry,
+}
+
+impl Distributor {
+    pub fn deliver(&self, tick: u64, round: Round) {
+        let quotes = self.cache.apply(round.changed);
+        self.registry.deliver(QuoteTick {
+            tick,
+            quotes,
+            health: Arc::new(round.health),
+        });
+    }
+}

@@ -1,0 +1,64 @@
+//! The messages a session actor takes from the rest of the service, and the
+//! counters it shares with whoever feeds it.
+
+use crate::protocol::Frame;
+use actix::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Sent to a session actor: write this frame.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Frame);
+
+/// Sent to a session actor: close the socket with this code.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Counters shared between a session actor and whoever feeds it.
+#[derive(Debug)]
+pub struct SessionStats {
+    pub sent: AtomicU64,
+    pub dropped: AtomicU64,
+    /// A frame could not be queued for it: it gets a full snapshot (the
+    /// latest state, coalesced) as soon as it has room again.
+    pub lagged: AtomicBool,
+    /// Milliseconds since `epoch` at which the actor last ran. An actor whose
+    /// socket cannot drain is not polled at all (actix-web #2441), so a stale
+    /// value here is how a stalled session is recognised from outside.
+    last_poll_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl SessionStats {
+    pub fn new() -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lagged: AtomicBool::new(false),
+            last_poll_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn mark_polled(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the actor last ran.
+    pub fn idle_ms(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for SessionStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
