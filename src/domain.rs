@@ -159,7 +159,9 @@ fn non_negative(field: &'static str, value: f64) -> Result<f64, DomainError> {
     if value > 1e15 {
         return Err(DomainError::new(field, "is too large"));
     }
-    Ok(value)
+    // -0.0 passes the checks above but would be stored and echoed to clients
+    // as "-0.0"; adding +0.0 turns it into 0.0 and changes no other value.
+    Ok(value + 0.0)
 }
 
 /// Number of shares held (fractional shares allowed).
@@ -227,5 +229,18 @@ mod tests {
         assert!(Quantity::parse(f64::NAN).is_err());
         assert!(Price::parse(f64::INFINITY).is_err());
         assert!(Price::parse(1e16).is_err());
+    }
+
+    #[test]
+    fn negative_zero_is_stored_as_zero() {
+        // Found by tests/properties.rs: `"quantity": -0` came back as -0.0.
+        let quantity = Quantity::parse(-0.0).unwrap().get();
+        assert!(quantity == 0.0 && quantity.is_sign_positive());
+        let price = Price::parse(-0.0).unwrap().get();
+        assert!(price == 0.0 && price.is_sign_positive());
+        assert_eq!(
+            serde_json::to_string(&Quantity::parse(-0.0).unwrap()).unwrap(),
+            "0.0"
+        );
     }
 }

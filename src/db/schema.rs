@@ -1,13 +1,6 @@
-// The portable schema shared by both backends; see diesel.toml.
-
-diesel::table! {
-    users (id) {
-        id -> BigInt,
-        name -> Text,
-        is_admin -> Bool,
-        created_at -> BigInt,
-    }
-}
+// @generated automatically by Diesel CLI.
+// The portable schema both backends share: `scripts/schema.sh write` regenerates it
+// from the migrations; see diesel.toml.
 
 diesel::table! {
     api_tokens (id) {
@@ -18,31 +11,6 @@ diesel::table! {
         created_at -> BigInt,
         last_used_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
-    }
-}
-
-diesel::table! {
-    watchlists (id) {
-        id -> BigInt,
-        owner_id -> BigInt,
-        name -> Text,
-        description -> Text,
-        is_public -> Bool,
-        created_at -> BigInt,
-        updated_at -> BigInt,
-    }
-}
-
-diesel::table! {
-    watchlist_items (id) {
-        id -> BigInt,
-        watchlist_id -> BigInt,
-        symbol -> Text,
-        quantity -> Nullable<Double>,
-        purchase_price -> Nullable<Double>,
-        memo -> Text,
-        position -> BigInt,
-        added_at -> BigInt,
     }
 }
 
@@ -61,14 +29,48 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        name -> Text,
+        is_admin -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    watchlist_items (id) {
+        id -> BigInt,
+        watchlist_id -> BigInt,
+        symbol -> Text,
+        quantity -> Nullable<Double>,
+        purchase_price -> Nullable<Double>,
+        memo -> Text,
+        position -> BigInt,
+        added_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    watchlists (id) {
+        id -> BigInt,
+        owner_id -> BigInt,
+        name -> Text,
+        description -> Text,
+        is_public -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(api_tokens -> users (user_id));
-diesel::joinable!(watchlists -> users (owner_id));
 diesel::joinable!(watchlist_items -> watchlists (watchlist_id));
+diesel::joinable!(watchlists -> users (owner_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    users,
     api_tokens,
-    watchlists,
+    latest_quotes,
+    users,
     watchlist_items,
-    latest_quotes
+    watchlists,
 );
