@@ -11,6 +11,7 @@
 //! so replacing it later touches nothing else.
 
 pub mod endpoint;
+pub mod frames;
 pub mod relay;
 pub mod table;
 
