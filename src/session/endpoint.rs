@@ -2,16 +2,20 @@
 //! decided here, before the upgrade, and answered with the JSON error body,
 //! so a client can tell "retry" from "give up".
 
+use super::frames::{Limits, Messages};
 use super::relay::RelayHandle;
 use super::table::{ConnSocket, LimitError, NewSession};
 use super::{SessionRules, WsSession};
 use crate::api::ApiError;
 use crate::auth::{self, Caller, TicketError};
 use crate::db::{repo, DbError};
+use crate::protocol;
 use crate::startup::AppState;
 use crate::worker::ItemView;
+use actix::AsyncContext;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use futures_util::stream;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -32,7 +36,7 @@ pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
-    stream: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let watchlist_id: i64 = path
@@ -139,10 +143,18 @@ pub async fn connect(
         rules,
         state.metrics.clone(),
     );
-    let codec = actix_http::ws::Codec::new().max_size(rt.max_message_bytes);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .codec(codec)
-        .frame_size(rt.max_message_bytes)
-        .start()
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
+    let limits = Limits {
+        max_message_bytes: rt.max_message_bytes,
+        max_fragments: protocol::MAX_FRAGMENTS,
+    };
+    let mut response = ws::handshake(&req)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    // The context's own decoder buffers a whole frame before it checks its
+    // size; it gets an input that never yields, and the socket goes to
+    // `frames::Messages` instead. The context still writes the frames out.
+    let outbound = ws::WebsocketContext::with_factory(stream::pending(), move |ctx| {
+        ctx.add_stream(Messages::new(payload, limits));
+        session
+    });
+    Ok(response.streaming(outbound))
 }

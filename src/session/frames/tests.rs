@@ -660,7 +660,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..40),
     ) {
         let (bytes, expected) = wire(&sent);
-        prop_assert_eq!(&drive(PROP_LIMITS, &[bytes.clone()]), &expected);
+        prop_assert_eq!(&drive(PROP_LIMITS, std::slice::from_ref(&bytes)), &expected);
         prop_assert_eq!(&drive(PROP_LIMITS, &cut(&bytes, &cuts)), &expected);
         prop_assert_eq!(&decode_chunks(PROP_LIMITS, cut(&bytes, &cuts)), &expected);
     }
@@ -680,7 +680,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..2048),
         cuts in prop::collection::vec(any::<usize>(), 0..40),
     ) {
-        let whole = drive(PROP_LIMITS, &[bytes.clone()]);
+        let whole = drive(PROP_LIMITS, std::slice::from_ref(&bytes));
         prop_assert_eq!(drive(PROP_LIMITS, &cut(&bytes, &cuts)), whole);
     }
 
@@ -691,7 +691,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..40),
     ) {
         let bytes = frames.concat();
-        let whole = drive(PROP_LIMITS, &[bytes.clone()]);
+        let whole = drive(PROP_LIMITS, std::slice::from_ref(&bytes));
         prop_assert_eq!(&drive(PROP_LIMITS, &cut(&bytes, &cuts)), &whole);
         prop_assert_eq!(decode_chunks(PROP_LIMITS, cut(&bytes, &cuts)), whole);
     }
