@@ -425,7 +425,6 @@ impl FrameDecoder {
     }
 
     fn finish(&mut self, frame: Frame) -> Result<Option<Inbound>, Violation> {
-        let payload = &self.control[..frame.len.min(MAX_CONTROL)];
         Ok(Some(match frame.dest {
             Dest::Text | Dest::Binary if !frame.fin => return Ok(None),
             Dest::Text => {
@@ -437,10 +436,11 @@ impl FrameDecoder {
                 let len = self.open.take().map_or(0, |o| o.len);
                 Inbound::Binary { len }
             }
-            Dest::Ping => Inbound::Ping(Bytes::copy_from_slice(payload)),
+            // A control frame's length was checked to be within MAX_CONTROL.
+            Dest::Ping => Inbound::Ping(Bytes::copy_from_slice(&self.control[..frame.len])),
             Dest::Pong => Inbound::Pong,
             Dest::Close => {
-                let close = parse_close(payload)?;
+                let close = parse_close(&self.control[..frame.len])?;
                 self.end();
                 Inbound::Close(close)
             }

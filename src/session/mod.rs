@@ -202,7 +202,7 @@ impl StreamHandler<Inbound> for WsSession {
             Inbound::Close(frame) => {
                 ctx.close(frame.map(|f| ws::CloseReason {
                     code: ws::CloseCode::from(f.code),
-                    description: Some(f.reason.to_string()),
+                    description: (!f.reason.is_empty()).then(|| f.reason.to_string()),
                 }));
                 ctx.stop();
             }
