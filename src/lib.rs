@@ -9,7 +9,8 @@
 //!
 //! The realtime path, from the socket inwards:
 //! * [`session`]: the `WsSession` actor, one per WebSocket (the only user of
-//!   actix-web-actors), its upgrade endpoint, the table of live sessions
+//!   actix-web-actors), the bounded decoder of its inbound frames
+//!   ([`session::frames`]), its upgrade endpoint, the table of live sessions
 //!   that enforces limits and cuts off stalled sockets, and the per-thread
 //!   relays that hand a worker's frames to the sessions of their thread.
 //! * [`supervisor`]: the registry actor that starts a PriceWorker on a

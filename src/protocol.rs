@@ -13,8 +13,10 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Shutdown, or a peer silent past the timeout.
     pub const GOING_AWAY: u16 = 1001;
-    /// A malformed WebSocket frame.
+    /// A malformed WebSocket frame or a frame out of sequence.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message (or close reason) that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Kicked, token revoked, access lost, or too many bad messages.
     pub const POLICY: u16 = 1008;
     /// A message over `realtime.max_message_bytes`.
@@ -27,6 +29,11 @@ pub mod close {
 
 /// Bad client messages tolerated before the socket is closed with 1008.
 pub const MAX_BAD_MESSAGES: u32 = 10;
+
+/// The most frames one client message may be split into; past it the
+/// socket is closed with 1009 (see `session::frames`). Browsers send a
+/// message in one frame; a client that fragments it at all uses a few.
+pub const MAX_FRAGMENTS: u32 = 64;
 
 /// An encoded text frame. Cloning shares the bytes, so one broadcast is
 /// serialized once whatever the number of sessions.

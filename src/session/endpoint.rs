@@ -2,6 +2,7 @@
 //! decided here, before the upgrade, and answered with the JSON error body,
 //! so a client can tell "retry" from "give up".
 
+use super::frames::{Limits, Messages};
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
 use super::{SessionDeps, WsSession};
@@ -10,10 +11,13 @@ use crate::api::ApiError;
 use crate::auth::{self, AuthError, Caller, TicketError};
 use crate::db::repo;
 use crate::net::ConnSocket;
+use crate::protocol;
 use crate::state::AppState;
 use crate::worker::ItemView;
+use actix::AsyncContext;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use futures_util::stream;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -34,7 +38,7 @@ pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
-    stream: web::Payload,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let watchlist_id: i64 = path
@@ -122,10 +126,18 @@ pub async fn connect(
             rules,
         },
     );
-    let codec = actix_http::ws::Codec::new().max_size(rules.max_message_bytes);
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .codec(codec)
-        .frame_size(rules.max_message_bytes)
-        .start()
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))
+    let limits = Limits {
+        max_message_bytes: rules.max_message_bytes,
+        max_fragments: protocol::MAX_FRAGMENTS,
+    };
+    let mut response = ws::handshake(&req)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    // The context's own decoder buffers a whole frame before it checks its
+    // size; it gets an input that never yields, and the socket goes to
+    // `frames::Messages` instead. The context still writes the frames out.
+    let outbound = ws::WebsocketContext::with_factory(stream::pending(), move |ctx| {
+        ctx.add_stream(Messages::new(payload, limits));
+        session
+    });
+    Ok(response.streaming(outbound))
 }

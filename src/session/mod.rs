@@ -7,10 +7,14 @@
 //! context and ends with it. The table entry is released when the actor is
 //! dropped, so a session that vanishes by any path is no longer counted.
 //!
-//! This is the only module that uses actix-web-actors (deprecated upstream),
-//! so replacing it later touches nothing else.
+//! Inbound frames are decoded by [`frames`], not by actix-web-actors, so
+//! that size limits hold from the first header byte; outbound frames go
+//! through actix-web-actors' `WebsocketContext`. This is the only module that
+//! uses actix-web-actors (deprecated upstream), so replacing it later touches
+//! nothing else.
 
 pub mod endpoint;
+pub mod frames;
 pub mod messages;
 pub mod relay;
 pub mod table;
@@ -22,6 +26,7 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
+use frames::Inbound;
 use messages::{CloseSession, Deliver};
 use relay::RelayHandle;
 use std::sync::Arc;
@@ -195,25 +200,15 @@ impl Handler<CloseSession> for WsSession {
     }
 }
 
-/// Frames from the client.
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
-    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+/// Messages from the client, whole, from [`frames::Messages`].
+impl StreamHandler<Inbound> for WsSession {
+    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
         self.guard.stats.mark_polled();
         self.last_heard = Instant::now();
-        let msg = match msg {
-            Ok(m) => m,
-            Err(ws::ProtocolError::Overflow) => {
-                return self.close(ctx, close::TOO_BIG, "message too big");
-            }
-            Err(e) => {
-                log::debug!("session {}: protocol error: {e}", self.guard.id);
-                return self.close(ctx, close::PROTOCOL_ERROR, "protocol error");
-            }
-        };
         match msg {
-            ws::Message::Ping(p) => ctx.pong(&p),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Text(text) => match protocol::parse_client(&text) {
+            Inbound::Ping(p) => ctx.pong(&p),
+            Inbound::Pong => {}
+            Inbound::Text(text) => match protocol::parse_client(&text) {
                 Ok(ClientMessage::Ping) => self.send(ctx, protocol::pong()),
                 Ok(ClientMessage::Snapshot) => self.deps.supervisor.do_send(SnapshotFor {
                     watchlist_id: self.watchlist_id,
@@ -221,12 +216,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 }),
                 Err(e) => self.bad_message(ctx, e),
             },
-            ws::Message::Binary(_) | ws::Message::Continuation(_) => {
-                self.bad_message(ctx, ClientError::Binary)
-            }
-            ws::Message::Close(reason) => {
-                ctx.close(reason);
+            Inbound::Binary { .. } => self.bad_message(ctx, ClientError::Binary),
+            Inbound::Close(frame) => {
+                ctx.close(frame.map(|f| ws::CloseReason {
+                    code: ws::CloseCode::from(f.code),
+                    description: (!f.reason.is_empty()).then(|| f.reason.to_string()),
+                }));
                 ctx.stop();
+            }
+            Inbound::Violation(v) => {
+                log::debug!("session {}: {}", self.guard.id, v.reason());
+                self.close(ctx, v.close_code(), v.reason());
             }
         }
     }
@@ -234,4 +234,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
     }
+}
+
+/// `WebsocketContext` insists on decoding its own input; it is given one
+/// that never yields (see [`endpoint`]), so this is never called.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_yahoo;
+pub mod raw_ws;
 pub mod webdriver;
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,167 @@
+//! What the server does with raw client frames (issue "Hardening"): limits
+//! decided from the frame header, fragmented messages reassembled, control
+//! frames between fragments, 1007 for invalid UTF-8. Raw sockets through
+//! `support::raw_ws`; SQLite is enough, no database is involved past the
+//! upgrade.
+
+mod support;
+
+use quotecast::protocol::MAX_FRAGMENTS;
+use serde_json::json;
+use std::time::Duration;
+use support::raw_ws::{self, RawWs, ServerFrame, BINARY, CONT, PING, PONG, TEXT};
+use support::{Backend, TestApp};
+
+/// The default `realtime.max_message_bytes`, which the tests run with.
+const LIMIT: usize = 4096;
+
+/// A session on a fresh watchlist, past its first snapshot.
+async fn session(app: &TestApp) -> RawWs {
+    let token = app.user(&format!("u{}", rand::random::<u32>()));
+    let id = app.watchlist(&token, "W", false, json!([])).await;
+    let mut ws = RawWs::connect(app.addr, &format!("/ws/v1/watchlists/{id}"), &token).await;
+    ws.wait_type("snapshot").await;
+    ws
+}
+
+async fn app() -> TestApp {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    assert_eq!(
+        app.state.settings.realtime.max_message_bytes, LIMIT,
+        "the tests assume the default limit"
+    );
+    app
+}
+
+/// `{"type":"ping"}` in `n` fragments (some of them empty when n > 15).
+fn ping_in_fragments(n: usize) -> Vec<u8> {
+    let msg = br#"{"type":"ping"}"#;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let piece = &msg[msg.len() * i / n..msg.len() * (i + 1) / n];
+        let opcode = if i == 0 { TEXT } else { CONT };
+        out.extend(raw_ws::frame(i == n - 1, opcode, piece));
+    }
+    out
+}
+
+/// A header declaring 2^62 bytes, then a client that keeps streaming: the
+/// close comes from the header alone, while the client has sent little, and
+/// the server stops reading (so buffers nothing) and ends the connection.
+/// Before the fix the server buffered every byte waiting for the frame's end.
+#[actix_web::test]
+async fn a_huge_frame_header_closes_with_1009_before_its_payload() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send(&raw_ws::header(true, BINARY, 1 << 62, rand::random()))
+        .await
+        .unwrap();
+    // Stream the payload a kilobyte at a time, each time giving the server
+    // a moment to answer; it must answer long before 4 limits have gone out.
+    let chunk = vec![0x55; 1024];
+    let mut sent = 0;
+    let code = loop {
+        match ws.next_frame(Duration::from_millis(250)).await {
+            Some(ServerFrame::Close(code)) => break code,
+            Some(ServerFrame::Ping(_)) | None => {}
+            Some(other) => panic!("{other:?} instead of a close"),
+        }
+        assert!(
+            sent < 4 * LIMIT,
+            "no close after {sent} payload bytes of a 2^62-byte frame"
+        );
+        ws.send(&chunk).await.expect("server still reading");
+        sent += chunk.len();
+    };
+    assert_eq!(code, Some(1009));
+    // The server ends the connection rather than read on.
+    ws.wait_eof().await;
+    // The session is gone: the server keeps nothing for this client.
+    app.wait_counts(0, 0).await;
+}
+
+/// A fragmented `{"type":"ping"}` is one message: it gets one `pong`.
+#[actix_web::test]
+async fn a_fragmented_message_is_reassembled() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send(&ping_in_fragments(3)).await.unwrap();
+    ws.wait_type("pong").await;
+    // And the most fragments allowed.
+    ws.send(&ping_in_fragments(MAX_FRAGMENTS as usize))
+        .await
+        .unwrap();
+    ws.wait_type("pong").await;
+    // No error came for any fragment: the next message is the next pong.
+    ws.send_frame(true, TEXT, br#"{"type":"ping"}"#).await;
+    ws.wait_type("pong").await;
+}
+
+/// The limit applies to the whole message, not to each fragment.
+#[actix_web::test]
+async fn a_fragmented_message_over_the_limit_closes_with_1009() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    let half = vec![b' '; LIMIT / 2 + 1];
+    ws.send_frame(false, TEXT, &half).await;
+    ws.send_frame(true, CONT, &half).await;
+    assert_eq!(ws.wait_close().await, Some(1009));
+}
+
+/// One fragment past the bound is refused (1009, see `session::frames`).
+#[actix_web::test]
+async fn too_many_fragments_close_with_1009() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send(&ping_in_fragments(MAX_FRAGMENTS as usize + 1))
+        .await
+        .unwrap();
+    assert_eq!(ws.wait_close().await, Some(1009));
+}
+
+#[actix_web::test]
+async fn invalid_utf8_closes_with_1007() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send_frame(true, TEXT, b"{\"type\":\"ping\xff\"}").await;
+    assert_eq!(ws.wait_close().await, Some(1007));
+}
+
+/// A ping between two fragments is answered at once, before the message
+/// is complete; a pong there is accepted; the message still goes through.
+#[actix_web::test]
+async fn control_frames_between_fragments_work() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send_frame(false, TEXT, br#"{"type":"#).await;
+    ws.send_frame(true, PING, b"between").await;
+    loop {
+        match ws.next_frame(support::DEADLINE).await {
+            Some(ServerFrame::Pong(p)) => {
+                assert_eq!(p, b"between");
+                break;
+            }
+            Some(ServerFrame::Ping(_)) => continue,
+            other => panic!("{other:?} instead of the pong"),
+        }
+    }
+    ws.send_frame(true, PONG, b"").await;
+    ws.send_frame(true, CONT, br#""ping"}"#).await;
+    ws.wait_type("pong").await;
+}
+
+/// Protocol errors close with 1002; binary messages still get an error.
+#[actix_web::test]
+async fn protocol_errors_close_with_1002() {
+    let app = app().await;
+    let mut ws = session(&app).await;
+    ws.send_frame(true, BINARY, &[1, 2, 3]).await;
+    assert_eq!(ws.wait_type("error").await["code"], "binary_not_supported");
+    // Unmasked.
+    ws.send(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(ws.wait_close().await, Some(1002));
+
+    let mut ws = session(&app).await;
+    ws.send_frame(true, CONT, b"no message open").await;
+    assert_eq!(ws.wait_close().await, Some(1002));
+}
