@@ -94,7 +94,8 @@ pub async fn authenticate(db: &Db, token: String) -> Result<Caller, AuthError> {
 pub struct Ticket {
     pub user: User,
     pub token_id: i64,
-    pub watchlist_id: i64,
+    /// The watchlist whose v1 socket it opens; `None`: any socket.
+    pub watchlist_id: Option<i64>,
     expires_at: Instant,
 }
 
@@ -114,7 +115,8 @@ pub struct TicketStore {
 pub enum TicketError {
     /// Unknown, already used, or expired: all look the same to the client.
     Invalid,
-    /// Issued for another watchlist.
+    /// Issued for another watchlist (or for one watchlist, and used on
+    /// the multi-watchlist endpoint).
     WrongWatchlist,
 }
 
@@ -132,7 +134,7 @@ impl TicketStore {
     }
 
     /// Issues a ticket, or `None` when too many are outstanding.
-    pub fn issue(&self, user: User, token_id: i64, watchlist_id: i64) -> Option<String> {
+    pub fn issue(&self, user: User, token_id: i64, watchlist_id: Option<i64>) -> Option<String> {
         let now = Instant::now();
         let mut map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.max_outstanding {
@@ -156,15 +158,34 @@ impl TicketStore {
         Some(id)
     }
 
-    /// Takes a ticket out of the store: whatever the outcome, it cannot be
-    /// used again.
-    pub fn consume(&self, ticket: &str, watchlist_id: i64) -> Result<Ticket, TicketError> {
+    /// Removes expired tickets; returns how many (run periodically, so
+    /// tickets nobody uses do not stay until the store is full).
+    pub fn purge_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, t| t.expires_at > now);
+        before - map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tickets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes a ticket for a socket on `watchlist_id` (`None`: the
+    /// multi-watchlist endpoint) out of the store: whatever the outcome, it
+    /// cannot be used again.
+    pub fn consume(&self, ticket: &str, watchlist_id: Option<i64>) -> Result<Ticket, TicketError> {
         let mut map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         let t = map.remove(ticket).ok_or(TicketError::Invalid)?;
         if t.expires_at <= Instant::now() {
             return Err(TicketError::Invalid);
         }
-        if t.watchlist_id != watchlist_id {
+        if t.watchlist_id.is_some() && t.watchlist_id != watchlist_id {
             return Err(TicketError::WrongWatchlist);
         }
         Ok(t)
@@ -197,30 +218,64 @@ mod tests {
     #[test]
     fn tickets_are_single_use_and_bound_to_a_watchlist() {
         let store = TicketStore::new(Duration::from_secs(60), 10);
-        let t = store.issue(user(), 5, 7).unwrap();
+        let t = store.issue(user(), 5, Some(7)).unwrap();
         assert_eq!(
-            store.consume(&t, 8).unwrap_err(),
+            store.consume(&t, Some(8)).unwrap_err(),
             TicketError::WrongWatchlist
         );
         // The failed attempt used it up as well.
-        assert_eq!(store.consume(&t, 7).unwrap_err(), TicketError::Invalid);
-        let t = store.issue(user(), 5, 7).unwrap();
-        assert_eq!(store.consume(&t, 7).unwrap().token_id, 5);
-        assert_eq!(store.consume(&t, 7).unwrap_err(), TicketError::Invalid);
+        assert_eq!(
+            store.consume(&t, Some(7)).unwrap_err(),
+            TicketError::Invalid
+        );
+        let t = store.issue(user(), 5, Some(7)).unwrap();
+        assert_eq!(store.consume(&t, Some(7)).unwrap().token_id, 5);
+        assert_eq!(
+            store.consume(&t, Some(7)).unwrap_err(),
+            TicketError::Invalid
+        );
+        // Bound to a watchlist: not for the multi-watchlist endpoint.
+        let t = store.issue(user(), 5, Some(7)).unwrap();
+        assert_eq!(
+            store.consume(&t, None).unwrap_err(),
+            TicketError::WrongWatchlist
+        );
+        // Unbound: for any socket.
+        let t = store.issue(user(), 5, None).unwrap();
+        assert!(store.consume(&t, Some(3)).is_ok());
+        let t = store.issue(user(), 5, None).unwrap();
+        assert!(store.consume(&t, None).is_ok());
     }
 
     #[test]
     fn tickets_expire() {
         let store = TicketStore::new(Duration::from_millis(0), 10);
-        let t = store.issue(user(), 5, 7).unwrap();
-        assert_eq!(store.consume(&t, 7).unwrap_err(), TicketError::Invalid);
+        let t = store.issue(user(), 5, Some(7)).unwrap();
+        assert_eq!(
+            store.consume(&t, Some(7)).unwrap_err(),
+            TicketError::Invalid
+        );
+    }
+
+    #[test]
+    fn expired_tickets_are_purged() {
+        let store = TicketStore::new(Duration::from_millis(0), 10);
+        store.issue(user(), 5, Some(7)).unwrap();
+        store.issue(user(), 5, None).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.purge_expired(), 2);
+        assert!(store.is_empty());
+        let live = TicketStore::new(Duration::from_secs(60), 10);
+        live.issue(user(), 5, None).unwrap();
+        assert_eq!(live.purge_expired(), 0);
+        assert_eq!(live.len(), 1);
     }
 
     #[test]
     fn outstanding_tickets_are_bounded() {
         let store = TicketStore::new(Duration::from_secs(60), 2);
-        assert!(store.issue(user(), 1, 1).is_some());
-        assert!(store.issue(user(), 1, 1).is_some());
-        assert!(store.issue(user(), 1, 1).is_none());
+        assert!(store.issue(user(), 1, Some(1)).is_some());
+        assert!(store.issue(user(), 1, Some(1)).is_some());
+        assert!(store.issue(user(), 1, Some(1)).is_none());
     }
 }

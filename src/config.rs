@@ -116,6 +116,7 @@ pub struct RealtimeSettings {
     pub socket_send_buffer_bytes: usize,
     pub auth_recheck_interval_ms: u64,
     pub ticket_ttl_ms: u64,
+    pub history_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +126,7 @@ pub struct LimitSettings {
     pub max_sessions_per_user: usize,
     pub max_watchlists_per_user: i64,
     pub max_items_per_watchlist: i64,
+    pub max_subscriptions_per_session: usize,
 }
 
 impl Settings {
@@ -254,7 +256,19 @@ impl Settings {
                 "must be at least 2",
             ));
         }
+        if rt.history_size < 1 {
+            return Err(ConfigError::new(
+                "realtime.history_size",
+                "must be at least 1",
+            ));
+        }
         let l = &self.limits;
+        if l.max_subscriptions_per_session < 1 {
+            return Err(ConfigError::new(
+                "limits.max_subscriptions_per_session",
+                "must be at least 1",
+            ));
+        }
         if l.max_watchlists_per_user < 1 {
             return Err(ConfigError::new(
                 "limits.max_watchlists_per_user",
@@ -331,6 +345,8 @@ mod tests {
         assert_eq!(s.limits.max_sessions_per_user, 50);
         assert_eq!(s.limits.max_watchlists_per_user, 20);
         assert_eq!(s.limits.max_items_per_watchlist, 100);
+        assert_eq!(s.realtime.history_size, 64);
+        assert_eq!(s.limits.max_subscriptions_per_session, 20);
     }
 
     #[test]

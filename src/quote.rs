@@ -48,6 +48,23 @@ impl MarketQuote {
     }
 }
 
+/// What a provider reports for one symbol: its quote, and today's points
+/// where the answer carries them (oldest first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub quote: MarketQuote,
+    pub intraday: Vec<Point>,
+}
+
+impl From<MarketQuote> for Fetched {
+    fn from(quote: MarketQuote) -> Self {
+        Fetched {
+            quote,
+            intraday: Vec::new(),
+        }
+    }
+}
+
 /// What is known of a symbol right now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Known {
@@ -57,6 +74,9 @@ pub enum Known {
     Unknown,
     Quote(MarketQuote),
 }
+
+/// One point of an intraday series: (unix seconds, price).
+pub type Point = (i64, f64);
 
 /// The SPEC's Quote object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -77,6 +97,9 @@ pub struct WireQuote<'a> {
     pub unrealized_pl: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// Today's series, in snapshots asked for with `intraday`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intraday: Option<&'a [Point]>,
 }
 
 impl<'a> WireQuote<'a> {
@@ -107,8 +130,66 @@ impl<'a> WireQuote<'a> {
             purchase_price,
             unrealized_pl: unrealized_pl(price, quantity, purchase_price),
             error,
+            intraday: None,
         }
     }
+}
+
+/// Portfolio totals of one currency (the `totals` of `snapshot` and
+/// `quotes`), over the watchlist's positions (items with a quantity) whose
+/// currency is known. Each sum covers the positions whose inputs are known;
+/// a sum no position contributes to is `null`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Total {
+    pub currency: String,
+    /// Σ price × quantity.
+    pub market_value: Option<f64>,
+    /// Σ purchase price × quantity.
+    pub cost: Option<f64>,
+    /// Σ (price − purchase price) × quantity.
+    pub unrealized_pl: Option<f64>,
+    /// Σ (price − previous close) × quantity.
+    pub day_change: Option<f64>,
+}
+
+/// One position as the totals need it.
+pub struct Position<'a> {
+    pub quantity: Option<f64>,
+    pub purchase_price: Option<f64>,
+    pub known: &'a Known,
+}
+
+/// Totals per currency, in currency order.
+pub fn totals<'a>(positions: impl IntoIterator<Item = Position<'a>>) -> Vec<Total> {
+    fn add(sum: &mut Option<f64>, x: Option<f64>) {
+        if let Some(x) = x {
+            *sum = Some(sum.unwrap_or(0.0) + x);
+        }
+    }
+    let mut by_currency: std::collections::BTreeMap<&str, Total> = Default::default();
+    for p in positions {
+        let (Some(qty), Known::Quote(q)) = (p.quantity, p.known) else {
+            continue;
+        };
+        let Some(currency) = q.currency.as_deref() else {
+            continue;
+        };
+        let t = by_currency.entry(currency).or_insert_with(|| Total {
+            currency: currency.to_owned(),
+            market_value: None,
+            cost: None,
+            unrealized_pl: None,
+            day_change: None,
+        });
+        add(&mut t.market_value, q.price.map(|p| p * qty));
+        add(&mut t.cost, p.purchase_price.map(|c| c * qty));
+        add(
+            &mut t.unrealized_pl,
+            unrealized_pl(q.price, Some(qty), p.purchase_price),
+        );
+        add(&mut t.day_change, q.change().map(|c| c * qty));
+    }
+    by_currency.into_values().collect()
 }
 
 /// (price - purchase_price) * quantity, when all three are known.
@@ -159,6 +240,56 @@ mod tests {
         assert_eq!(w.unrealized_pl, Some(10000.0));
         let w = WireQuote::build(&sym, &q, None, Some(2400.0));
         assert_eq!(w.unrealized_pl, None);
+    }
+
+    #[test]
+    fn totals_are_per_currency_over_known_inputs() {
+        let toyota = Known::Quote(quote(2500.0, 2400.0));
+        let mut apple = quote(200.0, 190.0);
+        apple.currency = Some("USD".into());
+        let apple = Known::Quote(apple);
+        let pending = Known::Pending;
+        let t = totals([
+            Position {
+                quantity: Some(100.0),
+                purchase_price: Some(2000.0),
+                known: &toyota,
+            },
+            Position {
+                quantity: Some(10.0),
+                purchase_price: None,
+                known: &toyota,
+            },
+            Position {
+                quantity: None,
+                purchase_price: Some(1.0),
+                known: &toyota,
+            },
+            Position {
+                quantity: Some(2.0),
+                purchase_price: Some(150.0),
+                known: &apple,
+            },
+            Position {
+                quantity: Some(5.0),
+                purchase_price: Some(1.0),
+                known: &pending,
+            },
+        ]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].currency, "JPY");
+        assert_eq!(t[0].market_value, Some(2500.0 * 110.0));
+        assert_eq!(t[0].cost, Some(200_000.0));
+        assert_eq!(t[0].unrealized_pl, Some(50_000.0));
+        assert_eq!(t[0].day_change, Some(100.0 * 110.0));
+        assert_eq!(t[1].currency, "USD");
+        assert_eq!(t[1].unrealized_pl, Some(100.0));
+        assert!(totals([Position {
+            quantity: Some(1.0),
+            purchase_price: None,
+            known: &pending
+        }])
+        .is_empty());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::auth::TicketStore;
 use crate::config::{ConfigError, ProviderKind, Settings};
 use crate::db::{Db, DbError};
 use crate::feed::local::{AlwaysPoller, LocalBus, LocalDemand, Unlimited};
-use crate::feed::{Demand, Distributor, QuoteCache, RateLimiter, Seams, WorkerRegistry};
+use crate::feed::{
+    Demand, Distributor, IntradayStore, QuoteCache, RateLimiter, Seams, WorkerRegistry,
+};
 use crate::metrics::Metrics;
 use crate::net::ConnSocket;
 use crate::protocol::close;
@@ -142,8 +144,10 @@ impl Application {
 
         let metrics = Arc::new(Metrics::new());
         let registry = WorkerRegistry::default();
+        let intraday = IntradayStore::default();
         let distributor = Distributor {
             cache: cache.clone(),
+            intraday: intraday.clone(),
             registry: registry.clone(),
         };
         let demand: Arc<dyn Demand> = Arc::new(LocalDemand::new(registry.clone()));
@@ -163,9 +167,11 @@ impl Application {
         let deps = WorkerDeps {
             db: db.clone(),
             cache: cache.clone(),
+            intraday: intraday.clone(),
             registry: registry.clone(),
-            demand,
+            demand: demand.clone(),
             metrics: metrics.clone(),
+            history_size: settings.realtime.history_size,
         };
         let supervisor =
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(deps));
@@ -214,7 +220,9 @@ impl Application {
             supervisor,
             metrics,
             registry,
+            demand,
             quotes: cache,
+            intraday,
             upstream,
             provider: provider.name(),
             started: Instant::now(),
@@ -292,16 +300,14 @@ impl AppHandle {
     pub async fn shutdown(&self) {
         let state = &self.state;
         state.shutting_down.store(true, Ordering::Relaxed);
+        // Workers stop and no new one starts; every socket (started or
+        // about to start) is closed with 1001; then wait for the last to go.
         let _ = state.supervisor.send(ShutdownAll).await;
-        // Sessions that had not joined a worker yet are closed directly.
         state
             .sessions
             .close_where(|_| true, close::GOING_AWAY, "server shutting down");
-        let deadline =
-            Instant::now() + Duration::from_secs(state.settings.server.shutdown_timeout_s.max(1));
-        while !state.sessions.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let wait = Duration::from_secs(state.settings.server.shutdown_timeout_s.max(1));
+        let _ = tokio::time::timeout(wait, state.sessions.until_empty()).await;
         let _ = self.shutdown.send(true);
         self.server.stop(true).await;
     }

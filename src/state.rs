@@ -4,7 +4,7 @@
 use crate::auth::TicketStore;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::feed::{QuoteCache, WorkerRegistry};
+use crate::feed::{Demand, IntradayStore, QuoteCache, WorkerRegistry};
 use crate::metrics::Metrics;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
@@ -26,9 +26,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The live workers of this instance.
     pub registry: WorkerRegistry,
+    /// Where REST asks for symbols nobody watches.
+    pub demand: Arc<dyn Demand>,
     /// The latest state of every symbol seen (loaded from the database at
     /// start, kept current by the feed).
     pub quotes: QuoteCache,
+    pub intraday: IntradayStore,
     pub upstream: Arc<UpstreamStats>,
     pub provider: &'static str,
     pub started: Instant,

@@ -6,13 +6,21 @@
 //! worker stops is only ever changed here. When the last session leaves, the
 //! entry is removed *before* the worker is told to stop, so a session that
 //! arrives at that moment starts a fresh worker instead of joining a dying
-//! one; neither is orphaned.
+//! one; neither is orphaned. A session on the multi-watchlist endpoint joins
+//! once per subscription; the rules hold per subscription.
+//!
+//! At shutdown it drains: every worker stops, and a join that arrives after
+//! that is refused (its session is closed with 1001) instead of starting a
+//! worker nobody would stop.
 
-use crate::session::messages::{CloseSession, Deliver, SessionStats};
+use crate::protocol::{close, Since};
+use crate::session::messages::{
+    CloseSession, Deliver, SessionStats, Subscription, SubscriptionEnded,
+};
 use crate::session::relay::RelayHandle;
 use crate::worker::{
-    CloseAll, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, SendSnapshot, StopWorker,
-    Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
+    AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, SendSnapshot,
+    StopWorker, Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
 };
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -26,6 +34,8 @@ struct Entry {
 pub struct Supervisor {
     workers: HashMap<i64, Entry>,
     deps: WorkerDeps,
+    /// Set by [`ShutdownAll`]: no worker starts any more.
+    draining: bool,
 }
 
 impl Supervisor {
@@ -33,6 +43,7 @@ impl Supervisor {
         Self {
             workers: HashMap::new(),
             deps,
+            draining: false,
         }
     }
 }
@@ -48,34 +59,43 @@ impl Actor for Supervisor {
     }
 }
 
-/// A session joins its watchlist.
+/// A session subscribes to a watchlist.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Join {
     pub watchlist_id: i64,
     pub session_id: u64,
+    pub user_id: i64,
+    pub sub: Arc<Subscription>,
     pub deliver: Recipient<Deliver>,
-    pub control: Recipient<CloseSession>,
+    pub ended: Recipient<SubscriptionEnded>,
+    /// To close the session when the server is draining.
+    pub close: Recipient<CloseSession>,
     pub stats: Arc<SessionStats>,
     /// The relay of the session's thread.
     pub relay: RelayHandle,
     /// Items as the session read them, for a worker spawned now.
-    pub items: Arc<Vec<ItemView>>,
+    pub items: Vec<ItemView>,
+    pub since: Option<Since>,
+    pub intraday: bool,
+    pub ack: bool,
 }
 
 impl Handler<Join> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        if self.draining {
+            msg.close.do_send(CloseSession {
+                code: close::GOING_AWAY,
+                reason: "server shutting down",
+            });
+            return;
+        }
         let deps = &self.deps;
         let entry = self.workers.entry(msg.watchlist_id).or_insert_with(|| {
             log::debug!("starting worker for watchlist {}", msg.watchlist_id);
-            let worker = PriceWorker::new(
-                msg.watchlist_id,
-                (*msg.items).clone(),
-                ctx.address(),
-                deps.clone(),
-            )
-            .start();
+            let worker =
+                PriceWorker::new(msg.watchlist_id, msg.items, ctx.address(), deps.clone()).start();
             Entry {
                 worker,
                 sessions: HashSet::new(),
@@ -84,20 +104,26 @@ impl Handler<Join> for Supervisor {
         entry.sessions.insert(msg.session_id);
         entry.worker.do_send(Subscribe {
             session_id: msg.session_id,
+            user_id: msg.user_id,
+            sub: msg.sub,
             deliver: msg.deliver,
-            control: msg.control,
+            control: msg.ended,
             stats: msg.stats,
             relay: msg.relay,
+            since: msg.since,
+            intraday: msg.intraday,
+            ack: msg.ack,
         });
     }
 }
 
-/// A session leaves; the last one out stops the worker.
+/// A session unsubscribes (or goes); the last one out stops the worker.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Leave {
     pub watchlist_id: i64,
     pub session_id: u64,
+    pub sub: u64,
 }
 
 impl Handler<Leave> for Supervisor {
@@ -120,6 +146,7 @@ impl Handler<Leave> for Supervisor {
         } else {
             entry.worker.do_send(Unsubscribe {
                 session_id: msg.session_id,
+                sub: msg.sub,
             });
         }
     }
@@ -161,7 +188,8 @@ impl Handler<WatchlistChanged> for Supervisor {
     }
 }
 
-/// The API deleted a watchlist: close its sessions with 4404, stop its worker.
+/// The API deleted a watchlist: its subscriptions end (v1 sockets close
+/// with 4404), its worker stops.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WatchlistDeleted {
@@ -172,9 +200,28 @@ impl Handler<WatchlistDeleted> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: WatchlistDeleted, _: &mut Context<Self>) {
         if let Some(e) = self.workers.remove(&msg.watchlist_id) {
-            e.worker.do_send(CloseAll {
-                code: crate::protocol::close::WATCHLIST_DELETED,
-                reason: "watchlist deleted",
+            e.worker.do_send(Deleted);
+        }
+    }
+}
+
+/// The API set a watchlist's visibility: when private, other users'
+/// subscriptions end (v1 sockets close with 1008).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchlistAccess {
+    pub watchlist_id: i64,
+    pub owner_id: i64,
+    pub is_public: bool,
+}
+
+impl Handler<WatchlistAccess> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: WatchlistAccess, _: &mut Context<Self>) {
+        if let Some(e) = self.workers.get(&msg.watchlist_id) {
+            e.worker.do_send(AccessChanged {
+                owner_id: msg.owner_id,
+                is_public: msg.is_public,
             });
         }
     }
@@ -246,7 +293,8 @@ impl Handler<RefreshWorker> for Supervisor {
     }
 }
 
-/// Shutdown: close every session with 1001 and stop every worker.
+/// Shutdown: stop every worker and refuse joins from now on. (The sessions
+/// themselves are closed with 1001 through the session table.)
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ShutdownAll;
@@ -254,11 +302,9 @@ pub struct ShutdownAll;
 impl Handler<ShutdownAll> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) {
+        self.draining = true;
         for (_, e) in self.workers.drain() {
-            e.worker.do_send(CloseAll {
-                code: crate::protocol::close::GOING_AWAY,
-                reason: "server shutting down",
-            });
+            e.worker.do_send(StopWorker);
         }
     }
 }

@@ -2,7 +2,8 @@
 //! * sessions whose socket stopped draining are cut off (their actor is not
 //!   polled, so they cannot notice by themselves);
 //! * sessions whose token was revoked (by the CLI, possibly in another
-//!   process) are closed with 1008.
+//!   process) are closed with 1008;
+//! * expired WebSocket tickets are removed.
 //!
 //! Lifecycle: spawned by [`crate::startup`]; ends when the shutdown signal
 //! fires.
@@ -27,7 +28,10 @@ pub async fn run(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>
                 let cut = state.sessions.cut_stalled(timeout_ms);
                 state.metrics.sessions_cut.inc_by(cut as u64);
             }
-            _ = revoke.tick() => close_revoked(&state).await,
+            _ = revoke.tick() => {
+                close_revoked(&state).await;
+                state.tickets.purge_expired();
+            }
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() {
                     break;

@@ -1,28 +1,40 @@
-//! The PriceWorker: one actor per watchlist that has at least one session.
+//! The PriceWorker: one actor per watchlist that has at least one
+//! subscription (a v1 socket on it, or a subscription on a multi-watchlist
+//! socket).
 //!
-//! It owns its watchlist's subscribers, positions and `seq`. Every tick of the
-//! shared fetcher it diffs the quotes of its own symbols against what it last
-//! sent, serializes one `quotes` frame and hands the same bytes to every
-//! session, as one batch per HTTP worker thread (see
-//! [`crate::session::relay`]). It never calls the upstream itself.
+//! It owns its watchlist's subscribers, positions, totals, `seq` and
+//! history. Every round of the feed it diffs the quotes of its own symbols
+//! against what it last sent, serializes one `quotes` frame and hands the
+//! same bytes to every subscriber, whatever endpoint it came from, as one
+//! batch per HTTP worker thread (see [`crate::session::relay`]). It never
+//! calls the upstream itself.
+//!
+//! Recovery: every message with a `seq` (quotes, and the snapshot after a
+//! change) is kept, encoded, in a bounded history named by an `epoch` (this
+//! worker's life). A subscriber that says where it left off is registered,
+//! then sent the missed messages from the history, then the live ones: all in
+//! one actor turn and through one relay, so there is no gap and no
+//! duplicate. Otherwise it gets a snapshot.
 //!
 //! Lifecycle: the [supervisor](crate::supervisor) starts it on the first
 //! registration and stops it on the last unregistration (or when the
-//! watchlist is deleted). Its fetcher registration ([`WatchGuard`]) and its
-//! subscriber table die with it; it has no timer of its own.
+//! watchlist is deleted). Its feed registration ([`WatchGuard`]), its
+//! subscriber table and its history die with it; it has no timer of its own.
 
 use crate::db::{models::Item, repo, Db, DbError};
 use crate::domain::Symbol;
-use crate::feed::{Demand, QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, WorkerRegistry};
+use crate::feed::{
+    Demand, IntradayStore, QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, WorkerRegistry,
+};
 use crate::metrics::Metrics;
-use crate::protocol::{self, close, Frame};
-use crate::quote::{Known, WireQuote};
-use crate::session::messages::{CloseSession, Deliver, SessionStats};
+use crate::protocol::{self, EndReason, Frame, QuotesHead, Since, SnapshotHead};
+use crate::quote::{Known, Point, Position, Total, WireQuote};
+use crate::session::messages::{SessionStats, Subscription, SubscriptionEnded};
 use crate::session::relay::{Batch, RelayHandle, Target};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,18 +64,24 @@ impl ItemView {
 pub struct WorkerDeps {
     pub db: Db,
     pub cache: QuoteCache,
+    pub intraday: IntradayStore,
     /// Where the worker registers for ticks.
     pub registry: WorkerRegistry,
     /// Where an admin refresh is passed on to the poller.
     pub demand: Arc<dyn Demand>,
     pub metrics: Arc<Metrics>,
+    /// Messages kept for recovery (`realtime.history_size`).
+    pub history_size: usize,
 }
 
 struct Subscriber {
     target: Target,
-    control: Recipient<CloseSession>,
+    control: Recipient<SubscriptionEnded>,
     /// The relay of the session's thread: every frame goes through it.
     relay: RelayHandle,
+    user_id: i64,
+    /// Its snapshots carry the intraday series.
+    intraday: bool,
 }
 
 /// The subscribers grouped by relay, as sent with each broadcast.
@@ -74,13 +92,25 @@ pub struct PriceWorker {
     items: Vec<ItemView>,
     /// Last state sent for each of this watchlist's symbols.
     known: HashMap<Symbol, Known>,
+    /// By session id: a session subscribes to a watchlist at most once.
     subscribers: HashMap<u64, Subscriber>,
     /// Built from `subscribers` at the first broadcast after a change.
     groups: Option<Groups>,
     seq: u64,
-    /// The encoded snapshot at a `seq`: sessions joining between two ticks
-    /// share one encoding instead of each paying for their own.
-    snapshot_cache: Option<(u64, Frame)>,
+    /// Names this worker's history; random, so a new worker for the same
+    /// watchlist (here or on another instance) never matches an old one.
+    epoch: Arc<str>,
+    /// The latest messages with a `seq`, oldest first, contiguous.
+    history: VecDeque<(u64, Frame)>,
+    /// Recomputed whenever items or their quotes change.
+    totals: Vec<Total>,
+    /// Set when the watchlist was made private (to its owner's id): a
+    /// subscription of anyone else that was checked before and arrives
+    /// after is ended at once.
+    private_to: Option<i64>,
+    /// The encoded snapshot at a `seq`, without and with intraday series:
+    /// sessions joining between two ticks share one encoding.
+    snapshot_cache: [Option<(u64, Frame)>; 2],
     health: UpstreamHealth,
     started_at: DateTime<Utc>,
     ticks: u64,
@@ -103,6 +133,12 @@ pub struct WorkerInfo {
     pub last_tick_at: Option<String>,
     pub last_error: Option<String>,
     pub seq: u64,
+    pub epoch: String,
+}
+
+/// A new random epoch (64 bits, hex).
+fn new_epoch() -> Arc<str> {
+    format!("{:016x}", rand::random::<u64>()).into()
 }
 
 impl PriceWorker {
@@ -119,7 +155,11 @@ impl PriceWorker {
             subscribers: HashMap::new(),
             groups: None,
             seq: 0,
-            snapshot_cache: None,
+            epoch: new_epoch(),
+            history: VecDeque::new(),
+            totals: Vec::new(),
+            private_to: None,
+            snapshot_cache: [None, None],
             health: UpstreamHealth::default(),
             started_at: Utc::now(),
             ticks: 0,
@@ -148,6 +188,16 @@ impl PriceWorker {
             })
             .collect();
         self.items = items;
+        self.recompute_totals();
+    }
+
+    fn recompute_totals(&mut self) {
+        const PENDING: Known = Known::Pending;
+        self.totals = crate::quote::totals(self.items.iter().map(|i| Position {
+            quantity: i.quantity,
+            purchase_price: i.purchase_price,
+            known: self.known.get(&i.symbol).unwrap_or(&PENDING),
+        }));
     }
 
     fn wire<'a>(&'a self, item: &'a ItemView) -> WireQuote<'a> {
@@ -158,19 +208,45 @@ impl PriceWorker {
 
     /// The state at the current `seq`. Every change of items or quotes bumps
     /// `seq`, so the cache is valid exactly while `seq` is unchanged.
-    fn snapshot_frame(&mut self) -> Frame {
-        if let Some((seq, frame)) = &self.snapshot_cache {
+    fn snapshot_frame(&mut self, intraday: bool) -> Frame {
+        let slot = usize::from(intraday);
+        if let Some((seq, frame)) = &self.snapshot_cache[slot] {
             if *seq == self.seq {
                 return frame.clone();
             }
         }
-        let quotes: Vec<WireQuote<'_>> = self.items.iter().map(|i| self.wire(i)).collect();
+        let series: Vec<Vec<Point>> = if intraday {
+            self.items
+                .iter()
+                .map(|i| self.deps.intraday.series(&i.symbol))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let quotes: Vec<WireQuote<'_>> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(n, i)| {
+                let mut q = self.wire(i);
+                q.intraday = series.get(n).map(Vec::as_slice);
+                q
+            })
+            .collect();
         let stale = self
             .items
             .iter()
             .any(|i| matches!(self.known.get(&i.symbol), None | Some(Known::Pending)));
-        let frame = protocol::snapshot(self.watchlist_id, self.seq, stale, &quotes);
-        self.snapshot_cache = Some((self.seq, frame.clone()));
+        let head = SnapshotHead {
+            watchlist_id: self.watchlist_id,
+            epoch: &self.epoch,
+            seq: self.seq,
+            stale,
+            degraded: self.health.degraded,
+            totals: &self.totals,
+        };
+        let frame = protocol::snapshot(&head, &quotes);
+        self.snapshot_cache[slot] = Some((self.seq, frame.clone()));
         frame
     }
 
@@ -184,18 +260,19 @@ impl PriceWorker {
 
     /// Hands one frame to every subscriber, as one batch per relay (HTTP
     /// worker thread). The frame is shared, never re-encoded. Lagging
-    /// subscribers get a snapshot instead.
-    fn broadcast(&mut self, frame: Frame) {
+    /// subscriptions get a snapshot instead.
+    fn broadcast(&mut self, frame: Frame, status: bool) {
         let started = Instant::now();
         let lagging = self
             .subscribers
             .values()
-            .any(|s| s.target.stats.lagged.load(Ordering::Relaxed));
-        let catch_up = lagging.then(|| self.snapshot_frame());
+            .any(|s| s.target.sub.lagged.load(Ordering::Relaxed));
+        let catch_up = lagging.then(|| self.snapshot_frame(false));
         for (relay, targets) in self.groups() {
             let batch = Batch {
                 frame: frame.clone(),
                 catch_up: catch_up.clone(),
+                status,
                 targets,
             };
             relay.send(batch, &self.deps.metrics);
@@ -204,6 +281,15 @@ impl PriceWorker {
             .metrics
             .fanout_seconds
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// A message with the next `seq`: kept for recovery, then broadcast.
+    fn broadcast_seq(&mut self, frame: Frame) {
+        self.history.push_back((self.seq, frame.clone()));
+        while self.history.len() > self.deps.history_size {
+            self.history.pop_front();
+        }
+        self.broadcast(frame, false);
     }
 
     fn groups(&mut self) -> Groups {
@@ -228,15 +314,38 @@ impl PriceWorker {
 
     /// One frame for one session, through its relay like every other frame,
     /// so it cannot overtake a broadcast made before it.
-    fn send_to(&mut self, session_id: u64, frame: Frame) {
+    fn send_to(&self, session_id: u64, frame: Frame, status: bool) {
         if let Some(sub) = self.subscribers.get(&session_id) {
             let batch = Batch {
                 frame,
                 catch_up: None,
+                status,
                 targets: Arc::from([sub.target.clone()]),
             };
             sub.relay.send(batch, &self.deps.metrics);
         }
+    }
+
+    /// The messages after `since`, if this worker's history still holds all
+    /// of them (`Some(empty)`: nothing was missed).
+    fn missed_since(&self, since: &Since) -> Option<Vec<Frame>> {
+        if *since.epoch != *self.epoch || since.seq > self.seq {
+            return None;
+        }
+        if since.seq == self.seq {
+            return Some(Vec::new());
+        }
+        let oldest = self.history.front()?.0;
+        if since.seq + 1 < oldest {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|(seq, _)| *seq > since.seq)
+                .map(|(_, f)| f.clone())
+                .collect(),
+        )
     }
 
     /// Items changed: every session gets a fresh snapshot.
@@ -249,16 +358,33 @@ impl PriceWorker {
             reg.update(self.symbols());
         }
         self.seq += 1;
-        let frame = self.snapshot_frame();
-        self.broadcast(frame);
+        let frame = self.snapshot_frame(false);
+        self.broadcast_seq(frame);
     }
 
-    fn close_all(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
-        for sub in self.subscribers.values() {
-            sub.control.do_send(CloseSession { code, reason });
+    /// Ends subscriptions (deletion, lost access); the sessions unregister
+    /// through the supervisor as they learn it.
+    fn end(&mut self, reason: EndReason, which: impl Fn(&Subscriber) -> bool) {
+        let ended: Vec<u64> = self
+            .subscribers
+            .iter()
+            .filter(|(_, s)| which(s))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            if let Some(s) = self.subscribers.remove(&id) {
+                s.control.do_send(SubscriptionEnded {
+                    watchlist_id: self.watchlist_id,
+                    sub: s.target.sub.id,
+                    reason,
+                });
+                self.groups = None;
+            }
         }
-        self.subscribers.clear();
-        self.groups = None;
+    }
+
+    fn deleted(&mut self, ctx: &mut Context<Self>) {
+        self.end(EndReason::Deleted, |_| true);
         ctx.stop();
     }
 }
@@ -291,73 +417,113 @@ impl Actor for PriceWorker {
                     watchlist_id: act.watchlist_id,
                     worker: ctx.address(),
                 });
-                act.close_all(close::WATCHLIST_DELETED, "watchlist deleted", ctx);
+                act.deleted(ctx);
             }
             Err(e) => log::warn!("worker {}: could not reload items: {e}", act.watchlist_id),
         }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        // Unregister from the fetcher now, not whenever the struct is dropped.
+        // Unregister from the feed now, not whenever the struct is dropped.
         self.registration.take();
         self.deps.metrics.workers.dec();
         log::debug!("worker {} stopped", self.watchlist_id);
     }
 }
 
-/// A session joins: it gets a snapshot at once (and the upstream status when
-/// it is degraded).
+/// A session subscribes: it gets, in this order, a `subscribed` ack (when
+/// `ack`), then either the messages it missed since `since` or a snapshot,
+/// then the upstream status when it is degraded, then the live messages.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
     pub session_id: u64,
-    pub deliver: Recipient<Deliver>,
-    pub control: Recipient<CloseSession>,
+    pub user_id: i64,
+    pub sub: Arc<Subscription>,
+    pub deliver: Recipient<crate::session::messages::Deliver>,
+    pub control: Recipient<SubscriptionEnded>,
     pub stats: Arc<SessionStats>,
     pub relay: RelayHandle,
+    pub since: Option<Since>,
+    pub intraday: bool,
+    /// Send a `subscribed` message first (the multi-watchlist endpoint, and
+    /// the v1 endpoint when the client asked to recover).
+    pub ack: bool,
 }
 
 impl Handler<Subscribe> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        let session_id = msg.session_id;
+        if self.private_to.is_some_and(|owner| owner != msg.user_id) {
+            msg.control.do_send(SubscriptionEnded {
+                watchlist_id: self.watchlist_id,
+                sub: msg.sub.id,
+                reason: EndReason::Forbidden,
+            });
+            return;
+        }
         self.subscribers.insert(
-            msg.session_id,
+            session_id,
             Subscriber {
                 target: Target {
                     deliver: msg.deliver,
                     stats: msg.stats,
+                    sub: msg.sub,
                 },
                 control: msg.control,
                 relay: msg.relay,
+                user_id: msg.user_id,
+                intraday: msg.intraday,
             },
         );
         self.groups = None;
-        let snap = self.snapshot_frame();
-        self.send_to(msg.session_id, snap);
+        let missed = msg.since.as_ref().and_then(|s| self.missed_since(s));
+        if msg.ack {
+            let ack = protocol::subscribed(self.watchlist_id, &self.epoch, missed.is_some());
+            self.send_to(session_id, ack, false);
+        }
+        match missed {
+            Some(frames) => {
+                for f in frames {
+                    self.send_to(session_id, f, false);
+                }
+            }
+            None => {
+                let snap = self.snapshot_frame(msg.intraday);
+                self.send_to(session_id, snap, false);
+            }
+        }
         if self.health.degraded {
             let status = self.status_frame();
-            self.send_to(msg.session_id, status);
+            self.send_to(session_id, status, true);
         }
     }
 }
 
-/// A session left.
+/// A session unsubscribed (or left).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
     pub session_id: u64,
+    pub sub: u64,
 }
 
 impl Handler<Unsubscribe> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        if self.subscribers.remove(&msg.session_id).is_some() {
+        if self
+            .subscribers
+            .get(&msg.session_id)
+            .is_some_and(|s| s.target.sub.id == msg.sub)
+        {
+            self.subscribers.remove(&msg.session_id);
             self.groups = None;
         }
     }
 }
 
-/// A tick of the shared fetcher: broadcast what changed for this watchlist.
+/// A round of the feed: broadcast what changed for this watchlist.
 impl Handler<QuoteTick> for PriceWorker {
     type Result = ();
     fn handle(&mut self, tick: QuoteTick, _: &mut Context<Self>) {
@@ -371,7 +537,7 @@ impl Handler<QuoteTick> for PriceWorker {
                 self.last_error = Some(self.health.message.clone());
             }
             let status = self.status_frame();
-            self.broadcast(status);
+            self.broadcast(status, true);
         } else {
             self.health.retry_in_ms = tick.health.retry_in_ms;
         }
@@ -387,17 +553,30 @@ impl Handler<QuoteTick> for PriceWorker {
         if changed.is_empty() {
             return;
         }
+        let positions_changed = changed
+            .iter()
+            .any(|(idx, _)| self.items[*idx].quantity.is_some());
         for (idx, new) in &changed {
             self.known
                 .insert(self.items[*idx].symbol.clone(), new.clone());
+        }
+        if positions_changed {
+            self.recompute_totals();
         }
         self.seq += 1;
         let quotes: Vec<WireQuote<'_>> = changed
             .iter()
             .map(|(idx, _)| self.wire(&self.items[*idx]))
             .collect();
-        let frame = protocol::quotes(self.watchlist_id, self.seq, &quotes);
-        self.broadcast(frame);
+        let head = QuotesHead {
+            watchlist_id: self.watchlist_id,
+            epoch: &self.epoch,
+            seq: self.seq,
+            tick: tick.tick,
+            totals: &self.totals,
+        };
+        let frame = protocol::quotes(&head, &quotes);
+        self.broadcast_seq(frame);
     }
 }
 
@@ -413,6 +592,27 @@ impl Handler<ItemsChanged> for PriceWorker {
     }
 }
 
+/// The watchlist's visibility was set: when private, subscriptions of
+/// anyone but its owner end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AccessChanged {
+    pub owner_id: i64,
+    pub is_public: bool,
+}
+
+impl Handler<AccessChanged> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, msg: AccessChanged, _: &mut Context<Self>) {
+        if msg.is_public {
+            self.private_to = None;
+        } else {
+            self.private_to = Some(msg.owner_id);
+            self.end(EndReason::Forbidden, |s| s.user_id != msg.owner_id);
+        }
+    }
+}
+
 /// A session asked for a snapshot: it gets one at the current `seq`, so the
 /// others see no gap.
 #[derive(Message)]
@@ -424,27 +624,28 @@ pub struct SendSnapshot {
 impl Handler<SendSnapshot> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: SendSnapshot, _: &mut Context<Self>) {
-        let snap = self.snapshot_frame();
-        self.send_to(msg.session_id, snap);
+        let intraday = self
+            .subscribers
+            .get(&msg.session_id)
+            .is_some_and(|s| s.intraday);
+        let snap = self.snapshot_frame(intraday);
+        self.send_to(msg.session_id, snap, false);
     }
 }
 
-/// Close every session with `code` and stop (watchlist deleted, shutdown).
+/// The watchlist was deleted: end every subscription and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseAll {
-    pub code: u16,
-    pub reason: &'static str,
-}
+pub struct Deleted;
 
-impl Handler<CloseAll> for PriceWorker {
+impl Handler<Deleted> for PriceWorker {
     type Result = ();
-    fn handle(&mut self, msg: CloseAll, ctx: &mut Context<Self>) {
-        self.close_all(msg.code, msg.reason, ctx);
+    fn handle(&mut self, _: Deleted, ctx: &mut Context<Self>) {
+        self.deleted(ctx);
     }
 }
 
-/// The last session left.
+/// The last session left, or the server is shutting down.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopWorker;
@@ -473,6 +674,7 @@ impl Handler<GetInfo> for PriceWorker {
             last_tick_at: self.last_tick_at.map(crate::quote::format_ts),
             last_error: self.last_error.clone(),
             seq: self.seq,
+            epoch: self.epoch.to_string(),
         })
     }
 }

@@ -8,11 +8,33 @@ mod fake_yahoo;
 use chrono::Utc;
 use fake_yahoo::{Endpoint, FakeYahoo, Fault};
 use quotecast::domain::Symbol;
-use quotecast::quote::{MARKET_CLOSED, MARKET_REGULAR};
+use quotecast::quote::{MarketQuote, MARKET_CLOSED, MARKET_REGULAR};
 use quotecast::upstream::yahoo::{self, YahooProvider};
 use quotecast::upstream::{QuoteProvider, UpstreamError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+
+/// The provider's answers without their intraday points, which these
+/// checks do not look at.
+trait QuotesOnly {
+    async fn quotes(&self, symbols: Vec<Symbol>) -> Result<Vec<MarketQuote>, UpstreamError>;
+    async fn quote(&self, symbol: Symbol) -> Result<Option<MarketQuote>, UpstreamError>;
+}
+
+impl<P: QuoteProvider> QuotesOnly for P {
+    async fn quotes(&self, symbols: Vec<Symbol>) -> Result<Vec<MarketQuote>, UpstreamError> {
+        Ok(self
+            .fetch_batch(symbols)
+            .await?
+            .into_iter()
+            .map(|f| f.quote)
+            .collect())
+    }
+
+    async fn quote(&self, symbol: Symbol) -> Result<Option<MarketQuote>, UpstreamError> {
+        Ok(self.fetch_one(symbol).await?.map(|f| f.quote))
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -112,13 +134,13 @@ async fn provider_reads_both_spark_shapes_from_an_actix_test() {
     let yahoo = provider(&fake);
     let requested = syms(&["7203.T", "AAPL", "ZZZZ"]);
 
-    let quotes = yahoo.fetch_batch(requested.clone()).await.unwrap();
+    let quotes = yahoo.quotes(requested.clone()).await.unwrap();
     let names: Vec<&str> = quotes.iter().map(|q| q.symbol.as_str()).collect();
     assert_eq!(names, ["7203.T", "AAPL"]);
     assert!(quotes[0].name.is_some());
 
     fake.set_legacy_shape(true);
-    let quotes = yahoo.fetch_batch(requested.clone()).await.unwrap();
+    let quotes = yahoo.quotes(requested.clone()).await.unwrap();
     assert_eq!(quotes.len(), 2);
     let aapl = quotes.iter().find(|q| q.symbol.as_str() == "AAPL").unwrap();
     assert_eq!(aapl.price, Some(FakeYahoo::price_at("AAPL", 1)));
@@ -138,10 +160,10 @@ async fn provider_fetches_one_symbol_and_tells_unknown_ones() {
     let fake = FakeYahoo::start();
     let yahoo = provider(&fake);
 
-    let nikkei = yahoo.fetch_one(sym("^N225")).await.unwrap().unwrap();
+    let nikkei = yahoo.quote(sym("^N225")).await.unwrap().unwrap();
     assert_eq!(nikkei.symbol.as_str(), "^N225");
     assert_eq!(nikkei.price, Some(FakeYahoo::price_at("^N225", 0)));
-    let fx = yahoo.fetch_one(sym("USDJPY=X")).await.unwrap().unwrap();
+    let fx = yahoo.quote(sym("USDJPY=X")).await.unwrap().unwrap();
     assert_eq!(fx.symbol.as_str(), "USDJPY=X");
     let requests = fake.requests();
     assert_eq!(requests[0].path, "/v8/finance/chart/%5EN225");
@@ -157,9 +179,9 @@ async fn provider_fetches_one_symbol_and_tells_unknown_ones() {
     let encodings = requests[0].accept_encoding.as_deref().unwrap_or_default();
     assert!(encodings.contains("gzip"), "{encodings}");
 
-    assert_eq!(yahoo.fetch_one(sym("ZZZZ")).await.unwrap(), None);
+    assert_eq!(yahoo.quote(sym("ZZZZ")).await.unwrap(), None);
     fake.set_unknown("DELISTED", true);
-    assert_eq!(yahoo.fetch_one(sym("DELISTED")).await.unwrap(), None);
+    assert_eq!(yahoo.quote(sym("DELISTED")).await.unwrap(), None);
     let raw = raw_get(&format!(
         "{}/v8/finance/chart/ZZZZ?range=1d&interval=5m",
         fake.base_url()
@@ -170,9 +192,9 @@ async fn provider_fetches_one_symbol_and_tells_unknown_ones() {
 
     // Missing from a batch but known: only the chart endpoint can tell.
     fake.set_omitted_from_spark("MSFT", true);
-    let batch = yahoo.fetch_batch(syms(&["MSFT", "AAPL"])).await.unwrap();
+    let batch = yahoo.quotes(syms(&["MSFT", "AAPL"])).await.unwrap();
     assert_eq!(batch.len(), 1);
-    assert!(yahoo.fetch_one(sym("MSFT")).await.unwrap().is_some());
+    assert!(yahoo.quote(sym("MSFT")).await.unwrap().is_some());
     assert_eq!(fake.chart_requests(), 6);
     assert_eq!(fake.spark_requests(), 1);
 }
@@ -183,16 +205,16 @@ async fn closed_markets_are_reported_closed() {
     let yahoo = provider(&fake);
     fake.set_market_closed("7203.T", true);
 
-    let quotes = yahoo.fetch_batch(syms(&["7203.T", "AAPL"])).await.unwrap();
+    let quotes = yahoo.quotes(syms(&["7203.T", "AAPL"])).await.unwrap();
     assert_eq!(quotes[0].market_state.as_deref(), Some(MARKET_CLOSED));
     assert!(quotes[0].market_closed());
     assert_eq!(quotes[1].market_state.as_deref(), Some(MARKET_REGULAR));
 
     fake.set_market_state_field(true);
-    let one = yahoo.fetch_one(sym("7203.T")).await.unwrap().unwrap();
+    let one = yahoo.quote(sym("7203.T")).await.unwrap().unwrap();
     assert_eq!(one.market_state.as_deref(), Some(MARKET_CLOSED));
     fake.set_market_closed("7203.T", false);
-    let one = yahoo.fetch_one(sym("7203.T")).await.unwrap().unwrap();
+    let one = yahoo.quote(sym("7203.T")).await.unwrap().unwrap();
     assert_eq!(one.market_state.as_deref(), Some(MARKET_REGULAR));
 }
 
@@ -203,12 +225,12 @@ async fn prices_can_be_pinned() {
     fake.set_price("AAPL", 200.0);
     fake.set_prices_move(false);
     for _ in 0..2 {
-        let quote = yahoo.fetch_one(sym("AAPL")).await.unwrap().unwrap();
+        let quote = yahoo.quote(sym("AAPL")).await.unwrap().unwrap();
         assert_eq!(quote.price, Some(200.0));
         assert_eq!(quote.previous_close, Some(200.0));
     }
     fake.set_prices_move(true);
-    let quote = yahoo.fetch_one(sym("AAPL")).await.unwrap().unwrap();
+    let quote = yahoo.quote(sym("AAPL")).await.unwrap().unwrap();
     assert_eq!(quote.price, Some(200.0 + 2.0 * fake_yahoo::PRICE_STEP));
 }
 
@@ -218,16 +240,13 @@ async fn more_than_twenty_symbols_are_refused_like_yahoo() {
     let yahoo = provider(&fake);
     let many: Vec<Symbol> = (0..21).map(|i| sym(&format!("S{i}"))).collect();
 
-    let err = yahoo.fetch_batch(many.clone()).await.unwrap_err();
+    let err = yahoo.quotes(many.clone()).await.unwrap_err();
     assert!(
         matches!(err, UpstreamError::Status { status: 400, .. }),
         "{err:?}"
     );
     assert_eq!(fake.max_spark_symbols(), 21);
-    assert_eq!(
-        yahoo.fetch_batch(many[..20].to_vec()).await.unwrap().len(),
-        20
-    );
+    assert_eq!(yahoo.quotes(many[..20].to_vec()).await.unwrap().len(), 20);
 
     let list: Vec<String> = (0..21).map(|i| format!("S{i}")).collect();
     let raw = raw_get(&format!(
@@ -244,7 +263,7 @@ async fn more_than_twenty_symbols_are_refused_like_yahoo() {
 async fn injected_faults_map_to_upstream_errors() {
     let fake = FakeYahoo::start();
     let yahoo = provider(&fake);
-    let batch = || yahoo.fetch_batch(syms(&["AAPL"]));
+    let batch = || yahoo.quotes(syms(&["AAPL"]));
 
     fake.fail_next(1, Fault::rate_limited(Some(3)));
     let err = batch().await.unwrap_err();
@@ -265,7 +284,7 @@ async fn injected_faults_map_to_upstream_errors() {
         },
     );
     assert!(batch().await.is_ok(), "the fault is for the chart endpoint");
-    let err = yahoo.fetch_one(sym("AAPL")).await.unwrap_err();
+    let err = yahoo.quote(sym("AAPL")).await.unwrap_err();
     let wait = err.retry_after().unwrap();
     assert!(
         wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
@@ -366,10 +385,10 @@ async fn a_hanging_upstream_is_a_timeout_and_recovers_when_released() {
     fake.fail_all(Fault::Hang);
 
     let started = Instant::now();
-    let err = impatient.fetch_batch(syms(&["AAPL"])).await.unwrap_err();
+    let err = impatient.quotes(syms(&["AAPL"])).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let err = impatient.fetch_one(sym("AAPL")).await.unwrap_err();
+    let err = impatient.quote(sym("AAPL")).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
 
     // A patient request is answered normally once the hang is lifted.
@@ -389,14 +408,10 @@ async fn a_delayed_upstream_answers_late() {
     let fake = FakeYahoo::start();
     fake.set_delay(Duration::from_millis(200));
     let started = Instant::now();
-    assert!(provider(&fake)
-        .fetch_one(sym("AAPL"))
-        .await
-        .unwrap()
-        .is_some());
+    assert!(provider(&fake).quote(sym("AAPL")).await.unwrap().is_some());
     assert!(started.elapsed() >= Duration::from_millis(200));
     let impatient = provider_for(&fake.base_url(), Duration::from_millis(50));
-    let err = impatient.fetch_one(sym("AAPL")).await.unwrap_err();
+    let err = impatient.quote(sym("AAPL")).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Timeout), "{err:?}");
 }
 
@@ -407,10 +422,10 @@ async fn a_closed_port_is_a_connect_error() {
         listener.local_addr().unwrap().port()
     };
     let yahoo = provider_for(&format!("http://127.0.0.1:{port}"), WAIT);
-    let err = yahoo.fetch_batch(syms(&["AAPL"])).await.unwrap_err();
+    let err = yahoo.quotes(syms(&["AAPL"])).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     assert_eq!(err.outcome(), "connect_error");
-    let err = yahoo.fetch_one(sym("AAPL")).await.unwrap_err();
+    let err = yahoo.quote(sym("AAPL")).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
 }
 
@@ -430,7 +445,7 @@ async fn stopping_the_fake_ends_hanging_requests() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(pending.await.unwrap().is_err());
     let err = provider_for(&base_url, WAIT)
-        .fetch_one(sym("AAPL"))
+        .quote(sym("AAPL"))
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
@@ -449,9 +464,9 @@ fn blocking_waits_see_requests_from_other_threads() {
         runtime.block_on(async {
             let yahoo = provider_for(&base_url, WAIT);
             for _ in 0..3 {
-                yahoo.fetch_batch(syms(&["AAPL", "MSFT"])).await.unwrap();
+                yahoo.quotes(syms(&["AAPL", "MSFT"])).await.unwrap();
             }
-            yahoo.fetch_one(sym("AAPL")).await.unwrap();
+            yahoo.quote(sym("AAPL")).await.unwrap();
         });
     });
     assert!(fake.wait_for_spark_requests(3, WAIT));

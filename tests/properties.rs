@@ -360,14 +360,37 @@ mod domain {
 
 mod protocol {
     use super::*;
-    use quotecast::protocol::{parse_client, ClientError, ClientMessage};
+    use quotecast::protocol::{parse_client, ClientError, ClientMessage, Since};
 
     /// Every message a client may send, as JSON and as parsed. A new message
     /// type is one line here (with a strategy for its fields if it has any).
     fn client_message() -> impl Strategy<Value = (Value, ClientMessage)> {
         prop_oneof![
             Just(()).prop_map(|()| (json!({"type": "ping"}), ClientMessage::Ping)),
-            Just(()).prop_map(|()| (json!({"type": "snapshot"}), ClientMessage::Snapshot)),
+            Just(()).prop_map(|()| (
+                json!({"type": "snapshot"}),
+                ClientMessage::Snapshot { watchlist_id: None }
+            )),
+            any::<i64>().prop_map(|id| (
+                json!({"type": "snapshot", "watchlist_id": id}),
+                ClientMessage::Snapshot { watchlist_id: Some(id) }
+            )),
+            (any::<i64>(), any::<bool>()).prop_map(|(id, intraday)| (
+                json!({"type": "subscribe", "watchlist_id": id, "intraday": intraday}),
+                ClientMessage::Subscribe { watchlist_id: id, since: None, intraday }
+            )),
+            (any::<i64>(), "[0-9a-f]{1,16}", any::<u64>()).prop_map(|(id, epoch, seq)| (
+                json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": seq}}),
+                ClientMessage::Subscribe {
+                    watchlist_id: id,
+                    since: Some(Since { epoch, seq }),
+                    intraday: false,
+                }
+            )),
+            any::<i64>().prop_map(|id| (
+                json!({"type": "unsubscribe", "watchlist_id": id}),
+                ClientMessage::Unsubscribe { watchlist_id: id }
+            )),
         ]
     }
 

@@ -115,7 +115,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/ws/v1/watchlists/{id}",
-        web::get().to(crate::session::endpoint::connect),
+        web::get().to(crate::session::endpoint::connect_watchlist),
+    )
+    .route(
+        "/ws/v1",
+        web::get().to(crate::session::endpoint::connect_multi),
     )
     .configure(crate::dashboard::routes)
     .default_service(web::to(not_found));

@@ -9,10 +9,9 @@ use crate::db::models::{Item, Watchlist};
 use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
 use crate::db::{from_micros, DbError};
 use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
-use crate::protocol::close;
 use crate::quote::format_ts;
 use crate::state::AppState;
-use crate::supervisor::{WatchlistChanged, WatchlistDeleted};
+use crate::supervisor::{WatchlistAccess, WatchlistChanged, WatchlistDeleted};
 use crate::worker::ItemView;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -280,14 +279,13 @@ pub async fn update(
             Ok::<_, ApiError>(WatchlistOut::new(w, items))
         })
         .await?;
-    if !out.is_public {
-        // Others lose read access now, not whenever they reconnect.
-        state.sessions.close_where(
-            |e| e.watchlist_id == id && e.user_id != me,
-            close::POLICY,
-            "watchlist is private now",
-        );
-    }
+    // Made private: others lose read access now, not whenever they
+    // reconnect.
+    state.supervisor.do_send(WatchlistAccess {
+        watchlist_id: id,
+        owner_id: out.owner_id,
+        is_public: out.is_public,
+    });
     Ok(HttpResponse::Ok().json(out))
 }
 

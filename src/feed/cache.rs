@@ -6,6 +6,7 @@ use crate::domain::Symbol;
 use crate::quote::Known;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use tokio::sync::Notify;
 
 pub type QuoteMap = HashMap<Symbol, Known>;
 
@@ -14,12 +15,36 @@ pub type QuoteMap = HashMap<Symbol, Known>;
 #[derive(Clone, Default)]
 pub struct QuoteCache {
     inner: Arc<RwLock<Arc<QuoteMap>>>,
+    /// Woken after every change, for readers waiting for a symbol.
+    changed: Arc<Notify>,
 }
 
 impl QuoteCache {
     pub fn new(initial: QuoteMap) -> Self {
         Self {
             inner: Arc::new(RwLock::new(Arc::new(initial))),
+            changed: Arc::default(),
+        }
+    }
+
+    /// Waits until every symbol of `symbols` is known (fetched, or called
+    /// unknown by the upstream), at most until `deadline`; returns the map
+    /// as it is then.
+    pub async fn wait_known(
+        &self,
+        symbols: &[Symbol],
+        deadline: tokio::time::Instant,
+    ) -> Arc<QuoteMap> {
+        loop {
+            // Registered before the check, so a change in between wakes it.
+            let changed = self.changed.notified();
+            let map = self.snapshot();
+            let pending = symbols
+                .iter()
+                .any(|s| matches!(map.get(s), None | Some(Known::Pending)));
+            if !pending || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return map;
+            }
         }
     }
 
@@ -44,7 +69,10 @@ impl QuoteCache {
         }
         let map = Arc::make_mut(&mut guard);
         map.extend(changed);
-        guard.clone()
+        let map = guard.clone();
+        drop(guard);
+        self.changed.notify_waiters();
+        map
     }
 }
 

@@ -18,6 +18,9 @@ use tokio::sync::Notify;
 pub struct LocalDemand {
     registry: WorkerRegistry,
     forced: Mutex<HashSet<Symbol>>,
+    /// Bounded by what REST callers may ask at once (50 symbols a request)
+    /// and emptied by every round.
+    once: Mutex<HashSet<Symbol>>,
     force_asked: Notify,
 }
 
@@ -26,12 +29,17 @@ impl LocalDemand {
         Self {
             registry,
             forced: Mutex::new(HashSet::new()),
+            once: Mutex::new(HashSet::new()),
             force_asked: Notify::new(),
         }
     }
 
     fn forced(&self) -> std::sync::MutexGuard<'_, HashSet<Symbol>> {
         self.forced.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn once(&self) -> std::sync::MutexGuard<'_, HashSet<Symbol>> {
+        self.once.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -47,6 +55,15 @@ impl Demand for LocalDemand {
     fn force(&self, symbols: Vec<Symbol>) {
         self.forced().extend(symbols);
         self.force_asked.notify_one();
+    }
+
+    fn fetch_once(&self, symbols: Vec<Symbol>) {
+        self.once().extend(symbols);
+        self.force_asked.notify_one();
+    }
+
+    fn take_once(&self) -> BoxFuture<'_, HashSet<Symbol>> {
+        future::ready(std::mem::take(&mut *self.once())).boxed()
     }
 
     fn changed(&self) -> BoxFuture<'_, ()> {

@@ -17,14 +17,16 @@
 //! each local worker a [`QuoteTick`] with the full latest state.
 
 pub mod cache;
+pub mod intraday;
 pub mod local;
 pub mod registry;
 
 pub use cache::{QuoteCache, QuoteMap};
+pub use intraday::IntradayStore;
 pub use registry::{Distributor, WatchGuard, WorkerRegistry};
 
 use crate::domain::Symbol;
-use crate::quote::Known;
+use crate::quote::{Known, Point};
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeSet, HashSet};
@@ -56,10 +58,12 @@ impl UpstreamHealth {
 }
 
 /// What one polling round found: the symbols whose state it learnt (only
-/// those), and the upstream's health after it.
-#[derive(Debug, Clone, PartialEq)]
+/// those), the upstream's intraday points of symbols whose points changed,
+/// and the upstream's health after the round.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Round {
     pub changed: Vec<(Symbol, Known)>,
+    pub intraday: Vec<(Symbol, Arc<[Point]>)>,
     pub health: UpstreamHealth,
 }
 
@@ -96,6 +100,14 @@ pub trait Demand: Send + Sync + 'static {
 
     /// Asks for these symbols to be fetched now.
     fn force(&self, symbols: Vec<Symbol>);
+
+    /// Asks for these symbols to be fetched once, soon, whether or not
+    /// anyone watches them (a REST user asking for a price); they are not
+    /// polled afterwards unless they are wanted.
+    fn fetch_once(&self, symbols: Vec<Symbol>);
+
+    /// Symbols asked for with [`Demand::fetch_once`]; taking them clears them.
+    fn take_once(&self) -> BoxFuture<'_, HashSet<Symbol>>;
 
     /// Resolves when the demand may have grown or a refresh was asked for,
     /// so new symbols do not wait a whole tick.

@@ -2,8 +2,9 @@
 //! they watch ([`WorkerRegistry`]), and the [`Distributor`] that turns a
 //! published round into a [`QuoteTick`] for each of them.
 
-use super::{QuoteCache, QuoteTick, Round};
+use super::{IntradayStore, QuoteCache, QuoteTick, Round};
 use crate::domain::Symbol;
+use crate::quote::Known;
 use actix::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -103,16 +104,29 @@ impl Drop for WatchGuard {
     }
 }
 
-/// Where every published round ends on an instance: into the cache, then to
-/// every local worker. Cheap to clone.
+/// Where every published round ends on an instance: into the cache and the
+/// intraday series, then to every local worker. Cheap to clone.
 #[derive(Clone)]
 pub struct Distributor {
     pub cache: QuoteCache,
+    pub intraday: IntradayStore,
     pub registry: WorkerRegistry,
 }
 
 impl Distributor {
     pub fn deliver(&self, tick: u64, round: Round) {
+        for (symbol, bars) in round.intraday {
+            self.intraday.set_bars(&symbol, bars);
+        }
+        let now = chrono::Utc::now().timestamp();
+        for (symbol, known) in &round.changed {
+            if let Known::Quote(q) = known {
+                if let Some(price) = q.price {
+                    let at = q.market_time.map_or(now, |t| t.timestamp());
+                    self.intraday.add_tick(symbol, at, price);
+                }
+            }
+        }
         let quotes = self.cache.apply(round.changed);
         self.registry.deliver(QuoteTick {
             tick,

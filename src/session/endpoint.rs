@@ -1,17 +1,18 @@
-//! `GET /ws/v1/watchlists/{id}`: every refusal (401, 403, 404, 429, 503) is
-//! decided here, before the upgrade, and answered with the JSON error body,
-//! so a client can tell "retry" from "give up".
+//! The two WebSocket endpoints, `GET /ws/v1/watchlists/{id}` and
+//! `GET /ws/v1`: every refusal (400, 401, 403, 404, 429, 503) is decided
+//! here, before the upgrade, and answered with the JSON error body, so a
+//! client can tell "retry" from "give up".
 
 use super::frames::{Limits, Messages};
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
-use super::{SessionDeps, WsSession};
+use super::{Endpoint, FirstSubscription, SessionDeps, WsSession};
 use crate::access::{self, Access};
 use crate::api::ApiError;
 use crate::auth::{self, AuthError, Caller, TicketError};
 use crate::db::repo;
 use crate::net::ConnSocket;
-use crate::protocol;
+use crate::protocol::{self, Since};
 use crate::state::AppState;
 use crate::worker::ItemView;
 use actix::AsyncContext;
@@ -19,11 +20,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use futures_util::stream;
 use serde::Deserialize;
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
     ticket: Option<String>,
+    /// v1 recovery: `EPOCH:SEQ` of the last message the client got.
+    since: Option<String>,
+    /// v1: snapshots with intraday series (`1` or `true`).
+    intraday: Option<String>,
 }
 
 /// Who is connecting, before the database has been asked.
@@ -34,7 +38,44 @@ enum Credentials {
     Bearer(String),
 }
 
-pub async fn connect(
+impl Credentials {
+    /// A single-use ticket, else the Authorization header. A ticket issued
+    /// for one watchlist opens only that watchlist's v1 socket.
+    fn of(
+        req: &HttpRequest,
+        state: &AppState,
+        query: &WsQuery,
+        watchlist: Option<i64>,
+    ) -> Result<Self, ApiError> {
+        match (&query.ticket, auth::bearer_token(req)?) {
+            (Some(ticket), _) => match state.tickets.consume(ticket, watchlist) {
+                Ok(t) => Ok(Credentials::Checked(Caller {
+                    user: t.user,
+                    token_id: t.token_id,
+                })),
+                Err(TicketError::Invalid) => Err(ApiError::Unauthorized(
+                    "invalid, used or expired ticket".into(),
+                )),
+                Err(TicketError::WrongWatchlist) => Err(ApiError::Forbidden(
+                    "ticket was issued for another watchlist".into(),
+                )),
+            },
+            (None, Some(token)) => Ok(Credentials::Bearer(token)),
+            (None, None) => Err(AuthError::Missing.into()),
+        }
+    }
+
+    /// The caller, on a connection already held.
+    fn caller(self, c: &mut crate::db::DbConn) -> Result<Caller, AuthError> {
+        match self {
+            Credentials::Checked(caller) => Ok(caller),
+            Credentials::Bearer(token) => auth::lookup(c, &token),
+        }
+    }
+}
+
+/// `GET /ws/v1/watchlists/{id}`: a socket on one watchlist.
+pub async fn connect_watchlist(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
@@ -44,56 +85,91 @@ pub async fn connect(
     let watchlist_id: i64 = path
         .parse()
         .map_err(|_| ApiError::NotFound("no such watchlist".into()))?;
-
-    // Credentials: a single-use ticket, else the Authorization header.
-    let creds = match (&query.ticket, auth::bearer_token(&req)?) {
-        (Some(ticket), _) => match state.tickets.consume(ticket, watchlist_id) {
-            Ok(t) => Credentials::Checked(Caller {
-                user: t.user,
-                token_id: t.token_id,
-            }),
-            Err(TicketError::Invalid) => {
-                return Err(ApiError::Unauthorized(
-                    "invalid, used or expired ticket".into(),
-                ))
-            }
-            Err(TicketError::WrongWatchlist) => {
-                return Err(ApiError::Forbidden(
-                    "ticket was issued for another watchlist".into(),
-                ))
-            }
-        },
-        (None, Some(token)) => Credentials::Bearer(token),
-        (None, None) => return Err(AuthError::Missing.into()),
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(raw) => Some(Since::parse_query(raw).ok_or_else(|| {
+            ApiError::BadRequest(
+                "since: expected EPOCH:SEQ (from a snapshot or quotes message)".into(),
+            )
+        })?),
     };
+    let intraday = flag(query.intraday.as_deref())?;
+    let creds = Credentials::of(&req, &state, &query, Some(watchlist_id))?;
 
     // One trip to the database for the token, the watchlist and its items:
     // each trip is a hand-off to the blocking pool and back, and connects
     // come in bursts.
-    let (Caller { user, token_id }, items) = state
+    let (caller, items) = state
         .db
         .run(move |c| {
-            let caller = match creds {
-                Credentials::Checked(caller) => caller,
-                Credentials::Bearer(token) => auth::lookup(c, &token)?,
-            };
+            let caller = creds.caller(c)?;
             access::load(c, watchlist_id, caller.user.id, Access::Read)?;
             Ok::<_, ApiError>((caller, repo::get_items(c, watchlist_id)?))
         })
         .await?;
+    let first = FirstSubscription {
+        watchlist_id,
+        items: items.iter().filter_map(ItemView::from_row).collect(),
+        since,
+        intraday,
+    };
+    start(&req, payload, &state, caller, Endpoint::Watchlist(first))
+}
 
+/// `GET /ws/v1`: a socket that subscribes to watchlists by message.
+pub async fn connect_multi(
+    req: HttpRequest,
+    query: web::Query<WsQuery>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if query.since.is_some() || query.intraday.is_some() {
+        return Err(ApiError::BadRequest(
+            "since and intraday go with each subscribe message on /ws/v1".into(),
+        ));
+    }
+    let creds = Credentials::of(&req, &state, &query, None)?;
+    let caller = match creds {
+        Credentials::Checked(caller) => caller,
+        Credentials::Bearer(token) => auth::authenticate(&state.db, token).await?,
+    };
+    start(&req, payload, &state, caller, Endpoint::Multi)
+}
+
+/// A query flag: absent, `0`/`false` or `1`/`true`.
+fn flag(raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None | Some("0") | Some("false") => Ok(false),
+        Some("1") | Some("true") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "expected 1 or 0, got {other:?}"
+        ))),
+    }
+}
+
+/// The checks every upgrade shares (shutdown, limits), then the upgrade.
+fn start(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    caller: Caller,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, ApiError> {
     // Refuse before the upgrade when the server is shutting down.
     if state.is_shutting_down() {
         return Err(ApiError::Unavailable("server is shutting down".into()));
     }
-
+    let watchlist_id = match &endpoint {
+        Endpoint::Watchlist(first) => Some(first.watchlist_id),
+        Endpoint::Multi => None,
+    };
     let socket = req.conn_data::<ConnSocket>().copied();
     let guard = state
         .sessions
         .reserve(NewSession {
-            user_id: user.id,
-            user: user.name.clone(),
-            token_id,
+            user_id: caller.user.id,
+            user: caller.user.name.clone(),
+            token_id: caller.token_id,
             watchlist_id,
             peer: req.peer_addr(),
             socket,
@@ -112,25 +188,21 @@ pub async fn connect(
         .app_data::<web::Data<RelayHandle>>()
         .map(|r| r.get_ref().clone())
         .ok_or_else(|| ApiError::Internal("no relay on this thread".into()))?;
-    let items: Vec<ItemView> = items.iter().filter_map(ItemView::from_row).collect();
     let rules = state.session_rules;
-    let session = WsSession::new(
-        guard,
-        watchlist_id,
-        Arc::new(items),
-        SessionDeps {
-            table: state.sessions.clone(),
-            supervisor: state.supervisor.clone(),
-            relay,
-            metrics: state.metrics.clone(),
-            rules,
-        },
-    );
+    let deps = SessionDeps {
+        table: state.sessions.clone(),
+        supervisor: state.supervisor.clone(),
+        db: state.db.clone(),
+        relay,
+        metrics: state.metrics.clone(),
+        rules,
+    };
+    let session = WsSession::new(guard, caller.user.id, endpoint, deps);
     let limits = Limits {
         max_message_bytes: rules.max_message_bytes,
         max_fragments: protocol::MAX_FRAGMENTS,
     };
-    let mut response = ws::handshake(&req)
+    let mut response = ws::handshake(req)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
     // The context's own decoder buffers a whole frame before it checks its
     // size; it gets an input that never yields, and the socket goes to

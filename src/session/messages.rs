@@ -6,10 +6,48 @@ use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Sent to a session actor: write this frame.
+/// Sent to a session actor: write this frame of subscription `sub` (unless
+/// that subscription has ended since: a frame of an old subscription still
+/// in flight is dropped, never shown under a new one).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Frame);
+pub struct Deliver {
+    pub sub: u64,
+    pub frame: Frame,
+    /// A `status` frame: a session subscribed to several watchlists gets the
+    /// same one from each worker and writes it once.
+    pub status: bool,
+}
+
+/// Sent to a session actor: its subscription `sub` ended without the client
+/// asking (the watchlist was deleted, or access was lost).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct SubscriptionEnded {
+    pub watchlist_id: i64,
+    pub sub: u64,
+    pub reason: crate::protocol::EndReason,
+}
+
+/// One subscription of a session to a watchlist, shared by the session, its
+/// worker and the relays that carry its frames.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Unique per session; a re-subscription gets a new one.
+    pub id: u64,
+    /// A frame could not be queued for it: it gets a full snapshot (the
+    /// latest state, coalesced) as soon as it has room again.
+    pub lagged: AtomicBool,
+}
+
+impl Subscription {
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            lagged: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Sent to a session actor: close the socket with this code.
 #[derive(Message, Clone)]
@@ -24,9 +62,6 @@ pub struct CloseSession {
 pub struct SessionStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
-    /// A frame could not be queued for it: it gets a full snapshot (the
-    /// latest state, coalesced) as soon as it has room again.
-    pub lagged: AtomicBool,
     /// Milliseconds since `epoch` at which the actor last ran. An actor whose
     /// socket cannot drain is not polled at all (actix-web #2441), so a stale
     /// value here is how a stalled session is recognised from outside.
@@ -39,7 +74,6 @@ impl SessionStats {
         Self {
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            lagged: AtomicBool::new(false),
             last_poll_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }

@@ -1,11 +1,19 @@
 //! The WebSocket session: one [`WsSession`] actor per socket.
 //!
-//! Lifecycle: the HTTP handler in [`endpoint`] authenticates, checks access and
-//! limits, reserves a place in the [`table`] and starts the actor. In
-//! `started` the actor joins its watchlist's PriceWorker through the
-//! supervisor; in `stopped` it leaves. Its heartbeat timer is owned by its
-//! context and ends with it. The table entry is released when the actor is
-//! dropped, so a session that vanishes by any path is no longer counted.
+//! Two endpoints, one actor: `GET /ws/v1/watchlists/{id}` (v1) subscribes
+//! the socket to one watchlist for its whole life, and losing that
+//! watchlist closes it; `GET /ws/v1` opens a socket with no subscription,
+//! and the client subscribes and unsubscribes by message (see
+//! [`crate::protocol`]). Each subscription is one registration with the
+//! watchlist's PriceWorker through the supervisor, so the worker rules
+//! (first in starts it, last out stops it) hold per subscription.
+//!
+//! Lifecycle: the HTTP handler in [`endpoint`] authenticates, checks access
+//! and limits, reserves a place in the [`table`] and starts the actor. Its
+//! subscriptions join in `started` (v1) or on request, and all leave in
+//! `stopped`. Its heartbeat timer is owned by its context and ends with it.
+//! The table entry is released when the actor is dropped, so a session that
+//! vanishes by any path is no longer counted.
 //!
 //! Inbound frames are decoded by [`frames`], not by actix-web-actors, so
 //! that size limits hold from the first header byte; outbound frames go
@@ -19,21 +27,24 @@ pub mod messages;
 pub mod relay;
 pub mod table;
 
+use crate::access::{self, Access, AccessError};
 use crate::config::Settings;
+use crate::db::{repo, Db};
 use crate::metrics::Metrics;
-use crate::protocol::{self, close, ClientError, ClientMessage};
+use crate::protocol::{self, close, ClientError, ClientMessage, EndReason, Frame, Refusal, Since};
 use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use frames::Inbound;
-use messages::{CloseSession, Deliver};
+use messages::{CloseSession, Deliver, Subscription, SubscriptionEnded};
 use relay::RelayHandle;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use table::{SessionGuard, SessionTable};
 
-/// Timing and size rules of a session, from `[realtime]`.
+/// Timing and size rules of a session, from `[realtime]` and `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionRules {
     pub heartbeat: Duration,
@@ -42,6 +53,7 @@ pub struct SessionRules {
     pub client_timeout: Duration,
     pub mailbox: usize,
     pub max_message_bytes: usize,
+    pub max_subscriptions: usize,
 }
 
 impl SessionRules {
@@ -55,6 +67,7 @@ impl SessionRules {
             client_timeout: settings.client_timeout(),
             mailbox: settings.realtime.session_queue,
             max_message_bytes: settings.realtime.max_message_bytes,
+            max_subscriptions: settings.limits.max_subscriptions_per_session,
         }
     }
 }
@@ -64,17 +77,51 @@ impl SessionRules {
 pub struct SessionDeps {
     pub table: SessionTable,
     pub supervisor: Addr<Supervisor>,
+    /// For access checks of subscriptions made by message.
+    pub db: Db,
     /// The relay of this session's thread, handed to the worker on join.
     pub relay: RelayHandle,
     pub metrics: Arc<Metrics>,
     pub rules: SessionRules,
 }
 
+/// Which endpoint a session came through.
+pub enum Endpoint {
+    /// `GET /ws/v1/watchlists/{id}`: this subscription is made when the
+    /// session starts, and its end closes the socket.
+    Watchlist(FirstSubscription),
+    /// `GET /ws/v1`: subscriptions by message.
+    Multi,
+}
+
+/// The v1 endpoint's subscription, as the upgrade checked it.
+pub struct FirstSubscription {
+    pub watchlist_id: i64,
+    /// Items as read at upgrade time, for a worker this join may start.
+    pub items: Vec<ItemView>,
+    pub since: Option<Since>,
+    pub intraday: bool,
+}
+
+/// One subscription as the session tracks it.
+struct Sub {
+    state: Arc<Subscription>,
+    /// Joined; false while its access check is running.
+    joined: bool,
+}
+
 pub struct WsSession {
     guard: SessionGuard,
-    watchlist_id: i64,
-    /// Items as read at upgrade time, for a worker this session may spawn.
-    items: Arc<Vec<ItemView>>,
+    user_id: i64,
+    /// The v1 watchlist, for the life of the socket; `None` on `/ws/v1`.
+    single: Option<i64>,
+    /// Taken in `started`.
+    first: Option<FirstSubscription>,
+    subs: HashMap<i64, Sub>,
+    next_sub: u64,
+    /// The last `status` written: each worker of a multi-watchlist socket
+    /// sends the same one, and it is written once.
+    last_status: Option<Frame>,
     deps: SessionDeps,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
@@ -82,16 +129,19 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub fn new(
-        guard: SessionGuard,
-        watchlist_id: i64,
-        items: Arc<Vec<ItemView>>,
-        deps: SessionDeps,
-    ) -> Self {
+    pub fn new(guard: SessionGuard, user_id: i64, endpoint: Endpoint, deps: SessionDeps) -> Self {
+        let (single, first) = match endpoint {
+            Endpoint::Watchlist(first) => (Some(first.watchlist_id), Some(first)),
+            Endpoint::Multi => (None, None),
+        };
         Self {
             guard,
-            watchlist_id,
-            items,
+            user_id,
+            single,
+            first,
+            subs: HashMap::new(),
+            next_sub: 0,
+            last_status: None,
             deps,
             last_heard: Instant::now(),
             bad_messages: 0,
@@ -106,7 +156,7 @@ impl WsSession {
         ctx.stop();
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: protocol::Frame) {
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: Frame) {
         ctx.text(frame);
         self.guard
             .stats
@@ -131,6 +181,175 @@ impl WsSession {
             return;
         }
         ctx.ping(b"");
+    }
+
+    /// Records a new subscription (not joined yet) and returns its state.
+    fn add_sub(&mut self, watchlist_id: i64) -> Arc<Subscription> {
+        self.next_sub += 1;
+        let state = Arc::new(Subscription::new(self.next_sub));
+        self.subs.insert(
+            watchlist_id,
+            Sub {
+                state: state.clone(),
+                joined: false,
+            },
+        );
+        self.publish_subscriptions();
+        state
+    }
+
+    fn publish_subscriptions(&self) {
+        let mut ids: Vec<i64> = self.subs.keys().copied().collect();
+        ids.sort_unstable();
+        self.deps.table.set_subscriptions(self.guard.id, ids);
+    }
+
+    /// Registers subscription `sub` with the watchlist's worker.
+    fn join(&mut self, ctx: &mut ws::WebsocketContext<Self>, first: FirstSubscription, ack: bool) {
+        let Some(sub) = self.subs.get_mut(&first.watchlist_id) else {
+            return;
+        };
+        sub.joined = true;
+        self.deps.supervisor.do_send(Join {
+            watchlist_id: first.watchlist_id,
+            session_id: self.guard.id,
+            user_id: self.user_id,
+            sub: sub.state.clone(),
+            deliver: ctx.address().recipient(),
+            ended: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+            stats: self.guard.stats.clone(),
+            relay: self.deps.relay.clone(),
+            items: first.items,
+            since: first.since,
+            intraday: first.intraday,
+            ack,
+        });
+    }
+
+    /// Drops a subscription and, if it had joined, unregisters it.
+    fn drop_sub(&mut self, watchlist_id: i64) -> bool {
+        let Some(sub) = self.subs.remove(&watchlist_id) else {
+            return false;
+        };
+        if sub.joined {
+            self.deps.supervisor.do_send(Leave {
+                watchlist_id,
+                session_id: self.guard.id,
+                sub: sub.state.id,
+            });
+        }
+        self.publish_subscriptions();
+        true
+    }
+
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal, watchlist_id: i64) {
+        self.send(ctx, protocol::refusal(refusal, watchlist_id));
+    }
+
+    /// `subscribe` on `/ws/v1`: checked here (limit, duplicate), then access
+    /// in the database, then joined.
+    fn subscribe(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        watchlist_id: i64,
+        since: Option<Since>,
+        intraday: bool,
+    ) {
+        if self.subs.contains_key(&watchlist_id) {
+            return self.refuse(ctx, Refusal::AlreadySubscribed, watchlist_id);
+        }
+        if self.subs.len() >= self.deps.rules.max_subscriptions {
+            return self.refuse(ctx, Refusal::LimitExceeded, watchlist_id);
+        }
+        let sub = self.add_sub(watchlist_id).id;
+        let user_id = self.user_id;
+        let db = self.deps.db.clone();
+        let check = async move {
+            db.run(move |c| {
+                access::load(c, watchlist_id, user_id, Access::Read)?;
+                Ok::<_, AccessError>(repo::get_items(c, watchlist_id)?)
+            })
+            .await
+        };
+        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
+            // Unsubscribed (or re-subscribed) meanwhile: this check is moot.
+            if act.subs.get(&watchlist_id).map(|s| s.state.id) != Some(sub) {
+                return;
+            }
+            let refusal = match res {
+                Ok(rows) => {
+                    let first = FirstSubscription {
+                        watchlist_id,
+                        items: rows.iter().filter_map(ItemView::from_row).collect(),
+                        since,
+                        intraday,
+                    };
+                    return act.join(ctx, first, true);
+                }
+                Err(AccessError::NotFound) => Refusal::NotFound,
+                Err(AccessError::Denied(_)) => Refusal::Forbidden,
+                Err(AccessError::Db(e)) => {
+                    log::warn!("session {}: subscription check failed: {e}", act.guard.id);
+                    Refusal::Unavailable
+                }
+            };
+            act.drop_sub(watchlist_id);
+            act.refuse(ctx, refusal, watchlist_id);
+        }));
+    }
+
+    fn client_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+        match (msg, self.single) {
+            (ClientMessage::Ping, _) => self.send(ctx, protocol::pong()),
+            (ClientMessage::Snapshot { .. }, Some(watchlist_id)) => self.snapshot_for(watchlist_id),
+            (ClientMessage::Snapshot { watchlist_id: None }, None) => {
+                self.bad_message(ctx, ClientError::InvalidMessage)
+            }
+            (
+                ClientMessage::Snapshot {
+                    watchlist_id: Some(id),
+                },
+                None,
+            ) => match self.subs.get(&id) {
+                Some(_) => self.snapshot_for(id),
+                None => self.refuse(ctx, Refusal::NotSubscribed, id),
+            },
+            (
+                ClientMessage::Subscribe {
+                    watchlist_id,
+                    since,
+                    intraday,
+                },
+                None,
+            ) => self.subscribe(ctx, watchlist_id, since, intraday),
+            (ClientMessage::Unsubscribe { watchlist_id }, None) => {
+                if self.drop_sub(watchlist_id) {
+                    self.send(ctx, protocol::unsubscribed(watchlist_id, None));
+                } else {
+                    self.refuse(ctx, Refusal::NotSubscribed, watchlist_id);
+                }
+            }
+            // The v1 grammar has no such messages (see `parse`).
+            (ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }, Some(_)) => {
+                self.bad_message(ctx, ClientError::UnknownType)
+            }
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<ClientMessage, ClientError> {
+        if self.single.is_some() {
+            protocol::parse_client_v1(text)
+        } else {
+            protocol::parse_client(text)
+        }
+    }
+
+    fn snapshot_for(&self, watchlist_id: i64) {
+        self.deps.supervisor.do_send(SnapshotFor {
+            watchlist_id,
+            session_id: self.guard.id,
+        });
     }
 }
 
@@ -161,34 +380,66 @@ impl Actor for WsSession {
                 ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
             },
         );
-        self.deps.supervisor.do_send(Join {
-            watchlist_id: self.watchlist_id,
-            session_id: self.guard.id,
-            deliver: ctx.address().recipient(),
-            control: ctx.address().recipient(),
-            stats: self.guard.stats.clone(),
-            relay: self.deps.relay.clone(),
-            // Only a worker started by this join needs them; do not keep a
-            // copy per session.
-            items: std::mem::take(&mut self.items),
-        });
+        if let Some(first) = self.first.take() {
+            self.add_sub(first.watchlist_id);
+            // A v1 client that asked to recover is told whether it did.
+            let ack = first.since.is_some();
+            self.join(ctx, first, ack);
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.deps.metrics.sessions_closed.inc();
-        self.deps.supervisor.do_send(Leave {
-            watchlist_id: self.watchlist_id,
-            session_id: self.guard.id,
-        });
+        let ids: Vec<i64> = self.subs.keys().copied().collect();
+        for id in ids {
+            self.drop_sub(id);
+        }
     }
 }
 
-/// A frame from the worker (snapshot, quotes, status): write it.
+/// A frame from a worker (snapshot, quotes, status, ...): write it, unless
+/// its subscription has ended since it was sent.
 impl Handler<Deliver> for WsSession {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.guard.stats.mark_polled();
-        self.send(ctx, msg.0);
+        if !self.subs.values().any(|s| s.state.id == msg.sub) {
+            return;
+        }
+        if msg.status {
+            if self.last_status.as_ref() == Some(&msg.frame) {
+                return;
+            }
+            self.last_status = Some(msg.frame.clone());
+        }
+        self.send(ctx, msg.frame);
+    }
+}
+
+/// A worker ended a subscription (watchlist deleted, access lost). On v1 the
+/// socket closes with 4404 or 1008; on `/ws/v1` the client is told and the
+/// socket stays open.
+impl Handler<SubscriptionEnded> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: SubscriptionEnded, ctx: &mut Self::Context) {
+        let current = self.subs.get(&msg.watchlist_id).map(|s| s.state.id);
+        if current != Some(msg.sub) {
+            return;
+        }
+        self.drop_sub(msg.watchlist_id);
+        if self.single.is_some() {
+            match msg.reason {
+                EndReason::Deleted => {
+                    self.close(ctx, close::WATCHLIST_DELETED, "watchlist deleted")
+                }
+                EndReason::Forbidden => self.close(ctx, close::POLICY, "watchlist is private now"),
+            }
+        } else {
+            self.send(
+                ctx,
+                protocol::unsubscribed(msg.watchlist_id, Some(msg.reason)),
+            );
+        }
     }
 }
 
@@ -208,12 +459,8 @@ impl StreamHandler<Inbound> for WsSession {
         match msg {
             Inbound::Ping(p) => ctx.pong(&p),
             Inbound::Pong => {}
-            Inbound::Text(text) => match protocol::parse_client(&text) {
-                Ok(ClientMessage::Ping) => self.send(ctx, protocol::pong()),
-                Ok(ClientMessage::Snapshot) => self.deps.supervisor.do_send(SnapshotFor {
-                    watchlist_id: self.watchlist_id,
-                    session_id: self.guard.id,
-                }),
+            Inbound::Text(text) => match self.parse(&text) {
+                Ok(m) => self.client_message(ctx, m),
                 Err(e) => self.bad_message(ctx, e),
             },
             Inbound::Binary { .. } => self.bad_message(ctx, ClientError::Binary),

@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Deliver, SessionStats};
+use super::messages::{Deliver, SessionStats, Subscription};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use actix::prelude::*;
@@ -25,39 +25,49 @@ use std::sync::Arc;
 /// (and the sessions concerned catch up with a snapshot).
 pub const RELAY_QUEUE: usize = 4096;
 
-/// Where a frame goes, and the counters that say how that went.
+/// Where a frame goes (one subscription of one session), and the counters
+/// that say how that went.
 #[derive(Clone)]
 pub struct Target {
     pub deliver: Recipient<Deliver>,
     pub stats: Arc<SessionStats>,
+    pub sub: Arc<Subscription>,
 }
 
 impl Target {
-    /// Queues a frame without waiting. A full session queue marks it lagging
-    /// (it gets a snapshot later) and counts a drop. A closed one is left
-    /// alone: its `Leave` is on the way to the worker.
-    fn offer(&self, frame: Frame, metrics: &Metrics) {
-        match self.deliver.try_send(Deliver(frame)) {
-            Ok(()) => self.stats.lagged.store(false, Ordering::Relaxed),
+    /// Queues a frame without waiting. A full session queue marks the
+    /// subscription lagging (it gets a snapshot later) and counts a drop. A
+    /// closed one is left alone: its `Leave` is on the way to the worker.
+    fn offer(&self, frame: Frame, status: bool, metrics: &Metrics) {
+        let msg = Deliver {
+            sub: self.sub.id,
+            frame,
+            status,
+        };
+        match self.deliver.try_send(msg) {
+            Ok(()) => self.sub.lagged.store(false, Ordering::Relaxed),
             Err(SendError::Full(_)) => self.dropped(metrics),
             Err(SendError::Closed(_)) => {}
         }
     }
 
     fn dropped(&self, metrics: &Metrics) {
-        self.stats.lagged.store(true, Ordering::Relaxed);
+        self.sub.lagged.store(true, Ordering::Relaxed);
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         metrics.messages_dropped.inc();
     }
 }
 
-/// A frame for some sessions of one thread. Sessions marked lagging get
-/// `catch_up` (a snapshot) instead, when there is one.
+/// A frame for some sessions of one thread. Subscriptions marked lagging
+/// get `catch_up` (a snapshot, which carries the upstream state too)
+/// instead, when there is one.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Batch {
     pub frame: Frame,
     pub catch_up: Option<Frame>,
+    /// `frame` is a `status` frame.
+    pub status: bool,
     pub targets: Arc<[Target]>,
 }
 
@@ -85,11 +95,11 @@ impl Handler<Batch> for Relay {
     type Result = ();
     fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
         for t in batch.targets.iter() {
-            let frame = match &batch.catch_up {
-                Some(snap) if t.stats.lagged.load(Ordering::Relaxed) => snap.clone(),
-                _ => batch.frame.clone(),
+            let (frame, status) = match &batch.catch_up {
+                Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => (snap.clone(), false),
+                _ => (batch.frame.clone(), batch.status),
             };
-            t.offer(frame, &self.metrics);
+            t.offer(frame, status, &self.metrics);
         }
     }
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// What the table knows of one session.
 pub struct SessionEntry {
@@ -22,13 +23,18 @@ pub struct SessionEntry {
     pub user_id: i64,
     pub user: String,
     pub token_id: i64,
-    pub watchlist_id: i64,
+    /// The watchlist of a v1 socket; `None` on `/ws/v1`.
+    pub watchlist_id: Option<i64>,
+    /// The watchlists it is subscribed to now (kept by the session).
+    pub subscriptions: Vec<i64>,
     pub peer: Option<SocketAddr>,
     pub connected_at: DateTime<Utc>,
     pub stats: Arc<SessionStats>,
     pub socket: Option<ConnSocket>,
     /// Set once the actor has started.
     pub control: Option<Recipient<CloseSession>>,
+    /// A close asked for before the actor started: sent the moment it does.
+    pub pending_close: Option<CloseSession>,
 }
 
 /// A row of `GET /admin/v1/sessions`.
@@ -36,7 +42,8 @@ pub struct SessionEntry {
 pub struct SessionInfo {
     pub id: u64,
     pub user: String,
-    pub watchlist_id: i64,
+    pub watchlist_id: Option<i64>,
+    pub subscriptions: Vec<i64>,
     pub peer: Option<String>,
     pub connected_at: String,
     pub sent: u64,
@@ -63,6 +70,8 @@ pub enum LimitError {
 #[derive(Clone)]
 pub struct SessionTable {
     inner: Arc<Mutex<Inner>>,
+    /// Pinged whenever the last session goes.
+    emptied: Arc<Notify>,
     max_sessions: usize,
     max_per_user: usize,
 }
@@ -79,7 +88,7 @@ pub struct NewSession {
     pub user_id: i64,
     pub user: String,
     pub token_id: i64,
-    pub watchlist_id: i64,
+    pub watchlist_id: Option<i64>,
     pub peer: Option<SocketAddr>,
     pub socket: Option<ConnSocket>,
 }
@@ -88,6 +97,7 @@ impl SessionTable {
     pub fn new(max_sessions: usize, max_per_user: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
+            emptied: Arc::default(),
             max_sessions,
             max_per_user,
         }
@@ -120,11 +130,13 @@ impl SessionTable {
                 user: s.user,
                 token_id: s.token_id,
                 watchlist_id: s.watchlist_id,
+                subscriptions: s.watchlist_id.into_iter().collect(),
                 peer: s.peer,
                 connected_at: Utc::now(),
                 stats: stats.clone(),
                 socket: s.socket,
                 control: None,
+                pending_close: None,
             },
         );
         Ok(SessionGuard {
@@ -144,11 +156,41 @@ impl SessionTable {
                 }
             }
         }
+        if inner.sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
     }
 
+    /// Resolves once the table is empty.
+    pub async fn until_empty(&self) {
+        loop {
+            // Registered before the check, so a release in between wakes it.
+            let emptied = self.emptied.notified();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// The actor started: from now on it can be asked to close, and a close
+    /// asked for before now is passed on at once.
     pub fn set_control(&self, id: u64, control: Recipient<CloseSession>) {
+        let pending = match self.lock().sessions.get_mut(&id) {
+            Some(e) => {
+                e.control = Some(control.clone());
+                e.pending_close.take()
+            }
+            None => None,
+        };
+        if let Some(close) = pending {
+            control.do_send(close);
+        }
+    }
+
+    pub fn set_subscriptions(&self, id: u64, subscriptions: Vec<i64>) {
         if let Some(e) = self.lock().sessions.get_mut(&id) {
-            e.control = Some(control);
+            e.subscriptions = subscriptions;
         }
     }
 
@@ -169,6 +211,7 @@ impl SessionTable {
                 id: e.id,
                 user: e.user.clone(),
                 watchlist_id: e.watchlist_id,
+                subscriptions: e.subscriptions.clone(),
                 peer: e.peer.map(|p| p.to_string()),
                 connected_at: crate::quote::format_ts(e.connected_at),
                 sent: e.stats.sent.load(Ordering::Relaxed),
@@ -181,38 +224,32 @@ impl SessionTable {
 
     /// Asks one session to close; false if there is no such session.
     pub fn close(&self, id: u64, code: u16, reason: &'static str) -> bool {
-        let control = self.lock().sessions.get(&id).map(|e| e.control.clone());
-        match control {
-            Some(Some(c)) => {
-                c.do_send(CloseSession { code, reason });
-                true
-            }
-            // Reserved but not started yet: it will be gone in a moment.
-            Some(None) => true,
-            None => false,
-        }
+        self.close_where(|e| e.id == id, code, reason) > 0
     }
 
     /// Asks every session matching `pred` to close; returns how many. The
-    /// one way to close sessions in bulk (shutdown, revoked tokens, a
-    /// watchlist that went private).
+    /// one way to close sessions (kick, shutdown, revoked tokens). A session
+    /// reserved but not started yet is closed as soon as it starts.
     pub fn close_where(
         &self,
         pred: impl Fn(&SessionEntry) -> bool,
         code: u16,
         reason: &'static str,
     ) -> usize {
-        let controls: Vec<_> = self
-            .lock()
-            .sessions
-            .values()
-            .filter(|e| pred(e))
-            .filter_map(|e| e.control.clone())
-            .collect();
-        for c in &controls {
-            c.do_send(CloseSession { code, reason });
+        let close = CloseSession { code, reason };
+        let mut controls = Vec::new();
+        let mut n = 0;
+        for e in self.lock().sessions.values_mut().filter(|e| pred(e)) {
+            n += 1;
+            match &e.control {
+                Some(c) => controls.push(c.clone()),
+                None => e.pending_close = Some(close.clone()),
+            }
         }
-        controls.len()
+        for c in controls {
+            c.do_send(close.clone());
+        }
+        n
     }
 
     /// Token ids of live sessions, for the revocation check.
@@ -260,7 +297,7 @@ mod tests {
             user_id,
             user: format!("u{user_id}"),
             token_id: user_id * 10,
-            watchlist_id: 1,
+            watchlist_id: Some(1),
             peer: None,
             socket: None,
         }

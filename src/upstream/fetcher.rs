@@ -26,7 +26,7 @@ use super::{QuoteProvider, UpstreamError};
 use crate::domain::Symbol;
 use crate::feed::{BusError, Round, Seams, UpstreamHealth};
 use crate::metrics::Metrics;
-use crate::quote::{Known, MarketQuote};
+use crate::quote::{Fetched, Known, MarketQuote, Point};
 use crate::quote_store::QuoteSaver;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
@@ -90,6 +90,9 @@ pub struct Fetcher {
     cfg: FetcherConfig,
     /// When each symbol is next due. Absent: never fetched, due now.
     due_at: HashMap<Symbol, Instant>,
+    /// Length and last time of the intraday points last published per
+    /// symbol, so unchanged points are not sent again every tick.
+    bars_sent: HashMap<Symbol, (usize, i64)>,
     backoff: Backoff,
     backoff_until: Option<Instant>,
     health: UpstreamHealth,
@@ -109,6 +112,7 @@ impl Fetcher {
             deps,
             cfg,
             due_at: HashMap::new(),
+            bars_sent: HashMap::new(),
             backoff,
             backoff_until: None,
             health: UpstreamHealth::ok(),
@@ -151,6 +155,7 @@ impl Fetcher {
     /// backoff is stale by the time it polls again.
     fn forget(&mut self) {
         self.due_at.clear();
+        self.bars_sent.clear();
         self.backoff.reset();
         self.backoff_until = None;
     }
@@ -163,8 +168,17 @@ impl Fetcher {
         let demand = self.deps.seams.demand.clone();
         let watched = demand.wanted().await;
         self.due_at.retain(|s, _| watched.contains(s));
+        self.bars_sent.retain(|s, _| watched.contains(s));
         let forced = demand.take_forced().await;
-        if watched.is_empty() {
+        // Asked for once (REST): fetched with this round's batches, never
+        // scheduled again unless someone watches them.
+        let once: BTreeSet<Symbol> = demand
+            .take_once()
+            .await
+            .into_iter()
+            .filter(|s| !watched.contains(s))
+            .collect();
+        if watched.is_empty() && once.is_empty() {
             return;
         }
         if full {
@@ -176,7 +190,7 @@ impl Fetcher {
                 if full {
                     let wait = until - now;
                     self.set_health(true, self.health.message.clone(), Some(wait));
-                    self.publish(full, Vec::new()).await;
+                    self.publish(full, Round::default()).await;
                 }
                 return;
             }
@@ -191,13 +205,14 @@ impl Fetcher {
                         Some(t) => full && *t <= now,
                     }
             })
+            .chain(once.iter())
             .cloned()
             .collect();
         if due.is_empty() && !full {
             return;
         }
 
-        let mut updates: Vec<(Symbol, Known)> = Vec::new();
+        let mut round = Round::default();
         let mut end = TickEnd::Done;
         let mut any_success = false;
         'batches: for batch in due.chunks(self.cfg.batch_size) {
@@ -216,10 +231,9 @@ impl Fetcher {
                 }
             };
             any_success = true;
-            let got: BTreeSet<Symbol> = quotes.iter().map(|q| q.symbol.clone()).collect();
-            for q in quotes {
-                self.schedule(&q);
-                updates.push((q.symbol.clone(), Known::Quote(q)));
+            let got: BTreeSet<Symbol> = quotes.iter().map(|f| f.quote.symbol.clone()).collect();
+            for f in quotes {
+                self.learnt(f, &mut round);
             }
             // Absent from the batch: one chart request tells unknown from
             // temporarily missing.
@@ -229,14 +243,11 @@ impl Fetcher {
                     break 'batches;
                 }
                 match self.timed(self.deps.provider.fetch_one(sym.clone())).await {
-                    Ok(Some(q)) => {
-                        self.schedule(&q);
-                        updates.push((sym.clone(), Known::Quote(q)));
-                    }
+                    Ok(Some(f)) => self.learnt(f, &mut round),
                     Ok(None) => {
                         self.due_at
                             .insert(sym.clone(), Instant::now() + self.cfg.unknown_recheck);
-                        updates.push((sym.clone(), Known::Unknown));
+                        round.changed.push((sym.clone(), Known::Unknown));
                     }
                     Err(e) => {
                         end = TickEnd::Failed(e);
@@ -277,9 +288,9 @@ impl Fetcher {
             }
         }
 
-        self.deps.saver.record(&updates);
+        self.deps.saver.record(&round.changed);
         if full || !due.is_empty() {
-            self.publish(full, updates).await;
+            self.publish(full, round).await;
         }
     }
 
@@ -325,6 +336,21 @@ impl Fetcher {
         res
     }
 
+    /// A symbol's answer goes into the round; its points only when they
+    /// differ from the ones published last.
+    fn learnt(&mut self, f: Fetched, round: &mut Round) {
+        self.schedule(&f.quote);
+        let symbol = f.quote.symbol.clone();
+        if let Some(last) = f.intraday.last() {
+            let shape = (f.intraday.len(), last.0);
+            if self.bars_sent.insert(symbol.clone(), shape) != Some(shape) {
+                let points: std::sync::Arc<[Point]> = f.intraday.into();
+                round.intraday.push((symbol.clone(), points));
+            }
+        }
+        round.changed.push((symbol, Known::Quote(f.quote)));
+    }
+
     fn schedule(&mut self, q: &MarketQuote) {
         let next = if q.market_closed() {
             Instant::now() + self.cfg.closed_poll_interval
@@ -343,11 +369,8 @@ impl Fetcher {
         };
     }
 
-    async fn publish(&mut self, full: bool, changed: Vec<(Symbol, Known)>) {
-        let round = Round {
-            changed,
-            health: self.health.clone(),
-        };
+    async fn publish(&mut self, full: bool, mut round: Round) {
+        round.health = self.health.clone();
         match self.deps.seams.bus.publish(full, round).await {
             Ok(_) => {}
             Err(BusError::Fenced) => {

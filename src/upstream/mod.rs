@@ -13,7 +13,7 @@ pub mod sim;
 pub mod yahoo;
 
 use crate::domain::Symbol;
-use crate::quote::MarketQuote;
+use crate::quote::Fetched;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
 
@@ -74,12 +74,12 @@ pub trait QuoteProvider: Send + Sync + 'static {
     fn fetch_batch(
         &self,
         symbols: Vec<Symbol>,
-    ) -> BoxFuture<'static, Result<Vec<MarketQuote>, UpstreamError>>;
+    ) -> BoxFuture<'static, Result<Vec<Fetched>, UpstreamError>>;
 
     /// Fetch one symbol on its own, to tell "unknown" (`Ok(None)`) from
     /// "temporarily missing from the batch answer".
     fn fetch_one(
         &self,
         symbol: Symbol,
-    ) -> BoxFuture<'static, Result<Option<MarketQuote>, UpstreamError>>;
+    ) -> BoxFuture<'static, Result<Option<Fetched>, UpstreamError>>;
 }

@@ -10,7 +10,7 @@
 
 use super::{QuoteProvider, UpstreamError};
 use crate::domain::Symbol;
-use crate::quote::{MarketQuote, MARKET_REGULAR};
+use crate::quote::{Fetched, MarketQuote, Point, MARKET_REGULAR};
 use chrono::Utc;
 use futures_util::future::{self, BoxFuture};
 use std::collections::HashMap;
@@ -45,6 +45,10 @@ const CATALOG: &[(&str, &str, &str, f64)] = &[
     ("META", "Meta Platforms, Inc.", "USD", 522.0),
     ("^GSPC", "S&P 500", "USD", 5630.0),
 ];
+
+/// The simulated day so far, in 5-minute bars: six hours' worth.
+const BACKFILL_BARS: u64 = 72;
+const BAR_S: i64 = 300;
 
 /// Prefix of symbols the simulator calls unknown.
 pub const UNKNOWN_PREFIX: &str = "ZZZZ";
@@ -103,8 +107,29 @@ impl SimProvider {
         }
     }
 
+    /// Today so far, for a symbol seen for the first time: [`BACKFILL_BARS`]
+    /// 5-minute points up to the last 5-minute mark, walking back from
+    /// `open` (deterministic, like the walk itself).
+    fn backfill(seed: u64, open: f64, factor: f64, now: i64) -> Vec<Point> {
+        let last_mark = now.div_euclid(BAR_S) * BAR_S;
+        let mut price = open;
+        let mut points: Vec<Point> = (0..BACKFILL_BARS)
+            .map(|k| {
+                let at = last_mark - k as i64 * BAR_S;
+                let point = (at, price);
+                let size = 0.0005 + unit(seed, k, 12) * 0.002;
+                let up = unit(seed, k, 13) < 0.5;
+                price =
+                    (price * if up { 1.0 + size } else { 1.0 - size } * factor).round() / factor;
+                point
+            })
+            .collect();
+        points.reverse();
+        points
+    }
+
     /// Advances one symbol's walk by one step and reports it.
-    fn step(&self, symbol: &Symbol) -> Option<MarketQuote> {
+    fn step(&self, symbol: &Symbol) -> Option<Fetched> {
         if symbol.as_str().starts_with(UNKNOWN_PREFIX) {
             return None;
         }
@@ -124,6 +149,7 @@ impl SimProvider {
         };
         let factor = 10f64.powi(Self::decimals(currency));
         let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !walks.contains_key(symbol);
         let w = walks.entry(symbol.clone()).or_insert_with(|| {
             let seed = fnv(symbol.as_str());
             let open = (base * (1.0 + (unit(seed, 0, 1) - 0.5) * 0.02) * factor).round() / factor;
@@ -147,7 +173,13 @@ impl SimProvider {
             w.price = 1.0 / factor;
         }
         w.volume += (unit(w.seed, w.step, 5) * 5_000.0) as i64 + 100;
-        Some(MarketQuote {
+        let now = Utc::now();
+        let intraday = if first {
+            Self::backfill(w.seed, w.price, factor, now.timestamp())
+        } else {
+            Vec::new()
+        };
+        let quote = MarketQuote {
             symbol: symbol.clone(),
             name: Some(name),
             price: Some(w.price),
@@ -155,8 +187,9 @@ impl SimProvider {
             volume: Some(w.volume),
             currency: Some(currency.to_owned()),
             market_state: Some(MARKET_REGULAR.to_owned()),
-            market_time: Some(Utc::now()),
-        })
+            market_time: Some(now),
+        };
+        Some(Fetched { quote, intraday })
     }
 }
 
@@ -172,7 +205,7 @@ impl QuoteProvider for SimProvider {
     fn fetch_batch(
         &self,
         symbols: Vec<Symbol>,
-    ) -> BoxFuture<'static, Result<Vec<MarketQuote>, UpstreamError>> {
+    ) -> BoxFuture<'static, Result<Vec<Fetched>, UpstreamError>> {
         let quotes = symbols.iter().filter_map(|s| self.step(s)).collect();
         Box::pin(future::ready(Ok(quotes)))
     }
@@ -180,7 +213,7 @@ impl QuoteProvider for SimProvider {
     fn fetch_one(
         &self,
         symbol: Symbol,
-    ) -> BoxFuture<'static, Result<Option<MarketQuote>, UpstreamError>> {
+    ) -> BoxFuture<'static, Result<Option<Fetched>, UpstreamError>> {
         Box::pin(future::ready(Ok(self.step(&symbol))))
     }
 }
@@ -195,7 +228,7 @@ mod tests {
 
     fn prices(p: &SimProvider, s: &str, n: usize) -> Vec<f64> {
         (0..n)
-            .map(|_| p.step(&sym(s)).unwrap().price.unwrap())
+            .map(|_| p.step(&sym(s)).unwrap().quote.price.unwrap())
             .collect()
     }
 
@@ -224,12 +257,25 @@ mod tests {
     #[test]
     fn catalog_and_synthetic_symbols() {
         let p = SimProvider::new();
-        let q = p.step(&sym("7203.T")).unwrap();
+        let q = p.step(&sym("7203.T")).unwrap().quote;
         assert_eq!(q.name.as_deref(), Some("Toyota Motor Corporation"));
         assert_eq!(q.currency.as_deref(), Some("JPY"));
-        let q = p.step(&sym("QQQX")).unwrap();
+        let q = p.step(&sym("QQQX")).unwrap().quote;
         assert_eq!(q.currency.as_deref(), Some("USD"));
         assert!(q.price.unwrap() >= 5.0);
         assert!(p.step(&sym("ZZZZ")).is_none());
+    }
+
+    #[test]
+    fn first_fetch_brings_a_plausible_morning() {
+        let p = SimProvider::new();
+        let first = p.step(&sym("AAPL")).unwrap();
+        let bars = &first.intraday;
+        assert_eq!(bars.len() as u64, BACKFILL_BARS);
+        assert!(bars.windows(2).all(|w| w[1].0 - w[0].0 == BAR_S));
+        assert!(bars
+            .iter()
+            .all(|(_, price)| *price > 150.0 && *price < 320.0));
+        assert!(p.step(&sym("AAPL")).unwrap().intraday.is_empty());
     }
 }

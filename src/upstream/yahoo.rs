@@ -16,7 +16,7 @@
 
 use super::{QuoteProvider, UpstreamError};
 use crate::domain::Symbol;
-use crate::quote::{MarketQuote, MARKET_CLOSED, MARKET_REGULAR};
+use crate::quote::{Fetched, MarketQuote, Point, MARKET_CLOSED, MARKET_REGULAR};
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
@@ -39,6 +39,10 @@ pub const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWeb
 /// Longest `Retry-After` believed. Honouring a bogus "retry in a year" would
 /// silence the service for good; an hour bounds the damage of such a value.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Most intraday points kept from one answer (a day of 5-minute bars is
+/// under 300; a wider range asked by mistake must not grow memory).
+pub const MAX_POINTS: usize = crate::feed::intraday::MAX_POINTS;
 
 /// Text fields (names, currency) longer than this are cut; they end up in every
 /// WebSocket message of the symbol.
@@ -127,7 +131,7 @@ impl QuoteProvider for YahooProvider {
     fn fetch_batch(
         &self,
         symbols: Vec<Symbol>,
-    ) -> BoxFuture<'static, Result<Vec<MarketQuote>, UpstreamError>> {
+    ) -> BoxFuture<'static, Result<Vec<Fetched>, UpstreamError>> {
         let client = self.client.clone();
         let url = self.spark_url(&symbols);
         Box::pin(async move {
@@ -135,25 +139,20 @@ impl QuoteProvider for YahooProvider {
                 return Ok(Vec::new());
             }
             let answer = get(&client, &url).await?;
-            spark_from_response(
-                &symbols,
-                answer.status,
-                answer.retry_after.as_deref(),
-                &answer.body,
-                Utc::now(),
-            )
+            check_status(answer.status, answer.retry_after.as_deref(), Utc::now())?;
+            parse_spark_full(&symbols, &answer.body)
         })
     }
 
     fn fetch_one(
         &self,
         symbol: Symbol,
-    ) -> BoxFuture<'static, Result<Option<MarketQuote>, UpstreamError>> {
+    ) -> BoxFuture<'static, Result<Option<Fetched>, UpstreamError>> {
         let client = self.client.clone();
         let url = self.chart_url(&symbol);
         Box::pin(async move {
             let answer = get(&client, &url).await?;
-            chart_from_response(
+            chart_full_from_response(
                 &symbol,
                 answer.status,
                 answer.retry_after.as_deref(),
@@ -279,6 +278,18 @@ pub fn spark_from_response(
     parse_spark(requested, body)
 }
 
+/// [`spark_from_response`] with each quote's intraday points.
+pub fn spark_full_from_response(
+    requested: &[Symbol],
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Vec<Fetched>, UpstreamError> {
+    check_status(status, retry_after, now)?;
+    parse_spark_full(requested, body)
+}
+
 /// A chart answer as a whole: `Ok(None)` is Yahoo saying the symbol does not
 /// exist (404 with a `chart.error` body); a 404 without one (a proxy's page, a
 /// wrong base URL) is an error like any other status.
@@ -289,11 +300,22 @@ pub fn chart_from_response(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Option<MarketQuote>, UpstreamError> {
+    chart_full_from_response(requested, status, retry_after, body, now).map(|f| f.map(|f| f.quote))
+}
+
+/// [`chart_from_response`] with the quote's intraday points.
+pub fn chart_full_from_response(
+    requested: &Symbol,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<Fetched>, UpstreamError> {
     if status == 404 && chart_error(body).is_some() {
         return Ok(None);
     }
     check_status(status, retry_after, now)?;
-    parse_chart(requested, body)
+    parse_chart_full(requested, body)
 }
 
 /// Maps a non-2xx status to its error: 429 is rate limiting, anything else a
@@ -337,6 +359,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// returned, each at most once, under the requested spelling; requested symbols
 /// the answer does not mention are absent.
 pub fn parse_spark(requested: &[Symbol], body: &[u8]) -> Result<Vec<MarketQuote>, UpstreamError> {
+    parse_spark_full(requested, body).map(|all| all.into_iter().map(|f| f.quote).collect())
+}
+
+/// [`parse_spark`] with each quote's intraday points.
+pub fn parse_spark_full(requested: &[Symbol], body: &[u8]) -> Result<Vec<Fetched>, UpstreamError> {
     let root = parse_json(body)?;
     let Some(object) = root.as_object() else {
         return Err(bad_shape("spark answer is not a JSON object", body));
@@ -352,6 +379,11 @@ pub fn parse_spark(requested: &[Symbol], body: &[u8]) -> Result<Vec<MarketQuote>
 /// The quote in a 2xx chart body. `Ok(None)` when the body is Yahoo's
 /// "Not Found" error (some deployments send it with 200).
 pub fn parse_chart(requested: &Symbol, body: &[u8]) -> Result<Option<MarketQuote>, UpstreamError> {
+    parse_chart_full(requested, body).map(|f| f.map(|f| f.quote))
+}
+
+/// [`parse_chart`] with the quote's intraday points.
+pub fn parse_chart_full(requested: &Symbol, body: &[u8]) -> Result<Option<Fetched>, UpstreamError> {
     let root = parse_json(body)?;
     let Some(chart) = root.get("chart").filter(|c| c.is_object()) else {
         return Err(bad_shape("no `chart` object", body));
@@ -426,8 +458,8 @@ fn parse_spark_current(
         let Some(symbol) = name.and_then(|n| picker.wanted(n)) else {
             continue;
         };
-        if let Some(quote) = quote_from_chart(symbol, chart) {
-            picker.push(quote);
+        if let Some(fetched) = quote_from_chart(symbol, chart) {
+            picker.push(fetched);
         }
     }
     Ok(())
@@ -478,19 +510,22 @@ fn parse_spark_legacy(
             market_state: None,
             market_time: market_time.and_then(|t| DateTime::from_timestamp(t, 0)),
         };
-        picker.push(quote);
+        picker.push(Fetched {
+            quote,
+            intraday: series(entry.get("timestamp"), entry.get("close")),
+        });
     }
     Ok(())
 }
 
-/// A quote from one chart object (`{meta, timestamp, indicators}`); `None` when
-/// it has no `meta`.
-fn quote_from_chart(symbol: &Symbol, chart: &Value) -> Option<MarketQuote> {
+/// A quote and its points from one chart object (`{meta, timestamp,
+/// indicators}`); `None` when it has no `meta`.
+fn quote_from_chart(symbol: &Symbol, chart: &Value) -> Option<Fetched> {
     let meta = chart.get("meta")?.as_object()?;
     let market_seconds = meta.get("regularMarketTime").and_then(unix_seconds);
     let price = number(meta, "regularMarketPrice")
         .or_else(|| last_close(chart.pointer("/indicators/quote/0/close")).map(|(_, price)| price));
-    Some(MarketQuote {
+    let quote = MarketQuote {
         symbol: symbol.clone(),
         name: text(meta, "longName").or_else(|| text(meta, "shortName")),
         price,
@@ -502,7 +537,37 @@ fn quote_from_chart(symbol: &Symbol, chart: &Value) -> Option<MarketQuote> {
             .map(|s| s.to_ascii_uppercase())
             .or_else(|| market_state_from_period(meta, market_seconds?)),
         market_time: market_seconds.and_then(|t| DateTime::from_timestamp(t, 0)),
+    };
+    Some(Fetched {
+        quote,
+        intraday: series(
+            chart.get("timestamp"),
+            chart.pointer("/indicators/quote/0/close"),
+        ),
     })
+}
+
+/// The (time, close) points of parallel `timestamp` and `close` arrays:
+/// bars without trades (null) are skipped, times must increase, and at most
+/// [`MAX_POINTS`] of the latest are kept.
+fn series(timestamps: Option<&Value>, closes: Option<&Value>) -> Vec<Point> {
+    let (Some(Value::Array(times)), Some(Value::Array(closes))) = (timestamps, closes) else {
+        return Vec::new();
+    };
+    let mut points: Vec<Point> = Vec::with_capacity(times.len().min(MAX_POINTS));
+    for (t, c) in times.iter().zip(closes) {
+        let (Some(t), Some(c)) = (unix_seconds(t), finite(c)) else {
+            continue;
+        };
+        if points.last().is_some_and(|last| last.0 >= t) {
+            continue;
+        }
+        points.push((t, c));
+    }
+    if points.len() > MAX_POINTS {
+        points.drain(..points.len() - MAX_POINTS);
+    }
+    points
 }
 
 /// REGULAR when the last trade lies inside today's regular session (bounds
@@ -559,7 +624,7 @@ fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
 struct Picker<'a> {
     requested: &'a [Symbol],
     done: HashSet<&'a str>,
-    quotes: Vec<MarketQuote>,
+    quotes: Vec<Fetched>,
 }
 
 impl<'a> Picker<'a> {
@@ -581,10 +646,10 @@ impl<'a> Picker<'a> {
             .filter(|s| !self.done.contains(s.as_str()))
     }
 
-    fn push(&mut self, quote: MarketQuote) {
-        if let Some(s) = self.requested.iter().find(|s| **s == quote.symbol) {
+    fn push(&mut self, fetched: Fetched) {
+        if let Some(s) = self.requested.iter().find(|s| **s == fetched.quote.symbol) {
             if self.done.insert(s.as_str()) {
-                self.quotes.push(quote);
+                self.quotes.push(fetched);
             }
         }
     }
