@@ -12,7 +12,8 @@
 
 mod ceiling;
 mod client;
-#[path = "../../../tests/support/fake_yahoo.rs"]
+#[allow(dead_code)] // until the bench is a crate of its own that depends on it
+#[path = "../../../fake-yahoo/src/lib.rs"]
 mod fake_yahoo;
 mod hist;
 mod procinfo;
