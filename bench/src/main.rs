@@ -12,9 +12,6 @@
 
 mod ceiling;
 mod client;
-#[allow(dead_code)] // until the bench is a crate of its own that depends on it
-#[path = "../../../fake-yahoo/src/lib.rs"]
-mod fake_yahoo;
 mod hist;
 mod procinfo;
 mod report;
