@@ -1,9 +1,10 @@
 //! The fake Yahoo and the Yahoo provider, tested against each other: the fake
 //! must answer what the fixtures show, and the provider must turn each of those
 //! answers (and each way the network fails) into the right result.
-
-#[path = "support/fake_yahoo.rs"]
-mod fake_yahoo;
+//!
+//! It lives with the server's tests rather than in the `fake-yahoo` crate: most
+//! of it checks the server's provider, and there it needs no dependency of
+//! `fake-yahoo` on the server, which already dev-depends on `fake-yahoo`.
 
 use chrono::Utc;
 use fake_yahoo::{Endpoint, FakeYahoo, Fault};

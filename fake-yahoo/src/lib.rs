@@ -1,9 +1,8 @@
-#![allow(dead_code)]
 //! A fake Yahoo Finance for integration tests and benchmarks.
 //!
-//! It speaks the real wire format (field names and error bodies of
-//! `tests/fixtures/yahoo/`), on `127.0.0.1:0`, on its own thread with its own
-//! actix system, so it serves the same whether the test runs under
+//! It speaks the real wire format (field names and error bodies of the
+//! repository's `tests/fixtures/yahoo/`), on `127.0.0.1:0`, on its own thread
+//! with its own actix system, so it serves the same whether the test runs under
 //! `#[actix_web::test]`, `#[tokio::test]` or no runtime at all.
 //!
 //! * Prices move: each time a symbol is served its price rises by [`PRICE_STEP`]
@@ -27,11 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/yahoo/",
-            $name
-        ))
+        // The fixtures stay in the repository's tests/, where the server's
+        // parser tests read them too.
+        include_str!(concat!("../../tests/fixtures/yahoo/", $name))
     };
 }
 

@@ -12,8 +12,6 @@
 
 mod ceiling;
 mod client;
-#[path = "../../../tests/support/fake_yahoo.rs"]
-mod fake_yahoo;
 mod hist;
 mod procinfo;
 mod report;
