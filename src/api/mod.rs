@@ -75,6 +75,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .route("/me", web::get().to(account::me))
             .route("/quotes", web::get().to(quotes::quotes))
+            .route("/quotes/{symbol}/intraday", web::get().to(quotes::intraday))
             .route("/ws-tickets", web::post().to(tickets::ws_ticket))
             .service(
                 web::resource("/watchlists")

@@ -108,6 +108,8 @@ struct Sub {
     state: Arc<Subscription>,
     /// Joined; false while its access check is running.
     joined: bool,
+    /// A catch-up snapshot was asked for since it last lagged.
+    catch_up_asked: bool,
 }
 
 pub struct WsSession {
@@ -192,6 +194,7 @@ impl WsSession {
             Sub {
                 state: state.clone(),
                 joined: false,
+                catch_up_asked: false,
             },
         );
         self.publish_subscriptions();
@@ -403,8 +406,21 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.guard.stats.mark_polled();
-        if !self.subs.values().any(|s| s.state.id == msg.sub) {
+        let Some((&watchlist_id, sub)) = self.subs.iter_mut().find(|(_, s)| s.state.id == msg.sub)
+        else {
             return;
+        };
+        // A frame was dropped for this subscription while its queue was
+        // full, and the queue is draining now: ask for the latest state
+        // rather than wait for the next broadcast, which may be long in
+        // coming (an upstream outage broadcasts nothing).
+        if sub.state.lagged.load(std::sync::atomic::Ordering::Relaxed) {
+            if !sub.catch_up_asked {
+                sub.catch_up_asked = true;
+                self.snapshot_for(watchlist_id);
+            }
+        } else {
+            sub.catch_up_asked = false;
         }
         if msg.status {
             if self.last_status.as_ref() == Some(&msg.frame) {
