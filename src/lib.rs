@@ -46,6 +46,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod dashboard;
 pub mod db;
 pub mod demo;

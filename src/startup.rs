@@ -14,10 +14,12 @@
 
 use crate::auth::TicketStore;
 use crate::config::{ConfigError, ProviderKind, Settings};
+use crate::control::{Applier, LocalControl};
 use crate::db::{Db, DbError};
 use crate::feed::local::{AlwaysPoller, LocalBus, LocalDemand, Unlimited};
 use crate::feed::{
-    Demand, Distributor, IntradayStore, QuoteCache, RateLimiter, Seams, WorkerRegistry,
+    Demand, Distributor, IntradayStore, PinnedSymbols, QuoteCache, RateLimiter, Seams,
+    WorkerRegistry,
 };
 use crate::metrics::Metrics;
 use crate::net::ConnSocket;
@@ -150,7 +152,8 @@ impl Application {
             intraday: intraday.clone(),
             registry: registry.clone(),
         };
-        let demand: Arc<dyn Demand> = Arc::new(LocalDemand::new(registry.clone()));
+        let pinned = PinnedSymbols::default();
+        let demand: Arc<dyn Demand> = Arc::new(LocalDemand::new(registry.clone(), pinned.clone()));
         let seams = Seams {
             demand: demand.clone(),
             bus: Arc::new(LocalBus::new(distributor)),
@@ -200,6 +203,7 @@ impl Application {
                 provider: fetch_provider,
                 seams,
                 saver,
+                observers: Vec::new(),
                 metrics: fetch_metrics,
                 stats: fetch_stats,
             };
@@ -208,6 +212,10 @@ impl Application {
             let _ = done.send(());
         });
 
+        let control = LocalControl::new(Applier {
+            supervisor: supervisor.clone(),
+            sessions: sessions.clone(),
+        });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -218,6 +226,7 @@ impl Application {
             sessions,
             session_rules: SessionRules::from_settings(&settings),
             supervisor,
+            control,
             metrics,
             registry,
             demand,

@@ -3,6 +3,7 @@
 
 use crate::auth::TicketStore;
 use crate::config::Settings;
+use crate::control::ControlPlane;
 use crate::db::Db;
 use crate::feed::{Demand, IntradayStore, QuoteCache, WorkerRegistry};
 use crate::metrics::Metrics;
@@ -23,6 +24,8 @@ pub struct AppState {
     /// Built once from the settings; every session starts with a copy.
     pub session_rules: SessionRules,
     pub supervisor: Addr<Supervisor>,
+    /// Where REST and admin effects on live sessions go.
+    pub control: Arc<dyn ControlPlane>,
     pub metrics: Arc<Metrics>,
     /// The live workers of this instance.
     pub registry: WorkerRegistry,

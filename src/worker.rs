@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A watchlist item as the worker needs it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ItemView {
     pub symbol: Symbol,
     pub quantity: Option<f64>,

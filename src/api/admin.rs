@@ -1,7 +1,7 @@
 //! Admin endpoints (admin users only) and `/metrics`.
 
 use super::{Admin, ApiError};
-use crate::protocol::close;
+use crate::control::ControlEvent;
 use crate::quote::format_ts;
 use crate::state::AppState;
 use crate::supervisor::{ListWorkers, RefreshWorker};
@@ -46,10 +46,9 @@ pub async fn kick(
     state: web::Data<AppState>,
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    if state
-        .sessions
-        .close(path.into_inner(), close::POLICY, "kicked by an admin")
-    {
+    let session_id = path.into_inner();
+    if state.sessions.contains(session_id) {
+        state.control.publish(ControlEvent::Kick { session_id });
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("no such session".into()))

@@ -1,17 +1,17 @@
 //! Watchlist and item CRUD. Reads: the owner, or anyone signed in when the
 //! watchlist is public. Writes: the owner only. Every change is passed on to
-//! the live sessions through the supervisor.
+//! the live sessions through the control plane.
 
 use super::ApiError;
 use crate::access::{self, Access};
 use crate::auth::Caller;
+use crate::control::ControlEvent;
 use crate::db::models::{Item, Watchlist};
 use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
 use crate::db::{from_micros, DbError};
 use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
 use crate::quote::format_ts;
 use crate::state::AppState;
-use crate::supervisor::{WatchlistAccess, WatchlistChanged, WatchlistDeleted};
 use crate::worker::ItemView;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -150,7 +150,7 @@ fn watchlist_error(e: DbError) -> ApiError {
 
 /// Tells live sessions of a watchlist about its new items.
 fn notify_changed(state: &AppState, watchlist_id: i64, items: &[Item]) {
-    state.supervisor.do_send(WatchlistChanged {
+    state.control.publish(ControlEvent::ItemsChanged {
         watchlist_id,
         items: items.iter().filter_map(ItemView::from_row).collect(),
     });
@@ -281,7 +281,7 @@ pub async fn update(
         .await?;
     // Made private: others lose read access now, not whenever they
     // reconnect.
-    state.supervisor.do_send(WatchlistAccess {
+    state.control.publish(ControlEvent::Access {
         watchlist_id: id,
         owner_id: out.owner_id,
         is_public: out.is_public,
@@ -304,8 +304,8 @@ pub async fn delete(
         })
         .await?;
     state
-        .supervisor
-        .do_send(WatchlistDeleted { watchlist_id: id });
+        .control
+        .publish(ControlEvent::Deleted { watchlist_id: id });
     Ok(HttpResponse::NoContent().finish())
 }
 

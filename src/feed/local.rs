@@ -2,7 +2,8 @@
 //! in this process, no Redis involved.
 
 use super::{
-    BusError, Demand, Distributor, PollerRole, QuoteBus, RateLimiter, Round, WorkerRegistry,
+    BusError, Demand, Distributor, PinnedSymbols, PollerRole, QuoteBus, RateLimiter, Round,
+    WorkerRegistry,
 };
 use crate::domain::Symbol;
 use crate::upstream::bucket::TokenBucket;
@@ -13,10 +14,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Demand of one process: the live workers' symbols, plus refreshes asked
-/// for by admins.
+/// Demand of one process: the live workers' symbols and the pinned (alert)
+/// symbols, plus refreshes asked for by admins and one-off REST fetches.
 pub struct LocalDemand {
     registry: WorkerRegistry,
+    pinned: PinnedSymbols,
     forced: Mutex<HashSet<Symbol>>,
     /// Bounded by what REST callers may ask at once (50 symbols a request)
     /// and emptied by every round.
@@ -25,9 +27,10 @@ pub struct LocalDemand {
 }
 
 impl LocalDemand {
-    pub fn new(registry: WorkerRegistry) -> Self {
+    pub fn new(registry: WorkerRegistry, pinned: PinnedSymbols) -> Self {
         Self {
             registry,
+            pinned,
             forced: Mutex::new(HashSet::new()),
             once: Mutex::new(HashSet::new()),
             force_asked: Notify::new(),
@@ -45,7 +48,9 @@ impl LocalDemand {
 
 impl Demand for LocalDemand {
     fn wanted(&self) -> BoxFuture<'_, BTreeSet<Symbol>> {
-        future::ready(self.registry.symbols()).boxed()
+        let mut wanted = self.registry.symbols();
+        wanted.extend(self.pinned.get());
+        future::ready(wanted).boxed()
     }
 
     fn take_forced(&self) -> BoxFuture<'_, HashSet<Symbol>> {
@@ -70,6 +75,7 @@ impl Demand for LocalDemand {
         async move {
             tokio::select! {
                 _ = self.registry.grown() => {}
+                _ = self.pinned.grown() => {}
                 _ = self.force_asked.notified() => {}
             }
         }

@@ -19,10 +19,12 @@
 pub mod cache;
 pub mod intraday;
 pub mod local;
+pub mod pinned;
 pub mod registry;
 
 pub use cache::{QuoteCache, QuoteMap};
 pub use intraday::IntradayStore;
+pub use pinned::PinnedSymbols;
 pub use registry::{Distributor, WatchGuard, WorkerRegistry};
 
 use crate::domain::Symbol;
@@ -134,6 +136,13 @@ pub trait PollerRole: Send + Sync + 'static {
 
     /// Resolves when the answer of [`PollerRole::is_poller`] may have changed.
     fn changed(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Told of every round this instance published as the poller, with its
+/// tick id (price alerts are evaluated here, once for the cluster).
+/// Implementations must not block: hand the work to a task of their own.
+pub trait RoundObserver: Send + Sync + 'static {
+    fn published(&self, tick: u64, round: &Round);
 }
 
 /// The four seams, as the poll loop holds them.

@@ -19,6 +19,13 @@ pub struct Deliver {
     pub status: bool,
 }
 
+/// Sent to a session actor: write this frame, which is about the user, not
+/// a watchlist (an alert that fired). Best effort: dropped when the
+/// session's queue is full.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct UserFrame(pub Frame);
+
 /// Sent to a session actor: its subscription `sub` ended without the client
 /// asking (the watchlist was deleted, or access was lost).
 #[derive(Message, Clone)]

@@ -37,7 +37,7 @@ use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use frames::Inbound;
-use messages::{CloseSession, Deliver, Subscription, SubscriptionEnded};
+use messages::{CloseSession, Deliver, Subscription, SubscriptionEnded, UserFrame};
 use relay::RelayHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -365,9 +365,11 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.deps.rules.mailbox);
         self.guard.stats.mark_polled();
         self.deps.metrics.sessions_opened.inc();
-        self.deps
-            .table
-            .set_control(self.guard.id, ctx.address().recipient());
+        self.deps.table.set_control(
+            self.guard.id,
+            ctx.address().recipient(),
+            ctx.address().recipient(),
+        );
         // Every session pings on one grid shared with the fetcher's ticks,
         // half a tick after a tick (see `crate::clock`): each HTTP worker sends
         // its pings in one burst, between two broadcasts, and reads the pongs
@@ -456,6 +458,15 @@ impl Handler<SubscriptionEnded> for WsSession {
                 protocol::unsubscribed(msg.watchlist_id, Some(msg.reason)),
             );
         }
+    }
+}
+
+/// A frame about the user (an alert): written as it is.
+impl Handler<UserFrame> for WsSession {
+    type Result = ();
+    fn handle(&mut self, msg: UserFrame, ctx: &mut Self::Context) {
+        self.guard.stats.mark_polled();
+        self.send(ctx, msg.0);
     }
 }
 

@@ -7,8 +7,9 @@
 //! lives inside the session actor, so the entry goes when the actor goes,
 //! whatever the reason.
 
-use super::messages::{CloseSession, SessionStats};
+use super::messages::{CloseSession, SessionStats, UserFrame};
 use crate::net::ConnSocket;
+use crate::protocol::Frame;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct SessionEntry {
     pub socket: Option<ConnSocket>,
     /// Set once the actor has started.
     pub control: Option<Recipient<CloseSession>>,
+    /// Set once the actor has started: frames about the user.
+    pub user_frames: Option<Recipient<UserFrame>>,
     /// A close asked for before the actor started: sent the moment it does.
     pub pending_close: Option<CloseSession>,
 }
@@ -136,6 +139,7 @@ impl SessionTable {
                 stats: stats.clone(),
                 socket: s.socket,
                 control: None,
+                user_frames: None,
                 pending_close: None,
             },
         );
@@ -175,10 +179,16 @@ impl SessionTable {
 
     /// The actor started: from now on it can be asked to close, and a close
     /// asked for before now is passed on at once.
-    pub fn set_control(&self, id: u64, control: Recipient<CloseSession>) {
+    pub fn set_control(
+        &self,
+        id: u64,
+        control: Recipient<CloseSession>,
+        user_frames: Recipient<UserFrame>,
+    ) {
         let pending = match self.lock().sessions.get_mut(&id) {
             Some(e) => {
                 e.control = Some(control.clone());
+                e.user_frames = Some(user_frames);
                 e.pending_close.take()
             }
             None => None,
@@ -250,6 +260,26 @@ impl SessionTable {
             c.do_send(close.clone());
         }
         n
+    }
+
+    /// Hands a frame to every started session of a user; returns how many
+    /// took it (a full queue drops it: such frames are best effort).
+    pub fn send_to_user(&self, user_id: i64, frame: Frame) -> usize {
+        let targets: Vec<Recipient<UserFrame>> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|e| e.user_id == user_id)
+            .filter_map(|e| e.user_frames.clone())
+            .collect();
+        targets
+            .iter()
+            .filter(|t| t.try_send(UserFrame(frame.clone())).is_ok())
+            .count()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().sessions.contains_key(&id)
     }
 
     /// Token ids of live sessions, for the revocation check.

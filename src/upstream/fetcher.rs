@@ -24,7 +24,7 @@
 use super::bucket::Backoff;
 use super::{QuoteProvider, UpstreamError};
 use crate::domain::Symbol;
-use crate::feed::{BusError, Round, Seams, UpstreamHealth};
+use crate::feed::{BusError, Round, RoundObserver, Seams, UpstreamHealth};
 use crate::metrics::Metrics;
 use crate::quote::{Fetched, Known, MarketQuote, Point};
 use crate::quote_store::QuoteSaver;
@@ -81,6 +81,8 @@ pub struct FetcherDeps {
     pub provider: Arc<dyn QuoteProvider>,
     pub seams: Seams,
     pub saver: QuoteSaver,
+    /// Told of every round published (price alerts).
+    pub observers: Vec<Arc<dyn RoundObserver>>,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<UpstreamStats>,
 }
@@ -371,8 +373,16 @@ impl Fetcher {
 
     async fn publish(&mut self, full: bool, mut round: Round) {
         round.health = self.health.clone();
+        // The observers see the round as published; the bus takes it.
+        let seen = (!self.deps.observers.is_empty()).then(|| round.clone());
         match self.deps.seams.bus.publish(full, round).await {
-            Ok(_) => {}
+            Ok(tick) => {
+                if let Some(round) = seen {
+                    for o in &self.deps.observers {
+                        o.published(tick, &round);
+                    }
+                }
+            }
             Err(BusError::Fenced) => {
                 log::info!("another instance polls now; this round was not published");
                 self.forget();
