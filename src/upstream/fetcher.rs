@@ -57,6 +57,9 @@ pub struct UpstreamStats {
     pub rate_limited: AtomicU64,
     /// Full ticks run while something was watched.
     pub cycles: AtomicU64,
+    /// Full ticks that found nothing watched: the poller woke and had
+    /// nothing to do. Lets a test tell that a tick went by while idle.
+    pub idle_ticks: AtomicU64,
     last_success_at: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -165,6 +168,9 @@ impl Fetcher {
         self.due_at.retain(|s, _| watched.contains(s));
         let forced = demand.take_forced().await;
         if watched.is_empty() {
+            if full {
+                self.deps.stats.idle_ticks.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         if full {
