@@ -11,9 +11,9 @@ mod support;
 
 use serde_json::{json, Value};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{Backend, TestApp, DEADLINE, POLL};
+use support::{eventually, throughout, Backend, TestApp};
 
 /// A started server and a browser, or `None` when the test is skipped.
 async fn start(test: &str) -> Option<(TestApp, Browser)> {
@@ -105,18 +105,15 @@ async fn text(b: &Browser, testid: &str) -> String {
 
 /// Waits until the server holds exactly `n` sessions; returns them.
 async fn wait_sessions(app: &TestApp, n: usize) -> Vec<Value> {
-    let end = Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("{n} sessions"), async || {
         let s = app.sessions().await;
         if s.len() == n {
-            return s;
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
         }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {n} sessions: {s:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 #[actix_web::test]
@@ -445,12 +442,11 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     // No reconnect attempts: the server sees no session for a while. The
     // one bounded wait of this file, since "nothing happens" has no event.
     wait_sessions(&app, 0).await;
-    let hold = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < hold {
+    throughout(Duration::from_secs(2), async || {
         let s = app.sessions().await;
         assert!(s.is_empty(), "the page reconnected: {s:?}");
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await;
     let p = b
         .execute(&format!("return window.quotecast.panels[{id}]"), json!([]))
         .await;

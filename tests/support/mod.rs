@@ -453,6 +453,19 @@ impl TestApp {
         .await
     }
 
+    /// Full fetcher ticks so far (ticks while something was watched).
+    pub async fn cycles(&self) -> u64 {
+        self.stats().await["upstream"]["cycles"].as_u64().unwrap()
+    }
+
+    /// Waits until the fetcher has run `at_least` full ticks in all.
+    pub async fn wait_cycles(&self, at_least: u64) {
+        self.wait_stats(&format!("{at_least} fetcher cycles"), |s| {
+            s["upstream"]["cycles"].as_u64().unwrap() >= at_least
+        })
+        .await;
+    }
+
     /// Waits for this many sessions and workers.
     pub async fn wait_counts(&self, sessions: u64, workers: u64) -> Value {
         self.wait_stats(&format!("{sessions} sessions and {workers} workers"), |s| {
