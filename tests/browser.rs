@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{eventually, throughout, Backend, TestApp};
+use support::{eventually, items, throughout, Backend, TestApp};
 
 /// A started server and a browser, or `None` when the test is skipped.
 async fn start(test: &str) -> Option<(TestApp, Browser)> {
@@ -274,7 +274,7 @@ async fn add_item_errors_show_the_servers_message() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Errors", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Errors", false, items(&["AAPL"]))
         .await;
     let items = format!("/api/v1/watchlists/{id}/items");
     // What the server says to the same requests, to compare the page with.
@@ -344,12 +344,7 @@ async fn a_kicked_session_reconnects() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(
-            &token,
-            "Kick",
-            false,
-            json!([{"symbol": "AAPL"}, {"symbol": "MSFT"}]),
-        )
+        .watchlist(&token, "Kick", false, items(&["AAPL", "MSFT"]))
         .await;
     sign_in(&b, &app, &token).await;
     let before = open_panel(&b, id).await;
@@ -407,7 +402,7 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Doomed", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Doomed", false, items(&["AAPL"]))
         .await;
     sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
@@ -462,7 +457,7 @@ async fn a_revoked_token_signs_the_page_out() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Revoked", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Revoked", false, items(&["AAPL"]))
         .await;
     let (status, me) = app.get("/api/v1/me", &token).await;
     assert_eq!(status, 200, "{me}");
@@ -667,13 +662,8 @@ async fn screenshot_of_a_live_dashboard() {
             ]),
         )
         .await;
-    app.watchlist(
-        &token,
-        "Indices",
-        false,
-        json!([{"symbol": "^N225"}, {"symbol": "^GSPC"}]),
-    )
-    .await;
+    app.watchlist(&token, "Indices", false, items(&["^N225", "^GSPC"]))
+        .await;
 
     // Wide enough for every column of the table.
     b.set_window_size(1680, 720).await;

@@ -8,26 +8,15 @@ use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{eventually, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
-    msg["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == symbol)
-        .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
-}
 
 /// Case 1: A session registers and removes both itself and the worker.
 async fn connect_then_disconnect(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .private_watchlist(&alice, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     app.wait_counts(0, 0).await;
     let (ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["watchlist_id"], id);
@@ -49,7 +38,7 @@ async fn connect_then_disconnect(b: Backend) {
 async fn sessions_share_a_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let (id, mut clients) = app.watch(&alice, json!([{"symbol": "AAPL"}]), 3).await;
+    let (id, mut clients) = app.watch(&alice, items(&["AAPL"]), 3).await;
     app.wait_counts(3, 1).await;
     let workers = app.workers().await;
     assert_eq!(workers.len(), 1);
@@ -70,9 +59,7 @@ async fn sessions_share_a_worker(b: Backend) {
 async fn concurrent_connects_one_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .private_watchlist(&alice, json!([{"symbol": "MSFT"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["MSFT"])).await;
     let clients: Vec<Ws> = join_all((0..10).map(|_| app.ws(id, &alice))).await;
     let stats = app.wait_counts(10, 1).await;
     assert_eq!(stats["workers"], 1);
@@ -87,9 +74,7 @@ async fn concurrent_connects_one_worker(b: Backend) {
 async fn leave_and_join_race(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .private_watchlist(&alice, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     for _ in 0..30 {
         let old = app.ws(id, &alice).await;
         // Close the last session and open a new one at the same moment.
@@ -106,12 +91,8 @@ async fn leave_and_join_race(b: Backend) {
 async fn worker_stops_and_its_ticks_stop(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let a = app
-        .watchlist(&alice, "A", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let b_id = app
-        .watchlist(&alice, "B", false, json!([{"symbol": "MSFT"}]))
-        .await;
+    let a = app.watchlist(&alice, "A", false, items(&["AAPL"])).await;
+    let b_id = app.watchlist(&alice, "B", false, items(&["MSFT"])).await;
     let ws_a = app.ws(a, &alice).await;
     let (ws_b, _) = app.open(b_id, &alice).await;
     app.wait_counts(2, 2).await;
@@ -159,7 +140,7 @@ async fn broadcast_and_dead_session(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app
-        .private_watchlist(&alice, json!([{"symbol": "7203.T"}, {"symbol": "AAPL"}]))
+        .private_watchlist(&alice, items(&["7203.T", "AAPL"]))
         .await;
     let mut clients: Vec<Ws> = join_all((0..3).map(|_| app.ws(id, &alice))).await;
     app.wait_counts(3, 1).await;
@@ -433,7 +414,7 @@ async fn bad_client_messages(b: Backend) {
 async fn seq_and_snapshot_requests(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let (_, mut ws) = app.watch_one(&alice, json!([{"symbol": "NVDA"}])).await;
+    let (_, mut ws) = app.watch_one(&alice, items(&["NVDA"])).await;
     let a = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
     let b2 = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
     assert_eq!(b2, a + 1);
@@ -445,43 +426,21 @@ async fn seq_and_snapshot_requests(b: Backend) {
 }
 
 /// Alice's public watchlist of AAPL with a socket of hers and one of bob's
-/// on it, past their snapshots.
-struct Shared {
-    alice: String,
-    bob: String,
-    id: i64,
-    mine: Ws,
-    theirs: Ws,
-}
-
-async fn shared_with_bob(app: &TestApp) -> Shared {
+/// on it, past their snapshots: (alice, bob, id, hers, his).
+async fn shared_with_bob(app: &TestApp) -> (String, String, i64, Ws, Ws) {
     let alice = app.user("alice");
     let bob = app.user("bob");
-    let id = app
-        .watchlist(&alice, "W", true, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.watchlist(&alice, "W", true, items(&["AAPL"])).await;
     let (mine, _) = app.open(id, &alice).await;
     let (theirs, _) = app.open(id, &bob).await;
-    Shared {
-        alice,
-        bob,
-        id,
-        mine,
-        theirs,
-    }
+    (alice, bob, id, mine, theirs)
 }
 
 /// Item changes reach live sessions as a fresh snapshot; deleting the
 /// watchlist closes with 4404 and stops the worker.
 async fn live_watchlist_changes(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let Shared {
-        alice,
-        id,
-        mut mine,
-        mut theirs,
-        ..
-    } = shared_with_bob(&app).await;
+    let (alice, _, id, mut mine, mut theirs) = shared_with_bob(&app).await;
 
     let (s, _) = app
         .post(
@@ -547,13 +506,7 @@ async fn live_watchlist_changes(b: Backend) {
 /// with 1008 (and they cannot come back); the owner's stay.
 async fn going_private_closes_other_users(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let Shared {
-        alice,
-        bob,
-        id,
-        mut mine,
-        mut theirs,
-    } = shared_with_bob(&app).await;
+    let (alice, bob, id, mut mine, mut theirs) = shared_with_bob(&app).await;
     let (s, _) = app
         .patch(
             &format!("/api/v1/watchlists/{id}"),
@@ -603,7 +556,7 @@ async fn revoked_token_closes_sessions(b: Backend) {
 async fn admin_kick_and_refresh(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let (id, mut ws) = app.watch_one(&alice, json!([{"symbol": "AAPL"}])).await;
+    let (id, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     let sid = app.sessions().await[0]["id"].as_u64().unwrap();
     let (s, body) = app
         .delete(&format!("/admin/v1/sessions/{sid}"), &alice)
@@ -826,9 +779,7 @@ async fn pings_with_and_without_data(b: Backend) {
     })
     .await;
     let alice = app.user("alice");
-    let busy = app
-        .watchlist(&alice, "Busy", false, json!([{"symbol": "AAPL"}]))
-        .await;
+    let busy = app.watchlist(&alice, "Busy", false, items(&["AAPL"])).await;
     let quiet = app.watchlist(&alice, "Quiet", false, json!([])).await;
     for (id, expect_quotes) in [(busy, true), (quiet, false)] {
         let mut ws = app.ws(id, &alice).await;
@@ -864,9 +815,7 @@ async fn relays_live_with_the_server(b: Backend) {
     let app = TestApp::spawn(b).await;
     let threads = app.state.settings.server.workers as f64;
     let alice = app.user("alice");
-    let id = app
-        .private_watchlist(&alice, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     // Enough sessions that both threads have some (connections are spread
     // over the workers); every one of them gets quotes through its relay.
     let mut sockets = join_all((0..8).map(|_| app.ws(id, &alice))).await;
@@ -928,7 +877,7 @@ async fn silent_peer_is_dropped(b: Backend) {
 async fn metrics_endpoint(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let (_, mut ws) = app.watch_one(&alice, json!([{"symbol": "AAPL"}])).await;
+    let (_, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     ws.wait_type("quotes").await;
     let res = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert!(res.headers()["content-type"]

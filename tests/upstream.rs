@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::fake_yahoo::{Endpoint, FakeYahoo, Fault, RequestRecord};
-use support::{eventually, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
 
 /// A test app on the yahoo provider pointed at `fake`, with a fast tick and
 /// short backoff.
@@ -42,9 +42,7 @@ async fn app_with(
 /// Alice watching one symbol over one socket: the set-up many tests share.
 async fn watching(app: &TestApp, symbol: &str) -> (String, i64, Ws) {
     let alice = app.user("alice");
-    let id = app
-        .private_watchlist(&alice, json!([{ "symbol": symbol }]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&[symbol])).await;
     let ws = app.ws(id, &alice).await;
     (alice, id, ws)
 }
@@ -60,10 +58,6 @@ async fn flowing(
     let (_, _, mut ws) = watching(&app, symbol).await;
     let first = ws.wait_type("quotes").await;
     (fake, app, ws, first)
-}
-
-fn items(symbols: &[String]) -> Value {
-    Value::Array(symbols.iter().map(|s| json!({"symbol": s})).collect())
 }
 
 fn spark_requests(fake: &FakeYahoo) -> Vec<RequestRecord> {
@@ -225,12 +219,7 @@ async fn unknown_symbol_is_checked_once() {
                 .is_some_and(|qs| qs.iter().any(|q| q["error"] == "unknown_symbol"))
         })
         .await;
-    let z = q["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "ZZZZ")
-        .unwrap();
+    let z = quote(&q, "ZZZZ");
     assert_eq!(z["price"], Value::Null);
     let cycles = app.cycles().await;
     app.wait_cycles(cycles + 5).await;
@@ -436,7 +425,7 @@ async fn closed_markets_are_polled_slowly() {
     .await;
     let alice = app.user("alice");
     let id = app
-        .private_watchlist(&alice, json!([{"symbol": "OPEN"}, {"symbol": "SHUT"}]))
+        .private_watchlist(&alice, items(&["OPEN", "SHUT"]))
         .await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;
@@ -461,12 +450,7 @@ async fn closed_markets_are_polled_slowly() {
     drop(q);
     ws.send_json(json!({"type": "snapshot"})).await;
     let snap = ws.wait_type("snapshot").await;
-    let shut_q = snap["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "SHUT")
-        .unwrap();
+    let shut_q = quote(&snap, "SHUT");
     assert_eq!(shut_q["market_state"], "CLOSED");
     ws.close().await;
 }

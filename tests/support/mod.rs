@@ -553,6 +553,26 @@ impl TestApp {
     }
 }
 
+/// Watchlist items of these symbols, without positions.
+pub fn items<S: AsRef<str>>(symbols: &[S]) -> Value {
+    Value::Array(
+        symbols
+            .iter()
+            .map(|s| json!({"symbol": s.as_ref()}))
+            .collect(),
+    )
+}
+
+/// The quote of `symbol` in a `snapshot` or `quotes` message.
+pub fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
+    msg["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["symbol"] == symbol)
+        .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
+}
+
 pub enum Body {
     Json(Value),
     Raw(String),
