@@ -124,7 +124,9 @@ impl FakeProvider {
 
     /// Answers for `symbol`, at `price`, its market open.
     pub fn knows(&self, symbol: &str, price: f64) {
-        lock(&self.script).quotes.insert(sym(symbol), quote(symbol, price));
+        lock(&self.script)
+            .quotes
+            .insert(sym(symbol), quote(symbol, price));
     }
 
     /// Answers for `symbol`, its market closed.
@@ -450,8 +452,20 @@ impl Rig {
         }
     }
 
+    /// Joins `session` to the watchlist, as its upgrade does.
     pub fn join(&self, session: &Session, watchlist_id: i64, items: &Arc<Vec<ItemView>>) {
-        self.supervisor.do_send(Join {
+        self.supervisor
+            .do_send(self.join_message(session, watchlist_id, items));
+    }
+
+    /// The [`Join`] a session's upgrade sends, to send some other way.
+    pub fn join_message(
+        &self,
+        session: &Session,
+        watchlist_id: i64,
+        items: &Arc<Vec<ItemView>>,
+    ) -> Join {
+        Join {
             watchlist_id,
             session_id: session.id,
             deliver: session.deliver.clone(),
@@ -459,7 +473,7 @@ impl Rig {
             stats: session.stats.clone(),
             relay: self.relay.clone(),
             items: items.clone(),
-        });
+        }
     }
 
     pub fn leave(&self, session: &Session, watchlist_id: i64) {

@@ -567,7 +567,11 @@ mod tests {
 
         advance(POLL).await;
         let (calls, _) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["AAPL"]]), "left out until the recheck");
+        assert_eq!(
+            calls.batches,
+            batches(&[&["AAPL"]]),
+            "left out until the recheck"
+        );
         assert!(calls.singles.is_empty());
 
         advance(RECHECK - POLL - MS).await;
@@ -662,7 +666,10 @@ mod tests {
             assert_eq!(calls.batches.len(), 1);
             let health = only(rounds, true).health;
             assert!(health.degraded);
-            assert_eq!(health.message, "upstream unavailable: upstream did not answer in time");
+            assert_eq!(
+                health.message,
+                "upstream unavailable: upstream did not answer in time"
+            );
             Duration::from_millis(health.retry_in_ms.unwrap())
         };
         // Base 1 s, jittered into [d/2, d]. The wait is reported in whole
@@ -690,15 +697,25 @@ mod tests {
         let (calls, rounds) = h.tick().await;
         assert_eq!(calls.batches, batches(&[&["A"]]));
         let round = only(rounds, true);
-        assert_eq!(learnt(&round), strings(&["A"]), "what was fetched still lands");
+        assert_eq!(
+            learnt(&round),
+            strings(&["A"]),
+            "what was fetched still lands"
+        );
         assert!(round.health.degraded);
-        assert_eq!(round.health.message, "request budget exhausted (rate limit)");
+        assert_eq!(
+            round.health.message,
+            "request budget exhausted (rate limit)"
+        );
         assert_eq!(
             round.health.retry_in_ms,
             Some(TokenBucket::NEVER.as_millis() as u64)
         );
         assert_eq!(h.count(&h.stats.rate_limited), 1);
-        let throttled = h.metrics.upstream_requests.with_label_values(&["throttled"]);
+        let throttled = h
+            .metrics
+            .upstream_requests
+            .with_label_values(&["throttled"]);
         assert_eq!(throttled.get(), 1);
     }
 
