@@ -157,12 +157,17 @@ impl FakeProvider {
 }
 
 impl QuoteProvider for FakeProvider {
-    fn name(&self) -> &'static str {
-        "fake"
-    }
-
-    fn rate_limited(&self) -> bool {
-        true
+    fn fetch_one(
+        &self,
+        symbol: Symbol,
+    ) -> BoxFuture<'static, Result<Option<MarketQuote>, UpstreamError>> {
+        let mut s = lock(&self.script);
+        s.singles.push(symbol.to_string());
+        let answer = match s.failures.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(s.quotes.get(&symbol).cloned()),
+        };
+        future::ready(answer).boxed()
     }
 
     fn fetch_batch(
@@ -183,17 +188,12 @@ impl QuoteProvider for FakeProvider {
         future::ready(answer).boxed()
     }
 
-    fn fetch_one(
-        &self,
-        symbol: Symbol,
-    ) -> BoxFuture<'static, Result<Option<MarketQuote>, UpstreamError>> {
-        let mut s = lock(&self.script);
-        s.singles.push(symbol.to_string());
-        let answer = match s.failures.pop_front() {
-            Some(e) => Err(e),
-            None => Ok(s.quotes.get(&symbol).cloned()),
-        };
-        future::ready(answer).boxed()
+    fn rate_limited(&self) -> bool {
+        true
+    }
+
+    fn name(&self) -> &'static str {
+        "fake"
     }
 }
 

@@ -413,8 +413,15 @@ mod tests {
     }
 
     impl Harness {
-        fn new(batch_size: usize, limiter: Arc<dyn RateLimiter>) -> Harness {
-            Self::with(config(batch_size), limiter, true)
+        /// Batches of 10, no rate limit, the poller.
+        fn new() -> Harness {
+            Self::with(config(10), Arc::new(Unlimited), true)
+        }
+
+        /// [`Harness::new`] on a paused clock, which only the test moves.
+        fn paused() -> Harness {
+            tokio::time::pause();
+            Self::new()
         }
 
         fn with(cfg: FetcherConfig, limiter: Arc<dyn RateLimiter>, poller: bool) -> Harness {
@@ -510,7 +517,7 @@ mod tests {
 
     #[actix_web::test]
     async fn every_due_symbol_is_fetched_once_in_batches_of_at_most_batch_size() {
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::new();
         let names: Vec<String> = (0..25).map(|i| format!("S{i:02}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         for n in &names {
@@ -538,7 +545,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_symbol_missing_from_a_batch_answer_gets_one_request_of_its_own() {
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::new();
         h.provider.knows("AAPL", 100.0);
         h.provider.knows("SHY", 5.0);
         h.provider.batch_shy("SHY");
@@ -555,8 +562,7 @@ mod tests {
 
     #[actix_web::test]
     async fn an_unknown_symbol_is_not_asked_for_again_until_the_recheck() {
-        tokio::time::pause();
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::paused();
         h.provider.knows("AAPL", 100.0);
         let _w = h.watch(&["AAPL", "ZZZZ"]);
 
@@ -587,8 +593,7 @@ mod tests {
 
     #[actix_web::test]
     async fn closed_markets_are_polled_at_the_slow_interval() {
-        tokio::time::pause();
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::paused();
         h.provider.knows("AAPL", 100.0);
         h.provider.knows_closed("SHUT", 7.0);
         let _w = h.watch(&["AAPL", "SHUT"]);
@@ -610,8 +615,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_failure_backs_off_honouring_retry_after_then_reports_ok() {
-        tokio::time::pause();
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::paused();
         h.provider.knows("AAPL", 100.0);
         let _w = h.watch(&["AAPL"]);
         // The jittered delay of a first failure is at most 1 s: the
@@ -656,8 +660,7 @@ mod tests {
 
     #[actix_web::test]
     async fn the_backoff_grows_with_each_failure_and_resets_after_a_success() {
-        tokio::time::pause();
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::paused();
         h.provider.knows("AAPL", 100.0);
         let _w = h.watch(&["AAPL"]);
         let fail = async |h: &mut Harness| {
@@ -689,7 +692,7 @@ mod tests {
     #[actix_web::test]
     async fn a_refused_rate_limit_permit_cuts_the_tick_short_and_reports_degraded() {
         // One token and no refill: the second batch finds none.
-        let mut h = Harness::new(1, Arc::new(TokenBucket::new(1.0, 0.0)));
+        let mut h = Harness::with(config(1), Arc::new(TokenBucket::new(1.0, 0.0)), true);
         h.provider.knows("A", 1.0);
         h.provider.knows("B", 2.0);
         let _w = h.watch(&["A", "B"]);
@@ -721,7 +724,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_wake_up_fetches_only_new_and_forced_symbols() {
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::new();
         for s in ["A", "B", "C"] {
             h.provider.knows(s, 1.0);
         }
@@ -776,8 +779,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_fenced_publish_forgets_the_schedule_and_the_backoff() {
-        tokio::time::pause();
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::paused();
         h.provider.knows("A", 1.0);
         h.provider.knows_closed("SHUT", 1.0);
         let _w = h.watch(&["A", "SHUT"]);
@@ -807,7 +809,7 @@ mod tests {
 
     #[actix_web::test]
     async fn what_a_round_learnt_goes_to_the_saver() {
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::new();
         h.provider.knows("AAPL", 123.0);
         let _w = h.watch(&["AAPL", "ZZZZ"]);
         h.tick().await;
@@ -819,7 +821,7 @@ mod tests {
 
     #[actix_web::test]
     async fn with_nothing_watched_a_tick_only_counts_itself() {
-        let mut h = Harness::new(10, Arc::new(Unlimited));
+        let mut h = Harness::new();
         h.provider.knows("A", 1.0);
         let (calls, rounds) = h.tick().await;
         assert_eq!(calls, Calls::none());

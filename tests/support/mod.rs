@@ -1,7 +1,10 @@
 //! Shared test harness: a real server on port 0 against a real database
 //! (a temporary SQLite file, or a fresh PostgreSQL database dropped
 //! afterwards), real HTTP through reqwest and real WebSockets through
-//! tokio-tungstenite. Tests wait for events with deadlines, never fixed sleeps.
+//! tokio-tungstenite. Tests wait for events with deadlines, never fixed sleeps:
+//! [`eventually`] (or [`poll`]) for a state to be reached, [`throughout`] for
+//! one to hold. [`TestApp::watch`] and [`TestApp::open`] are the usual set-up:
+//! a watchlist and sockets on it past their first snapshot.
 #![allow(dead_code)]
 
 pub mod fake_yahoo;
