@@ -34,6 +34,9 @@
 //! * [`quote`]: quote data and the wire `Quote` object with P/L.
 //! * [`clock`]: the one grid that ticks and heartbeats are placed on.
 //! * [`config`], [`startup`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
+//! * `testkit` (tests only): fakes for the unit tests of the fetcher, the
+//!   supervisor and the worker (a scriptable provider, a recording bus,
+//!   fake sessions).
 //!
 //! ## Errors
 //! One error type per layer: [`config::ConfigError`], [`db::DbError`],
@@ -62,5 +65,7 @@ pub mod startup;
 pub mod state;
 pub mod supervisor;
 pub mod sweeps;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod upstream;
 pub mod worker;

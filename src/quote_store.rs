@@ -56,6 +56,25 @@ impl QuoteSaver {
         (QuoteSaver { unsaved, wake }, task)
     }
 
+    /// A saver with no writing task, for tests: what it was handed stays in
+    /// [`QuoteSaver::unsaved`].
+    #[cfg(test)]
+    pub(crate) fn detached() -> QuoteSaver {
+        QuoteSaver {
+            unsaved: Arc::default(),
+            wake: mpsc::channel(1).0,
+        }
+    }
+
+    /// What was handed over and not written yet, by symbol.
+    #[cfg(test)]
+    pub(crate) fn unsaved(&self) -> HashMap<String, StoredQuote> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Records the states a round learnt (pending ones carry nothing).
     pub fn record(&self, changed: &[(Symbol, Known)]) {
         let now = now_micros();

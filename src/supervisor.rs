@@ -308,3 +308,168 @@ impl Handler<ShutdownAll> for Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::UpstreamHealth;
+    use crate::quote::Known;
+    use crate::testkit::{eventually, quote, sym, Rig, Session};
+    use std::collections::BTreeSet;
+
+    async fn workers(rig: &Rig) -> Vec<WorkerInfo> {
+        rig.supervisor.send(ListWorkers).await.expect("supervisor")
+    }
+
+    /// Waits for `session`'s first frame and checks it is the snapshot.
+    async fn snapshot(session: &mut Session) -> serde_json::Value {
+        let snap = session.frame().await;
+        assert_eq!(snap["type"], "snapshot", "{snap}");
+        snap
+    }
+
+    #[actix_web::test]
+    async fn the_first_join_starts_one_worker_and_the_last_leave_stops_it() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let (mut a, mut b) = (rig.session(), rig.session());
+        assert_eq!(rig.workers(), 0);
+
+        rig.join(&a, id, &items);
+        assert_eq!(snapshot(&mut a).await["watchlist_id"], id);
+        assert_eq!(rig.workers(), 1);
+        assert_eq!(rig.deps.registry.symbols(), BTreeSet::from([sym("AAPL")]));
+        rig.join(&b, id, &items);
+        snapshot(&mut b).await;
+        assert_eq!(rig.workers(), 1, "the second session joins the same worker");
+        let infos = workers(&rig).await;
+        assert_eq!(infos.len(), 1);
+        assert_eq!((infos[0].watchlist_id, infos[0].sessions), (id, 2));
+
+        rig.leave(&a, id);
+        let infos = workers(&rig).await;
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].sessions, 1);
+        assert_eq!(rig.workers(), 1);
+        rig.leave(&b, id);
+        rig.wait_no_workers().await;
+        assert!(workers(&rig).await.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn concurrent_joins_start_exactly_one_worker() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let mut sessions: Vec<Session> = (0..20).map(|_| rig.session()).collect();
+        // Each from a thread of its own, all at once.
+        let threads: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                let (supervisor, join) = (rig.supervisor.clone(), rig.join_message(s, id, &items));
+                std::thread::spawn(move || supervisor.do_send(join))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for s in sessions.iter_mut() {
+            snapshot(s).await;
+        }
+        assert_eq!(rig.workers(), 1);
+        let infos = workers(&rig).await;
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].sessions, 20);
+
+        for s in &sessions {
+            rig.leave(s, id);
+        }
+        rig.wait_no_workers().await;
+    }
+
+    #[actix_web::test]
+    async fn a_join_racing_the_last_leave_gets_a_live_worker() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let mut old = rig.session();
+        rig.join(&old, id, &items);
+        snapshot(&mut old).await;
+        for round in 0..20 {
+            // The last session leaves (its worker is told to stop) as a new
+            // one arrives.
+            let mut new = rig.session();
+            rig.leave(&old, id);
+            rig.join(&new, id, &items);
+            snapshot(&mut new).await;
+            let price = 100.0 + f64::from(round);
+            rig.publish(
+                vec![(sym("AAPL"), Known::Quote(quote("AAPL", price)))],
+                UpstreamHealth::ok(),
+            );
+            let q = new.frame().await;
+            assert_eq!(q["type"], "quotes", "the newcomer's worker ticks: {q}");
+            assert_eq!(q["quotes"][0]["price"], price);
+            eventually("the old worker to stop", async || rig.workers() == 1).await;
+            old = new;
+        }
+        rig.leave(&old, id);
+        rig.wait_no_workers().await;
+    }
+
+    #[actix_web::test]
+    async fn a_deleted_watchlist_closes_its_sessions_with_4404_and_stops_its_worker() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let (mut a, mut b) = (rig.session(), rig.session());
+        rig.join(&a, id, &items);
+        rig.join(&b, id, &items);
+        snapshot(&mut a).await;
+        snapshot(&mut b).await;
+
+        rig.supervisor
+            .do_send(WatchlistDeleted { watchlist_id: id });
+        assert_eq!(a.closed().await, 4404);
+        assert_eq!(b.closed().await, 4404);
+        rig.wait_no_workers().await;
+        assert!(workers(&rig).await.is_empty());
+        // Their leaves, arriving late, disturb nothing.
+        rig.leave(&a, id);
+        rig.leave(&b, id);
+        assert!(workers(&rig).await.is_empty());
+    }
+
+    #[actix_web::test]
+    async fn a_worker_whose_watchlist_is_gone_closes_with_4404_and_is_forgotten() {
+        let mut rig = Rig::start();
+        let (_, items) = rig.watchlist(&["AAPL"]);
+        let mut a = rig.session();
+        // Deleted between the session's upgrade and its worker's start.
+        rig.join(&a, 424242, &items);
+        assert_eq!(a.closed().await, 4404);
+        rig.wait_no_workers().await;
+        assert!(workers(&rig).await.is_empty(), "the supervisor forgot it");
+    }
+
+    #[actix_web::test]
+    async fn a_refresh_asks_the_poller_for_the_workers_symbols() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL", "MSFT"]);
+        let mut a = rig.session();
+        rig.join(&a, id, &items);
+        snapshot(&mut a).await;
+
+        let found = rig.supervisor.send(RefreshWorker { watchlist_id: id });
+        assert!(found.await.unwrap());
+        let missing = rig.supervisor.send(RefreshWorker {
+            watchlist_id: id + 1,
+        });
+        assert!(!missing.await.unwrap());
+        let demand = rig.deps.demand.clone();
+        let mut forced = Default::default();
+        eventually("the refresh to reach the demand", async || {
+            forced = demand.take_forced().await;
+            !forced.is_empty()
+        })
+        .await;
+        assert_eq!(forced, [sym("AAPL"), sym("MSFT")].into());
+    }
+}

@@ -104,6 +104,9 @@ pub struct PriceWorker {
     history: VecDeque<(u64, Frame)>,
     /// Recomputed whenever items or their quotes change.
     totals: Vec<Total>,
+    /// Items came from an `ItemsChanged` since the start: newer than what
+    /// the start-up reload read, which must then not overwrite them.
+    items_changed: bool,
     /// Set when the watchlist was made private (to its owner's id): a
     /// subscription of anyone else that was checked before and arrives
     /// after is ended at once.
@@ -158,6 +161,7 @@ impl PriceWorker {
             epoch: new_epoch(),
             history: VecDeque::new(),
             totals: Vec::new(),
+            items_changed: false,
             private_to: None,
             snapshot_cache: [None, None],
             health: UpstreamHealth::default(),
@@ -411,6 +415,8 @@ impl Actor for PriceWorker {
             .await
         };
         ctx.spawn(reload.into_actor(self).map(|res, act, ctx| match res {
+            // A change that arrived meanwhile is newer than what was read.
+            Ok(_) if act.items_changed => {}
             Ok(rows) => act.apply_items(rows.iter().filter_map(ItemView::from_row).collect()),
             Err(DbError::NotFound) => {
                 act.supervisor.do_send(WorkerGone {
@@ -588,6 +594,7 @@ pub struct ItemsChanged(pub Vec<ItemView>);
 impl Handler<ItemsChanged> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: ItemsChanged, _: &mut Context<Self>) {
+        self.items_changed = true;
         self.apply_items(msg.0);
     }
 }
@@ -688,5 +695,175 @@ impl Handler<Refresh> for PriceWorker {
     type Result = ();
     fn handle(&mut self, _: Refresh, _: &mut Context<Self>) {
         self.deps.demand.force(self.symbols());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::feed::UpstreamHealth;
+    use crate::quote::Known;
+    use crate::supervisor::{SnapshotFor, WatchlistChanged};
+    use crate::testkit::{item_views, quote, sym, Rig, Session};
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn seq(frame: &Value) -> u64 {
+        frame["seq"].as_u64().expect("a seq")
+    }
+
+    fn symbols(frame: &Value) -> Vec<&str> {
+        frame["quotes"]
+            .as_array()
+            .expect("quotes")
+            .iter()
+            .map(|q| q["symbol"].as_str().unwrap())
+            .collect()
+    }
+
+    fn priced(symbol: &str, price: f64) -> (crate::domain::Symbol, Known) {
+        (sym(symbol), Known::Quote(quote(symbol, price)))
+    }
+
+    /// A worker on a watchlist of `symbols` with `n` sessions past their
+    /// snapshots; the watchlist's id and the snapshots' seq.
+    async fn watched(rig: &mut Rig, symbols: &[&str], n: usize) -> (i64, Vec<Session>, u64) {
+        let (id, items) = rig.watchlist(symbols);
+        let mut sessions: Vec<Session> = (0..n).map(|_| rig.session()).collect();
+        let mut seqs = BTreeSet::new();
+        for s in sessions.iter_mut() {
+            rig.join(s, id, &items);
+            let snap = s.frame().await;
+            assert_eq!(snap["type"], "snapshot", "{snap}");
+            seqs.insert(seq(&snap));
+        }
+        assert_eq!(seqs.len(), 1, "one seq for all: {seqs:?}");
+        (id, sessions, seqs.pop_first().unwrap())
+    }
+
+    #[actix_web::test]
+    async fn a_tick_sends_one_quotes_frame_with_only_what_changed() {
+        let mut rig = Rig::start();
+        let (_, mut sessions, start) = watched(&mut rig, &["AAPL", "MSFT"], 2).await;
+
+        rig.publish(vec![priced("AAPL", 101.0)], UpstreamHealth::ok());
+        for s in sessions.iter_mut() {
+            let q = s.frame().await;
+            assert_eq!(q["type"], "quotes", "{q}");
+            assert_eq!(seq(&q), start + 1);
+            assert_eq!(symbols(&q), ["AAPL"]);
+            assert_eq!(q["quotes"][0]["price"], 101.0);
+        }
+        // Nothing new for this watchlist (the same price, another symbol):
+        // no frame, so the next change comes with the very next seq.
+        rig.publish(vec![priced("AAPL", 101.0)], UpstreamHealth::ok());
+        rig.publish(vec![priced("NVDA", 5.0)], UpstreamHealth::ok());
+        rig.publish(
+            vec![priced("MSFT", 50.0), priced("AAPL", 101.0)],
+            UpstreamHealth::ok(),
+        );
+        for s in sessions.iter_mut() {
+            let q = s.frame().await;
+            assert_eq!(seq(&q), start + 2, "{q}");
+            assert_eq!(symbols(&q), ["MSFT"]);
+        }
+    }
+
+    #[actix_web::test]
+    async fn an_upstream_state_change_reaches_every_session_once() {
+        let mut rig = Rig::start();
+        let (id, mut sessions, _) = watched(&mut rig, &["AAPL"], 1).await;
+        let degraded = |retry| UpstreamHealth {
+            degraded: true,
+            message: "upstream unavailable: down".into(),
+            retry_in_ms: Some(retry),
+        };
+        let a = &mut sessions[0];
+
+        rig.publish(vec![], degraded(1000));
+        let status = a.any_frame().await;
+        assert_eq!(status["type"], "status");
+        assert_eq!(status["upstream"], "degraded");
+        assert_eq!(status["message"], "upstream unavailable: down");
+        assert_eq!(status["retry_in_ms"], 1000);
+        // Only the countdown moved: not news.
+        rig.publish(vec![], degraded(500));
+        rig.publish(vec![], UpstreamHealth::ok());
+        let status = a.any_frame().await;
+        assert_eq!(
+            (&status["type"], &status["upstream"]),
+            (&"status".into(), &"ok".into())
+        );
+
+        // A session joining while the upstream is down is told at once.
+        rig.publish(vec![], degraded(2000));
+        assert_eq!(a.any_frame().await["upstream"], "degraded");
+        let mut late = rig.session();
+        let items = std::sync::Arc::new(item_views(&["AAPL"]));
+        rig.join(&late, id, &items);
+        assert_eq!(late.any_frame().await["type"], "snapshot");
+        let status = late.any_frame().await;
+        assert_eq!(status["upstream"], "degraded", "{status}");
+        assert_eq!(status["retry_in_ms"], 2000);
+    }
+
+    #[actix_web::test]
+    async fn changed_items_give_every_session_a_fresh_snapshot() {
+        let mut rig = Rig::start();
+        let (id, mut sessions, start) = watched(&mut rig, &["AAPL"], 2).await;
+        let items = item_views(&["AAPL", "MSFT"]);
+
+        rig.supervisor.do_send(WatchlistChanged {
+            watchlist_id: id,
+            items: items.clone(),
+        });
+        for s in sessions.iter_mut() {
+            let snap = s.frame().await;
+            assert_eq!(snap["type"], "snapshot", "{snap}");
+            assert_eq!(seq(&snap), start + 1);
+            assert_eq!(symbols(&snap), ["AAPL", "MSFT"]);
+            assert_eq!(snap["stale"], true, "MSFT is not known yet");
+        }
+        assert_eq!(
+            rig.deps.registry.symbols(),
+            BTreeSet::from([sym("AAPL"), sym("MSFT")]),
+            "the worker watches its new symbol"
+        );
+        // The same items again change nothing: the next frame is a tick's.
+        rig.supervisor.do_send(WatchlistChanged {
+            watchlist_id: id,
+            items,
+        });
+        rig.publish(vec![priced("MSFT", 50.0)], UpstreamHealth::ok());
+        for s in sessions.iter_mut() {
+            let q = s.frame().await;
+            assert_eq!(q["type"], "quotes", "{q}");
+            assert_eq!(seq(&q), start + 2);
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_snapshot_on_request_goes_to_that_session_at_the_current_seq() {
+        let mut rig = Rig::start();
+        let (id, mut sessions, start) = watched(&mut rig, &["AAPL"], 2).await;
+        rig.publish(vec![priced("AAPL", 1.0)], UpstreamHealth::ok());
+        for s in sessions.iter_mut() {
+            assert_eq!(seq(&s.frame().await), start + 1);
+        }
+
+        rig.supervisor.do_send(SnapshotFor {
+            watchlist_id: id,
+            session_id: sessions[0].id,
+        });
+        let snap = sessions[0].frame().await;
+        assert_eq!(snap["type"], "snapshot", "{snap}");
+        assert_eq!(seq(&snap), start + 1, "no gap for the others");
+        assert_eq!(snap["stale"], false);
+        assert_eq!(snap["quotes"][0]["price"], 1.0);
+        rig.publish(vec![priced("AAPL", 2.0)], UpstreamHealth::ok());
+        for s in sessions.iter_mut() {
+            let q = s.frame().await;
+            assert_eq!(q["type"], "quotes", "only the asker got a snapshot: {q}");
+            assert_eq!(seq(&q), start + 2);
+        }
     }
 }

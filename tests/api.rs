@@ -5,7 +5,7 @@ mod support;
 use quotecast::db::{models::StoredQuote, repo};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{Backend, Body, TestApp};
+use support::{items, Backend, Body, TestApp};
 
 fn code(body: &Value) -> &str {
     body["error"]["code"]
@@ -138,7 +138,7 @@ async fn watchlist_crud(b: Backend) {
 async fn items_crud(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let id = app.private_watchlist(&alice, json!([])).await;
     let items = format!("/api/v1/watchlists/{id}/items");
 
     let (s, item) = app
@@ -241,7 +241,7 @@ async fn items_crud(b: Backend) {
 async fn malformed_and_hostile_input(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let id = app.private_watchlist(&alice, json!([])).await;
     let raw = |s: &str| Some(Body::Raw(s.to_owned()));
 
     let cases: Vec<(Method, String, Option<Body>, u16, &str)> = vec![
@@ -441,10 +441,10 @@ async fn other_users_watchlists(b: Backend) {
     let alice = app.user("alice");
     let bob = app.user("bob");
     let private = app
-        .watchlist(&alice, "private", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&alice, "private", false, items(&["AAPL"]))
         .await;
     let public = app
-        .watchlist(&alice, "public", true, json!([{"symbol": "MSFT"}]))
+        .watchlist(&alice, "public", true, items(&["MSFT"]))
         .await;
 
     // Private: nothing at all for bob.
@@ -551,12 +551,7 @@ async fn limits(b: Backend) {
     .await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
-            &alice,
-            "one",
-            false,
-            json!([{"symbol": "A"}, {"symbol": "B"}]),
-        )
+        .watchlist(&alice, "one", false, items(&["A", "B"]))
         .await;
     let (s, body) = app
         .post("/api/v1/watchlists", &alice, json!({"name": "too many items", "items": [{"symbol": "A"}, {"symbol": "B"}, {"symbol": "C"}]}))
@@ -641,7 +636,7 @@ async fn quotes_from_the_store(b: Backend) {
 async fn tickets(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let id = app.private_watchlist(&alice, json!([])).await;
     let (s, body) = app
         .post("/api/v1/ws-tickets", &alice, json!({"watchlist_id": id}))
         .await;

@@ -11,9 +11,9 @@ mod support;
 
 use serde_json::{json, Value};
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{Backend, TestApp, DEADLINE, POLL};
+use support::{eventually, items, throughout, Backend, TestApp};
 
 /// A started server and a browser, or `None` when the test is skipped.
 async fn start(test: &str) -> Option<(TestApp, Browser)> {
@@ -105,18 +105,15 @@ async fn text(b: &Browser, testid: &str) -> String {
 
 /// Waits until the server holds exactly `n` sessions; returns them.
 async fn wait_sessions(app: &TestApp, n: usize) -> Vec<Value> {
-    let end = Instant::now() + DEADLINE;
-    loop {
+    eventually(&format!("{n} sessions"), async || {
         let s = app.sessions().await;
         if s.len() == n {
-            return s;
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
         }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {n} sessions: {s:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 #[actix_web::test]
@@ -277,7 +274,7 @@ async fn add_item_errors_show_the_servers_message() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Errors", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Errors", false, items(&["AAPL"]))
         .await;
     let items = format!("/api/v1/watchlists/{id}/items");
     // What the server says to the same requests, to compare the page with.
@@ -347,12 +344,7 @@ async fn a_kicked_session_reconnects() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(
-            &token,
-            "Kick",
-            false,
-            json!([{"symbol": "AAPL"}, {"symbol": "MSFT"}]),
-        )
+        .watchlist(&token, "Kick", false, items(&["AAPL", "MSFT"]))
         .await;
     sign_in(&b, &app, &token).await;
     let before = open_panel(&b, id).await;
@@ -410,7 +402,7 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Doomed", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Doomed", false, items(&["AAPL"]))
         .await;
     sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
@@ -445,12 +437,11 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     // No reconnect attempts: the server sees no session for a while. The
     // one bounded wait of this file, since "nothing happens" has no event.
     wait_sessions(&app, 0).await;
-    let hold = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < hold {
+    throughout(Duration::from_secs(2), async || {
         let s = app.sessions().await;
         assert!(s.is_empty(), "the page reconnected: {s:?}");
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await;
     let p = b
         .execute(&format!("return window.quotecast.panels[{id}]"), json!([]))
         .await;
@@ -466,7 +457,7 @@ async fn a_revoked_token_signs_the_page_out() {
     };
     let token = app.user("alice");
     let id = app
-        .watchlist(&token, "Revoked", false, json!([{"symbol": "AAPL"}]))
+        .watchlist(&token, "Revoked", false, items(&["AAPL"]))
         .await;
     let (status, me) = app.get("/api/v1/me", &token).await;
     assert_eq!(status, 200, "{me}");
@@ -671,13 +662,8 @@ async fn screenshot_of_a_live_dashboard() {
             ]),
         )
         .await;
-    app.watchlist(
-        &token,
-        "Indices",
-        false,
-        json!([{"symbol": "^N225"}, {"symbol": "^GSPC"}]),
-    )
-    .await;
+    app.watchlist(&token, "Indices", false, items(&["^N225", "^GSPC"]))
+        .await;
 
     // Wide enough for every column of the table.
     b.set_window_size(1680, 720).await;

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
-use support::DEADLINE;
+use support::{eventually, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quotecast");
 
@@ -60,6 +60,39 @@ fn last_line(out: &Output) -> String {
         .to_owned()
 }
 
+/// The lines of a child's output, read on a thread of their own.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Lines from `rx` up to the first that `last` accepts, which ends the list;
+/// panics naming `what` if it does not come within the deadline.
+fn lines_until(
+    rx: &mpsc::Receiver<String>,
+    what: &str,
+    last: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let end = Instant::now() + DEADLINE;
+    let mut lines = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no {what}: {e}"));
+        let done = last(&line);
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+}
+
 /// A running server process.
 struct Server {
     child: Child,
@@ -74,32 +107,22 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("server starts");
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let listening = lines_until(&stderr, "'listening on' line", |l| {
+            l.contains("listening on ")
         });
-        let (otx, orx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = otx.send(line);
-            }
-        });
-        let end = Instant::now() + DEADLINE;
-        let base = loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("no 'listening on' line");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                break addr.trim().to_owned();
-            }
-        };
+        let line = listening.last().unwrap();
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
         Server {
             child,
             base,
-            stdout: orx,
+            stdout,
         }
     }
 
@@ -130,17 +153,13 @@ impl Server {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "server did not exit after SIGTERM");
-            std::thread::sleep(support::POLL);
-        }
+        eventually("the server to exit after SIGTERM", async || {
+            self.child.try_wait().unwrap()
+        })
+        .await
     }
 }
 
@@ -210,7 +229,7 @@ async fn users_and_tokens_from_the_cli_work_over_http() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("quotecast: "), "{err}");
     }
-    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(server.terminate().await.code(), Some(0));
 }
 
 #[actix_web::test]
@@ -220,17 +239,7 @@ async fn zero_setup_start_seeds_demo_data() {
     // The documented default location, relative to the working directory.
     cmd.env_remove("QUOTECAST__DATABASE__URL");
     let mut server = Server::start(cmd);
-    let end = Instant::now() + DEADLINE;
-    let mut lines = Vec::new();
-    while !lines.iter().any(|l: &String| l.starts_with("qc_")) {
-        let left = end.saturating_duration_since(Instant::now());
-        lines.push(
-            server
-                .stdout
-                .recv_timeout(left)
-                .expect("demo token printed"),
-        );
-    }
+    let lines = lines_until(&server.stdout, "demo token", |l| l.starts_with("qc_"));
     let token = lines.last().unwrap().clone();
     let link = lines
         .iter()
@@ -264,7 +273,7 @@ async fn zero_setup_start_seeds_demo_data() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<html"));
     ws.close().await;
-    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(server.terminate().await.code(), Some(0));
 }
 
 #[test]
@@ -364,7 +373,7 @@ async fn restart_keeps_data_and_latest_quotes() {
     let mut live = ws(server.addr(), id, &token).await;
     live.wait_type("quotes").await;
     live.close().await;
-    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(server.terminate().await.code(), Some(0));
 
     let stored = s
         .db()
@@ -393,7 +402,7 @@ async fn restart_keeps_data_and_latest_quotes() {
     assert_eq!(q["price"].as_f64(), aapl.price, "{snap}");
     assert_eq!(snap["quotes"][1]["error"], "unknown_symbol");
     live.close().await;
-    assert_eq!(server.terminate().code(), Some(0));
+    assert_eq!(server.terminate().await.code(), Some(0));
 }
 
 #[actix_web::test]
@@ -421,7 +430,7 @@ async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
         w.wait_type("snapshot").await;
         sockets.push(w);
     }
-    let status = server.terminate();
+    let status = server.terminate().await;
     for w in sockets.iter_mut() {
         assert_eq!(w.wait_close().await, Some(1001));
     }

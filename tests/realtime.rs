@@ -8,29 +8,17 @@ use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
-    msg["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == symbol)
-        .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
-}
 
 /// Case 1: A session registers and removes both itself and the worker.
 async fn connect_then_disconnect(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     app.wait_counts(0, 0).await;
-    let mut ws = app.ws(id, &alice).await;
-    let snap = ws.wait_type("snapshot").await;
+    let (ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["watchlist_id"], id);
     let stats = app.wait_counts(1, 1).await;
     assert_eq!(stats["watched_symbols"], 1);
@@ -50,15 +38,7 @@ async fn connect_then_disconnect(b: Backend) {
 async fn sessions_share_a_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        let mut ws = app.ws(id, &alice).await;
-        ws.wait_type("snapshot").await;
-        clients.push(ws);
-    }
+    let (id, mut clients) = app.watch(&alice, items(&["AAPL"]), 3).await;
     app.wait_counts(3, 1).await;
     let workers = app.workers().await;
     assert_eq!(workers.len(), 1);
@@ -79,9 +59,7 @@ async fn sessions_share_a_worker(b: Backend) {
 async fn concurrent_connects_one_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "MSFT"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["MSFT"])).await;
     let clients: Vec<Ws> = join_all((0..10).map(|_| app.ws(id, &alice))).await;
     let stats = app.wait_counts(10, 1).await;
     assert_eq!(stats["workers"], 1);
@@ -96,9 +74,7 @@ async fn concurrent_connects_one_worker(b: Backend) {
 async fn leave_and_join_race(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     for _ in 0..30 {
         let old = app.ws(id, &alice).await;
         // Close the last session and open a new one at the same moment.
@@ -115,15 +91,10 @@ async fn leave_and_join_race(b: Backend) {
 async fn worker_stops_and_its_ticks_stop(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let a = app
-        .watchlist(&alice, "A", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let b_id = app
-        .watchlist(&alice, "B", false, json!([{"symbol": "MSFT"}]))
-        .await;
+    let a = app.watchlist(&alice, "A", false, items(&["AAPL"])).await;
+    let b_id = app.watchlist(&alice, "B", false, items(&["MSFT"])).await;
     let ws_a = app.ws(a, &alice).await;
-    let mut ws_b = app.ws(b_id, &alice).await;
-    ws_b.wait_type("snapshot").await;
+    let (ws_b, _) = app.open(b_id, &alice).await;
     app.wait_counts(2, 2).await;
     ws_a.close().await;
     app.wait_counts(1, 1).await;
@@ -131,15 +102,11 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
     // From here on every worker tick in the process must be B's.
     let total_before = app.metric("quotecast_worker_ticks_total").await;
     let b_before = app.workers().await[0]["ticks"].as_f64().unwrap();
-    let end = Instant::now() + DEADLINE;
-    let b_after = loop {
+    let b_after = eventually("worker B to tick", async || {
         let t = app.workers().await[0]["ticks"].as_f64().unwrap();
-        if t >= b_before + 5.0 {
-            break t;
-        }
-        assert!(Instant::now() < end, "worker B does not tick");
-        tokio::time::sleep(POLL).await;
-    };
+        (t >= b_before + 5.0).then_some(t)
+    })
+    .await;
     let total_after = app.metric("quotecast_worker_ticks_total").await;
     assert!(b_after - b_before >= 5.0);
     // Reads are not atomic together; allow B one tick between them.
@@ -148,14 +115,17 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
     ws_b.close().await;
     app.wait_counts(0, 0).await;
     let t = app.metric("quotecast_worker_ticks_total").await;
-    // Wait for one more fetcher cycle: with no worker, nothing ticks.
-    let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
-    let end = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < end {
-        tokio::task::yield_now().await;
-        if app.metric("quotecast_worker_ticks_total").await != t {
-            panic!("worker ticks continued after the last worker stopped");
-        }
+    // Wait for two more fetcher ticks (so one began and ended after this
+    // point): with no worker, nothing ticks.
+    let upstream = app.stats().await["upstream"].clone();
+    let cycles = upstream["cycles"].as_u64().unwrap();
+    let idle = upstream["idle_ticks"].as_u64().unwrap();
+    app.wait_stats("two idle fetcher ticks", |s| {
+        s["upstream"]["idle_ticks"].as_u64().unwrap() >= idle + 2
+    })
+    .await;
+    if app.metric("quotecast_worker_ticks_total").await != t {
+        panic!("worker ticks continued after the last worker stopped");
     }
     assert_eq!(
         app.stats().await["upstream"]["cycles"].as_u64().unwrap(),
@@ -170,12 +140,7 @@ async fn broadcast_and_dead_session(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
-            &alice,
-            "W",
-            false,
-            json!([{"symbol": "7203.T"}, {"symbol": "AAPL"}]),
-        )
+        .private_watchlist(&alice, items(&["7203.T", "AAPL"]))
         .await;
     let mut clients: Vec<Ws> = join_all((0..3).map(|_| app.ws(id, &alice))).await;
     app.wait_counts(3, 1).await;
@@ -224,9 +189,7 @@ async fn access_and_credentials(b: Backend) {
     let public = app.watchlist(&alice, "public", true, json!([])).await;
 
     app.ws(private, &alice).await.close().await;
-    let mut ws = app.ws(public, &bob).await;
-    ws.wait_type("snapshot").await;
-    ws.close().await;
+    app.open(public, &bob).await.0.close().await;
 
     let cases = [
         (app.ws_url(private), Some(bob.as_str()), 403, "forbidden"),
@@ -280,14 +243,40 @@ async fn access_and_credentials(b: Backend) {
     assert_eq!(s, 403);
     let ticket = app.ticket(&alice, private).await;
     let url = format!("{}?ticket={ticket}", app.ws_url(private));
-    // Wait out the (test-sized) lifetime by watching the clock, not sleeping blind.
-    let issued = Instant::now();
-    while issued.elapsed() < Duration::from_millis(400) {
-        tokio::time::sleep(POLL).await;
-    }
+    wait_for_expiry(&app, &alice, private, public).await;
     let (s, _) = app.try_ws(&url, None).await.err().expect("expired ticket");
     assert_eq!(s, 401);
     app.wait_counts(0, 0).await;
+}
+
+/// Returns once a ticket for `private` issued before the call has expired.
+///
+/// Trying that ticket itself would use it up (and, too early, open a
+/// socket). Instead, probe tickets issued after it, which expire no earlier,
+/// are tried one by one on `other`: an unexpired probe is refused with 403
+/// (wrong watchlist) and opens nothing; the first one refused with 401 has
+/// expired, and so has every ticket issued before it.
+async fn wait_for_expiry(app: &TestApp, token: &str, private: i64, other: i64) {
+    let ttl = app.state.tickets.ttl();
+    let every = ttl / 8;
+    // One probe per look over the lifetime, and some to spare.
+    let mut probes = Vec::new();
+    for _ in 0..12 {
+        probes.push(app.ticket(token, private).await);
+    }
+    let mut probes = probes.into_iter();
+    support::poll(DEADLINE, every, async || {
+        let probe = probes.next().expect("probe tickets outlast the lifetime");
+        let url = format!("{}?ticket={probe}", app.ws_url(other));
+        match app.try_ws(&url, None).await {
+            Err((401, _)) => true,
+            Err((403, _)) => false,
+            Err((s, body)) => panic!("probe ticket refused with {s}: {body}"),
+            Ok(_) => panic!("a ticket for another watchlist was accepted"),
+        }
+    })
+    .await
+    .expect("a ticket to expire");
 }
 
 /// Case 7: An empty watchlist's snapshot.
@@ -295,8 +284,7 @@ async fn empty_watchlist_snapshot(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app.watchlist(&alice, "empty", false, json!([])).await;
-    let mut ws = app.ws(id, &alice).await;
-    let snap = ws.wait_type("snapshot").await;
+    let (ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["quotes"], json!([]));
     assert_eq!(snap["stale"], false);
     assert!(snap["seq"].is_u64());
@@ -307,34 +295,26 @@ async fn empty_watchlist_snapshot(b: Backend) {
 async fn pl_and_unknown_symbols(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(
-            &alice,
-            "W",
-            false,
-            json!([
-                {"symbol": "7203.T", "quantity": 100, "purchase_price": 2400},
-                {"symbol": "AAPL", "quantity": 2.5},
-                {"symbol": "ZZZZ", "quantity": 1, "purchase_price": 1}
-            ]),
-        )
-        .await;
-    let mut ws = app.ws(id, &alice).await;
-    let snap = ws.wait_type("snapshot").await;
+    let items = json!([
+        {"symbol": "7203.T", "quantity": 100, "purchase_price": 2400},
+        {"symbol": "AAPL", "quantity": 2.5},
+        {"symbol": "ZZZZ", "quantity": 1, "purchase_price": 1}
+    ]);
+    let id = app.private_watchlist(&alice, items).await;
+    let (mut ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["quotes"].as_array().unwrap().len(), 3);
     // Wait until both known symbols and the unknown one have been fetched.
-    let snap = {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            ws.send_json(json!({"type": "snapshot"})).await;
-            let s = ws.wait_type("snapshot").await;
-            if s["stale"] == false {
-                break s;
-            }
-            assert!(Instant::now() < end, "never fresh: {s}");
+    let snap = eventually("a fresh snapshot", async || {
+        ws.send_json(json!({"type": "snapshot"})).await;
+        let s = ws.wait_type("snapshot").await;
+        if s["stale"] == false {
+            Ok(s)
+        } else {
             ws.wait_type("quotes").await;
+            Err(s)
         }
-    };
+    })
+    .await;
     let toyota = quote(&snap, "7203.T");
     let price = toyota["price"].as_f64().unwrap();
     assert_eq!(toyota["quantity"], 100.0);
@@ -388,9 +368,7 @@ async fn pl_and_unknown_symbols(b: Backend) {
 async fn bad_client_messages(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
-    let mut ws = app.ws(id, &alice).await;
-    ws.wait_type("snapshot").await;
+    let (id, mut ws) = app.watch_one(&alice, json!([])).await;
 
     ws.send_json(json!({"type": "ping"})).await;
     ws.wait_type("pong").await;
@@ -418,16 +396,14 @@ async fn bad_client_messages(b: Backend) {
     ws.send_text("tenth").await;
     assert_eq!(ws.wait_close().await, Some(1008));
 
-    let mut ws = app.ws(id, &alice).await;
-    ws.wait_type("snapshot").await;
+    let (mut ws, _) = app.open(id, &alice).await;
     ws.send_text(format!(
         "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
         "x".repeat(5000)
     ))
     .await;
     assert_eq!(ws.wait_close().await, Some(1009));
-    let mut ws = app.ws(id, &alice).await;
-    ws.wait_type("snapshot").await;
+    let (mut ws, _) = app.open(id, &alice).await;
     ws.stream.send(Message::Binary(vec![0; 1 << 20])).await.ok();
     assert_eq!(ws.wait_close().await, Some(1009));
     app.wait_counts(0, 0).await;
@@ -438,11 +414,7 @@ async fn bad_client_messages(b: Backend) {
 async fn seq_and_snapshot_requests(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "NVDA"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
-    ws.wait_type("snapshot").await;
+    let (_, mut ws) = app.watch_one(&alice, items(&["NVDA"])).await;
     let a = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
     let b2 = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
     assert_eq!(b2, a + 1);
@@ -453,19 +425,22 @@ async fn seq_and_snapshot_requests(b: Backend) {
     ws.close().await;
 }
 
+/// Alice's public watchlist of AAPL with a socket of hers and one of bob's
+/// on it, past their snapshots: (alice, bob, id, hers, his).
+async fn shared_with_bob(app: &TestApp) -> (String, String, i64, Ws, Ws) {
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let id = app.watchlist(&alice, "W", true, items(&["AAPL"])).await;
+    let (mine, _) = app.open(id, &alice).await;
+    let (theirs, _) = app.open(id, &bob).await;
+    (alice, bob, id, mine, theirs)
+}
+
 /// Item changes reach live sessions as a fresh snapshot; deleting the
 /// watchlist closes with 4404 and stops the worker.
 async fn live_watchlist_changes(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let bob = app.user("bob");
-    let id = app
-        .watchlist(&alice, "W", true, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut mine = app.ws(id, &alice).await;
-    let mut theirs = app.ws(id, &bob).await;
-    mine.wait_type("snapshot").await;
-    theirs.wait_type("snapshot").await;
+    let (alice, _, id, mut mine, mut theirs) = shared_with_bob(&app).await;
 
     let (s, _) = app
         .post(
@@ -531,15 +506,7 @@ async fn live_watchlist_changes(b: Backend) {
 /// with 1008 (and they cannot come back); the owner's stay.
 async fn going_private_closes_other_users(b: Backend) {
     let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let bob = app.user("bob");
-    let id = app
-        .watchlist(&alice, "W", true, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut mine = app.ws(id, &alice).await;
-    let mut theirs = app.ws(id, &bob).await;
-    mine.wait_type("snapshot").await;
-    theirs.wait_type("snapshot").await;
+    let (alice, bob, id, mut mine, mut theirs) = shared_with_bob(&app).await;
     let (s, _) = app
         .patch(
             &format!("/api/v1/watchlists/{id}"),
@@ -564,7 +531,7 @@ async fn revoked_token_closes_sessions(b: Backend) {
     let other = quotecast::cli::issue_token(app.db(), "alice", Some("second"))
         .unwrap()
         .1;
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let id = app.private_watchlist(&alice, json!([])).await;
     let mut by_header = app.ws(id, &alice).await;
     let ticket = app.ticket(&alice, id).await;
     let mut by_ticket = app
@@ -589,11 +556,7 @@ async fn revoked_token_closes_sessions(b: Backend) {
 async fn admin_kick_and_refresh(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
-    ws.wait_type("snapshot").await;
+    let (id, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     let sid = app.sessions().await[0]["id"].as_u64().unwrap();
     let (s, body) = app
         .delete(&format!("/admin/v1/sessions/{sid}"), &alice)
@@ -776,22 +739,18 @@ async fn stalled_reader_is_dropped(b: Backend) {
         }
     });
     // The worker starts dropping instead of queueing...
-    let end = Instant::now() + DEADLINE;
-    loop {
+    eventually("updates dropped for a stalled reader", async || {
         let sessions = app.sessions().await;
         if sessions
             .first()
             .is_some_and(|s| s["dropped"].as_u64() > Some(0))
         {
-            break;
+            return Ok(());
         }
         assert!(!sessions.is_empty(), "session vanished before it lagged");
-        assert!(
-            Instant::now() < end,
-            "no updates were dropped for a stalled reader: {sessions:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+        Err(format!("{sessions:?}"))
+    })
+    .await;
     let lagging_since = Instant::now();
     // ...and the session is cut off from outside its unpolled actor, within
     // the client timeout plus a heartbeat of detection slack; the worker goes
@@ -820,9 +779,7 @@ async fn pings_with_and_without_data(b: Backend) {
     })
     .await;
     let alice = app.user("alice");
-    let busy = app
-        .watchlist(&alice, "Busy", false, json!([{"symbol": "AAPL"}]))
-        .await;
+    let busy = app.watchlist(&alice, "Busy", false, items(&["AAPL"])).await;
     let quiet = app.watchlist(&alice, "Quiet", false, json!([])).await;
     for (id, expect_quotes) in [(busy, true), (quiet, false)] {
         let mut ws = app.ws(id, &alice).await;
@@ -858,9 +815,7 @@ async fn relays_live_with_the_server(b: Backend) {
     let app = TestApp::spawn(b).await;
     let threads = app.state.settings.server.workers as f64;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
     // Enough sessions that both threads have some (connections are spread
     // over the workers); every one of them gets quotes through its relay.
     let mut sockets = join_all((0..8).map(|_| app.ws(id, &alice))).await;
@@ -874,11 +829,10 @@ async fn relays_live_with_the_server(b: Backend) {
     app.wait_counts(0, 0).await;
     let state = app.state.clone();
     app.stop().await;
-    let end = Instant::now() + DEADLINE;
-    while state.metrics.relays.get() != 0 {
-        assert!(Instant::now() < end, "relays outlived the server");
-        tokio::time::sleep(POLL).await;
-    }
+    eventually("the relays to end with the server", async || {
+        state.metrics.relays.get() == 0
+    })
+    .await;
 }
 
 /// A peer that reads but never answers pings is dropped after the timeout.
@@ -889,7 +843,7 @@ async fn silent_peer_is_dropped(b: Backend) {
     })
     .await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, json!([])).await;
+    let id = app.private_watchlist(&alice, json!([])).await;
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let req = format!(
         "GET /ws/v1/watchlists/{id} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -923,10 +877,7 @@ async fn silent_peer_is_dropped(b: Backend) {
 async fn metrics_endpoint(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{"symbol": "AAPL"}]))
-        .await;
-    let mut ws = app.ws(id, &alice).await;
+    let (_, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     ws.wait_type("quotes").await;
     let res = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert!(res.headers()["content-type"]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::fake_yahoo::{Endpoint, FakeYahoo, Fault, RequestRecord};
-use support::{Backend, TestApp, Ws, DEADLINE};
+use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
 
 /// A test app on the yahoo provider pointed at `fake`, with a fast tick and
 /// short backoff.
@@ -42,15 +42,22 @@ async fn app_with(
 /// Alice watching one symbol over one socket: the set-up many tests share.
 async fn watching(app: &TestApp, symbol: &str) -> (String, i64, Ws) {
     let alice = app.user("alice");
-    let id = app
-        .watchlist(&alice, "W", false, json!([{ "symbol": symbol }]))
-        .await;
+    let id = app.private_watchlist(&alice, items(&[symbol])).await;
     let ws = app.ws(id, &alice).await;
     (alice, id, ws)
 }
 
-fn items(symbols: &[String]) -> Value {
-    Value::Array(symbols.iter().map(|s| json!({"symbol": s})).collect())
+/// A fake Yahoo, an app on it (adjusted by `tweak`) and alice watching
+/// `symbol` over one socket, which has had its first `quotes` (returned too).
+async fn flowing(
+    symbol: &str,
+    tweak: impl FnOnce(&mut quotecast::config::Settings),
+) -> (FakeYahoo, TestApp, Ws, Value) {
+    let fake = FakeYahoo::start();
+    let app = app_with(&fake, tweak).await;
+    let (_, _, mut ws) = watching(&app, symbol).await;
+    let first = ws.wait_type("quotes").await;
+    (fake, app, ws, first)
 }
 
 fn spark_requests(fake: &FakeYahoo) -> Vec<RequestRecord> {
@@ -79,14 +86,14 @@ fn ticks(records: &[RequestRecord], gap: Duration) -> Vec<Vec<RequestRecord>> {
 /// client keeps answering the server's pings (a client that stops reading is
 /// dropped as silent, and its worker with it).
 async fn reading_until(ws: &mut Ws, fake: &FakeYahoo, cond: impl Fn(&FakeYahoo) -> bool) -> bool {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if cond(fake) {
-            return true;
+    support::poll(DEADLINE, Duration::ZERO, async || {
+        cond(fake) || {
+            let _ = ws.next_event(POLL).await;
+            false
         }
-        let _ = ws.next_event(Duration::from_millis(20)).await;
-    }
-    cond(fake)
+    })
+    .await
+    .is_ok()
 }
 
 async fn wait_status(ws: &mut Ws, upstream: &str) -> Value {
@@ -129,11 +136,8 @@ async fn coalesced_fetching_two_requests_per_tick() {
     assert_eq!(stats["watched_symbols"], 30);
     // Steady state: forget the set-up traffic, then watch a few ticks.
     fake.reset_counters();
-    let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
-    app.wait_stats("5 more ticks", |s| {
-        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 6
-    })
-    .await;
+    let cycles = app.cycles().await;
+    app.wait_cycles(cycles + 6).await;
     let records = spark_requests(&fake);
     let groups = ticks(&records, Duration::from_millis(300));
     assert!(groups.len() >= 3, "{groups:?}");
@@ -175,15 +179,12 @@ async fn batch_size_is_respected() {
     .await;
     let alice = app.user("alice");
     let symbols: Vec<String> = (0..30).map(|i| format!("B{i}")).collect();
-    let id = app.watchlist(&alice, "W", false, items(&symbols)).await;
+    let id = app.private_watchlist(&alice, items(&symbols)).await;
     let mut ws = app.ws(id, &alice).await;
     ws.wait_type("quotes").await;
-    let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
+    let cycles = app.cycles().await;
     fake.reset_counters();
-    app.wait_stats("3 ticks", |s| {
-        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 3
-    })
-    .await;
+    app.wait_cycles(cycles + 3).await;
     assert!(
         fake.max_spark_symbols() <= 7,
         "{}",
@@ -205,10 +206,8 @@ async fn unknown_symbol_is_checked_once() {
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
+        .private_watchlist(
             &alice,
-            "W",
-            false,
             json!([{"symbol": "7203.T", "quantity": 1, "purchase_price": 1}, {"symbol": "ZZZZ"}]),
         )
         .await;
@@ -220,18 +219,10 @@ async fn unknown_symbol_is_checked_once() {
                 .is_some_and(|qs| qs.iter().any(|q| q["error"] == "unknown_symbol"))
         })
         .await;
-    let z = q["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "ZZZZ")
-        .unwrap();
+    let z = quote(&q, "ZZZZ");
     assert_eq!(z["price"], Value::Null);
-    let cycles = app.stats().await["upstream"]["cycles"].as_u64().unwrap();
-    app.wait_stats("5 ticks", |s| {
-        s["upstream"]["cycles"].as_u64().unwrap() >= cycles + 5
-    })
-    .await;
+    let cycles = app.cycles().await;
+    app.wait_cycles(cycles + 5).await;
     let charts: Vec<_> = fake
         .requests()
         .into_iter()
@@ -260,10 +251,8 @@ async fn legacy_shape_is_parsed() {
     let app = app_with(&fake, |_| {}).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
+        .private_watchlist(
             &alice,
-            "W",
-            false,
             json!([{"symbol": "AAPL", "quantity": 2, "purchase_price": 100}]),
         )
         .await;
@@ -280,10 +269,7 @@ async fn legacy_shape_is_parsed() {
 /// degraded, then ok.
 #[actix_web::test]
 async fn rate_limited_429_honours_retry_after() {
-    let fake = FakeYahoo::start();
-    let app = app_with(&fake, |_| {}).await;
-    let (_, _, mut ws) = watching(&app, "AAPL").await;
-    ws.wait_type("quotes").await;
+    let (fake, app, mut ws, _) = flowing("AAPL", |_| {}).await;
     fake.fail_next(1, Fault::rate_limited(Some(2)));
     let degraded = wait_status(&mut ws, "degraded").await;
     assert!(
@@ -318,10 +304,7 @@ async fn rate_limited_429_honours_retry_after() {
 /// A 503 HTML page and a garbage body: degraded, the worker survives, ok again.
 #[actix_web::test]
 async fn server_errors_and_garbage_degrade_then_recover() {
-    let fake = FakeYahoo::start();
-    let app = app_with(&fake, |_| {}).await;
-    let (_, _, mut ws) = watching(&app, "MSFT").await;
-    ws.wait_type("quotes").await;
+    let (fake, app, mut ws, _) = flowing("MSFT", |_| {}).await;
     for fault in [Fault::server_error(), Fault::Garbage] {
         fake.fail_next(1, fault);
         let d = wait_status(&mut ws, "degraded").await;
@@ -345,10 +328,7 @@ async fn server_errors_and_garbage_degrade_then_recover() {
 /// A timeout (the fake never answers): degraded within the timeout.
 #[actix_web::test]
 async fn timeout_degrades_within_the_timeout() {
-    let fake = FakeYahoo::start();
-    let app = app_with(&fake, |s| s.upstream.request_timeout_ms = 500).await;
-    let (_, _, mut ws) = watching(&app, "NVDA").await;
-    ws.wait_type("quotes").await;
+    let (fake, _app, mut ws, _) = flowing("NVDA", |s| s.upstream.request_timeout_ms = 500).await;
     fake.fail_all(Fault::Hang);
     let hung_at = Instant::now();
     let d = wait_status(&mut ws, "degraded").await;
@@ -400,7 +380,7 @@ async fn rate_limiter_never_exceeds_its_budget() {
     .await;
     let alice = app.user("alice");
     let symbols: Vec<String> = (0..20).map(|i| format!("R{i}")).collect();
-    let id = app.watchlist(&alice, "W", false, items(&symbols)).await;
+    let id = app.private_watchlist(&alice, items(&symbols)).await;
     let mut ws = app.ws(id, &alice).await;
     // Demand is 4 requests per 50 ms tick; the budget is far below that.
     let d = wait_status(&mut ws, "degraded").await;
@@ -445,12 +425,7 @@ async fn closed_markets_are_polled_slowly() {
     .await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
-            &alice,
-            "W",
-            false,
-            json!([{"symbol": "OPEN"}, {"symbol": "SHUT"}]),
-        )
+        .private_watchlist(&alice, items(&["OPEN", "SHUT"]))
         .await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;
@@ -475,12 +450,7 @@ async fn closed_markets_are_polled_slowly() {
     drop(q);
     ws.send_json(json!({"type": "snapshot"})).await;
     let snap = ws.wait_type("snapshot").await;
-    let shut_q = snap["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "SHUT")
-        .unwrap();
+    let shut_q = quote(&snap, "SHUT");
     assert_eq!(shut_q["market_state"], "CLOSED");
     ws.close().await;
 }
@@ -489,24 +459,17 @@ async fn closed_markets_are_polled_slowly() {
 /// second later), not only when it shuts down.
 #[actix_web::test]
 async fn quotes_are_saved_while_running() {
-    let fake = FakeYahoo::start();
-    let app = app_with(&fake, |_| {}).await;
-    let (_, _, mut ws) = watching(&app, "6758.T").await;
-    let seen = ws.wait_type("quotes").await;
+    let (_fake, app, ws, seen) = flowing("6758.T", |_| {}).await;
     assert!(seen["quotes"][0]["price"].is_number(), "{seen}");
-    let end = Instant::now() + DEADLINE;
-    loop {
+    eventually("the quote stored while running", async || {
         let rows = app
             .db()
             .run(|c| quotecast::db::repo::get_latest_quotes(c, &["6758.T".into()]))
             .await
             .unwrap();
-        if rows.first().is_some_and(|r| r.price.is_some()) {
-            break;
-        }
-        assert!(Instant::now() < end, "quote never stored while running");
-        tokio::time::sleep(support::POLL).await;
-    }
+        rows.first().is_some_and(|r| r.price.is_some())
+    })
+    .await;
     ws.close().await;
 }
 

@@ -18,7 +18,7 @@ const LIMIT: usize = 4096;
 /// A session on a fresh watchlist, past its first snapshot.
 async fn session(app: &TestApp) -> RawWs {
     let token = app.user(&format!("u{}", rand::random::<u32>()));
-    let id = app.watchlist(&token, "W", false, json!([])).await;
+    let id = app.private_watchlist(&token, json!([])).await;
     let mut ws = RawWs::connect(app.addr, &format!("/ws/v1/watchlists/{id}"), &token).await;
     ws.wait_type("snapshot").await;
     ws

@@ -57,6 +57,9 @@ pub struct UpstreamStats {
     pub rate_limited: AtomicU64,
     /// Full ticks run while something was watched.
     pub cycles: AtomicU64,
+    /// Full ticks that found nothing watched: the poller woke and had
+    /// nothing to do. Lets a test tell that a tick went by while idle.
+    pub idle_ticks: AtomicU64,
     last_success_at: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -144,13 +147,19 @@ impl Fetcher {
                 // than firing late ones back to back.
                 next_tick = next_on_grid();
             }
-            if !seams.role.is_poller() {
-                self.forget();
-                continue;
-            }
-            self.cycle(full).await;
+            self.wake(full).await;
         }
         log::debug!("fetcher stopped");
+    }
+
+    /// One wake-up of the loop: a round if this instance is the poller,
+    /// else nothing fetched and the schedule forgotten.
+    async fn wake(&mut self, full: bool) {
+        if !self.deps.seams.role.is_poller() {
+            self.forget();
+            return;
+        }
+        self.cycle(full).await;
     }
 
     /// Another instance polls now: what this one knew of schedules and
@@ -181,6 +190,9 @@ impl Fetcher {
             .filter(|s| !watched.contains(s))
             .collect();
         if watched.is_empty() && once.is_empty() {
+            if full {
+                self.deps.stats.idle_ticks.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         if full {
@@ -389,5 +401,510 @@ impl Fetcher {
             }
             Err(e) => log::warn!("round not published: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::local::{LocalDemand, Unlimited};
+    use crate::feed::{Demand, RateLimiter, WatchGuard, WorkerRegistry};
+    use crate::testkit::{sym, watcher, Calls, FakeProvider, RecordingBus, SwitchRole};
+    use crate::upstream::bucket::TokenBucket;
+    use tokio::time::advance;
+
+    const POLL: Duration = Duration::from_secs(1);
+    const CLOSED_POLL: Duration = Duration::from_secs(60);
+    const RECHECK: Duration = Duration::from_secs(600);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn config(batch_size: usize) -> FetcherConfig {
+        FetcherConfig {
+            poll_interval: POLL,
+            closed_poll_interval: CLOSED_POLL,
+            unknown_recheck: RECHECK,
+            batch_size,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(8),
+            max_token_wait: Duration::from_secs(1),
+        }
+    }
+
+    /// A fetcher on fakes, and the handles a test drives and reads it by.
+    /// Rounds are driven one at a time through `wake`, the loop's body; time
+    /// is paused where it matters, so schedules are exact.
+    struct Harness {
+        fetcher: Fetcher,
+        provider: Arc<FakeProvider>,
+        bus: Arc<RecordingBus>,
+        role: Arc<SwitchRole>,
+        demand: Arc<LocalDemand>,
+        registry: WorkerRegistry,
+        saver: QuoteSaver,
+        stats: Arc<UpstreamStats>,
+        metrics: Arc<Metrics>,
+    }
+
+    impl Harness {
+        /// Batches of 10, no rate limit, the poller.
+        fn new() -> Harness {
+            Self::with(config(10), Arc::new(Unlimited), true)
+        }
+
+        /// [`Harness::new`] on a paused clock, which only the test moves.
+        fn paused() -> Harness {
+            tokio::time::pause();
+            Self::new()
+        }
+
+        fn with(cfg: FetcherConfig, limiter: Arc<dyn RateLimiter>, poller: bool) -> Harness {
+            let provider = FakeProvider::new();
+            let bus = RecordingBus::new();
+            let role = SwitchRole::new(poller);
+            let registry = WorkerRegistry::default();
+            let demand = Arc::new(LocalDemand::new(
+                registry.clone(),
+                crate::feed::PinnedSymbols::default(),
+            ));
+            let saver = QuoteSaver::detached();
+            let stats = Arc::new(UpstreamStats::default());
+            let metrics = Arc::new(Metrics::new());
+            let deps = FetcherDeps {
+                provider: provider.clone(),
+                seams: Seams {
+                    demand: demand.clone(),
+                    bus: bus.clone(),
+                    limiter,
+                    role: role.clone(),
+                },
+                saver: saver.clone(),
+                observers: Vec::new(),
+                metrics: metrics.clone(),
+                stats: stats.clone(),
+            };
+            Harness {
+                fetcher: Fetcher::new(deps, cfg),
+                provider,
+                bus,
+                role,
+                demand,
+                registry,
+                saver,
+                stats,
+                metrics,
+            }
+        }
+
+        /// A worker watching these symbols, as long as the guard lives.
+        fn watch(&self, symbols: &[&str]) -> WatchGuard {
+            watcher(&self.registry, symbols)
+        }
+
+        /// A tick (a full round): what it asked the provider, and the rounds
+        /// it published as `(full, round)`.
+        async fn tick(&mut self) -> (Calls, Vec<(bool, Round)>) {
+            self.fetcher.wake(true).await;
+            (self.provider.take_calls(), self.bus.take())
+        }
+
+        /// A wake-up between ticks (new demand, a refresh, a role change).
+        async fn wake_up(&mut self) -> (Calls, Vec<(bool, Round)>) {
+            self.fetcher.wake(false).await;
+            (self.provider.take_calls(), self.bus.take())
+        }
+
+        fn count(&self, counter: &AtomicU64) -> u64 {
+            counter.load(Ordering::Relaxed)
+        }
+    }
+
+    fn batches(list: &[&[&str]]) -> Vec<Vec<String>> {
+        list.iter()
+            .map(|b| b.iter().map(|s| s.to_string()).collect())
+            .collect()
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The one round published, asserting it is one of this kind.
+    fn only(rounds: Vec<(bool, Round)>, full: bool) -> Round {
+        assert_eq!(rounds.len(), 1, "{rounds:?}");
+        let (was_full, round) = rounds.into_iter().next().unwrap();
+        assert_eq!(was_full, full, "{round:?}");
+        round
+    }
+
+    /// The symbols a round learnt, sorted.
+    fn learnt(round: &Round) -> Vec<String> {
+        let mut s: Vec<String> = round.changed.iter().map(|(s, _)| s.to_string()).collect();
+        s.sort();
+        s
+    }
+
+    fn state<'a>(round: &'a Round, symbol: &str) -> &'a Known {
+        &round
+            .changed
+            .iter()
+            .find(|(s, _)| s.as_str() == symbol)
+            .unwrap_or_else(|| panic!("{symbol} not in {round:?}"))
+            .1
+    }
+
+    #[actix_web::test]
+    async fn every_due_symbol_is_fetched_once_in_batches_of_at_most_batch_size() {
+        let mut h = Harness::new();
+        let names: Vec<String> = (0..25).map(|i| format!("S{i:02}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        for n in &names {
+            h.provider.knows(n, 10.0);
+        }
+        let _all = h.watch(&names);
+        // A second worker on some of the same symbols adds no request.
+        let _some = h.watch(&names[..5]);
+
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches.len(), 3, "ceil(25 / 10) requests: {calls:?}");
+        assert!(calls.batches.iter().all(|b| b.len() <= 10), "{calls:?}");
+        assert!(calls.singles.is_empty(), "{calls:?}");
+        assert_eq!(calls.symbols(), strings(&names), "each symbol once");
+        let round = only(rounds, true);
+        assert_eq!(learnt(&round), strings(&names));
+        assert_eq!(round.health, UpstreamHealth::ok());
+        assert_eq!(h.count(&h.stats.cycles), 1);
+        assert_eq!(h.count(&h.stats.requests), 3);
+
+        // Open markets are due again at the next tick, in the same batches.
+        let (again, _) = h.tick().await;
+        assert_eq!(again, calls);
+    }
+
+    #[actix_web::test]
+    async fn a_symbol_missing_from_a_batch_answer_gets_one_request_of_its_own() {
+        let mut h = Harness::new();
+        h.provider.knows("AAPL", 100.0);
+        h.provider.knows("SHY", 5.0);
+        h.provider.batch_shy("SHY");
+        let _w = h.watch(&["AAPL", "SHY"]);
+
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL", "SHY"]]));
+        assert_eq!(calls.singles, strings(&["SHY"]));
+        let round = only(rounds, true);
+        assert!(matches!(state(&round, "SHY"), Known::Quote(q) if q.price == Some(5.0)));
+        assert!(matches!(state(&round, "AAPL"), Known::Quote(_)));
+        assert_eq!(round.health, UpstreamHealth::ok());
+    }
+
+    #[actix_web::test]
+    async fn an_unknown_symbol_is_not_asked_for_again_until_the_recheck() {
+        let mut h = Harness::paused();
+        h.provider.knows("AAPL", 100.0);
+        let _w = h.watch(&["AAPL", "ZZZZ"]);
+
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL", "ZZZZ"]]));
+        assert_eq!(calls.singles, strings(&["ZZZZ"]));
+        assert_eq!(state(&only(rounds, true), "ZZZZ"), &Known::Unknown);
+
+        advance(POLL).await;
+        let (calls, _) = h.tick().await;
+        assert_eq!(
+            calls.batches,
+            batches(&[&["AAPL"]]),
+            "left out until the recheck"
+        );
+        assert!(calls.singles.is_empty());
+
+        advance(RECHECK - POLL - MS).await;
+        let (calls, _) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL"]]), "a millisecond early");
+
+        advance(MS).await;
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL", "ZZZZ"]]), "rechecked");
+        assert_eq!(calls.singles, strings(&["ZZZZ"]));
+        assert_eq!(state(&only(rounds, true), "ZZZZ"), &Known::Unknown);
+    }
+
+    #[actix_web::test]
+    async fn closed_markets_are_polled_at_the_slow_interval() {
+        let mut h = Harness::paused();
+        h.provider.knows("AAPL", 100.0);
+        h.provider.knows_closed("SHUT", 7.0);
+        let _w = h.watch(&["AAPL", "SHUT"]);
+
+        let (calls, _) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL", "SHUT"]]));
+        advance(POLL).await;
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL"]]));
+        assert_eq!(learnt(&only(rounds, true)), strings(&["AAPL"]));
+
+        advance(CLOSED_POLL - POLL - MS).await;
+        let (calls, _) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL"]]), "a millisecond early");
+        advance(MS).await;
+        let (calls, _) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL", "SHUT"]]));
+    }
+
+    #[actix_web::test]
+    async fn a_failure_backs_off_honouring_retry_after_then_reports_ok() {
+        let mut h = Harness::paused();
+        h.provider.knows("AAPL", 100.0);
+        let _w = h.watch(&["AAPL"]);
+        // The jittered delay of a first failure is at most 1 s: the
+        // upstream's 3 s win.
+        h.provider.fail_next(UpstreamError::RateLimited {
+            retry_after: Some(Duration::from_secs(3)),
+        });
+
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches.len(), 1);
+        let round = only(rounds, true);
+        assert!(round.changed.is_empty());
+        assert!(round.health.degraded);
+        assert_eq!(
+            round.health.message,
+            "upstream unavailable: rate limited by the upstream (HTTP 429)"
+        );
+        assert_eq!(round.health.retry_in_ms, Some(3000));
+        assert_eq!(h.count(&h.stats.errors), 1);
+        assert_eq!(h.count(&h.stats.rate_limited), 1);
+
+        // While backing off: no request; ticks still tell the workers how
+        // long is left; a wake-up does nothing.
+        advance(Duration::from_secs(1)).await;
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls, Calls::none());
+        let round = only(rounds, true);
+        assert!(round.changed.is_empty());
+        assert!(round.health.degraded);
+        assert_eq!(round.health.retry_in_ms, Some(2000));
+        let (calls, rounds) = h.wake_up().await;
+        assert_eq!(calls, Calls::none());
+        assert!(rounds.is_empty());
+
+        advance(Duration::from_secs(2)).await;
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["AAPL"]]));
+        let round = only(rounds, true);
+        assert_eq!(round.health, UpstreamHealth::ok());
+        assert_eq!(learnt(&round), strings(&["AAPL"]));
+    }
+
+    #[actix_web::test]
+    async fn the_backoff_grows_with_each_failure_and_resets_after_a_success() {
+        let mut h = Harness::paused();
+        h.provider.knows("AAPL", 100.0);
+        let _w = h.watch(&["AAPL"]);
+        let fail = async |h: &mut Harness| {
+            h.provider.fail_next(UpstreamError::Timeout);
+            let (calls, rounds) = h.tick().await;
+            assert_eq!(calls.batches.len(), 1);
+            let health = only(rounds, true).health;
+            assert!(health.degraded);
+            assert_eq!(
+                health.message,
+                "upstream unavailable: upstream did not answer in time"
+            );
+            Duration::from_millis(health.retry_in_ms.unwrap())
+        };
+        // Base 1 s, jittered into [d/2, d]. The wait is reported in whole
+        // milliseconds, rounded down: one more and it is over.
+        let first = fail(&mut h).await;
+        assert!((500..=1000).contains(&first.as_millis()), "{first:?}");
+        advance(first + MS).await;
+        let second = fail(&mut h).await;
+        assert!((1000..=2000).contains(&second.as_millis()), "{second:?}");
+        advance(second + MS).await;
+        let (_, rounds) = h.tick().await;
+        assert_eq!(only(rounds, true).health, UpstreamHealth::ok());
+        let third = fail(&mut h).await;
+        assert!((500..=1000).contains(&third.as_millis()), "{third:?}");
+    }
+
+    #[actix_web::test]
+    async fn a_refused_rate_limit_permit_cuts_the_tick_short_and_reports_degraded() {
+        // One token and no refill: the second batch finds none.
+        let mut h = Harness::with(config(1), Arc::new(TokenBucket::new(1.0, 0.0)), true);
+        h.provider.knows("A", 1.0);
+        h.provider.knows("B", 2.0);
+        let _w = h.watch(&["A", "B"]);
+
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["A"]]));
+        let round = only(rounds, true);
+        assert_eq!(
+            learnt(&round),
+            strings(&["A"]),
+            "what was fetched still lands"
+        );
+        assert!(round.health.degraded);
+        assert_eq!(
+            round.health.message,
+            "request budget exhausted (rate limit)"
+        );
+        assert_eq!(
+            round.health.retry_in_ms,
+            Some(TokenBucket::NEVER.as_millis() as u64)
+        );
+        assert_eq!(h.count(&h.stats.rate_limited), 1);
+        let throttled = h
+            .metrics
+            .upstream_requests
+            .with_label_values(&["throttled"]);
+        assert_eq!(throttled.get(), 1);
+    }
+
+    #[actix_web::test]
+    async fn a_wake_up_fetches_only_new_and_forced_symbols() {
+        let mut h = Harness::new();
+        for s in ["A", "B", "C"] {
+            h.provider.knows(s, 1.0);
+        }
+        let _ab = h.watch(&["A", "B"]);
+        h.tick().await;
+
+        // Everything is on its schedule: a wake-up fetches and publishes nothing.
+        let (calls, rounds) = h.wake_up().await;
+        assert_eq!(calls, Calls::none());
+        assert!(rounds.is_empty());
+
+        // A refresh: only the forced symbol, at once, in an extra round.
+        h.demand.force(vec![sym("B")]);
+        let (calls, rounds) = h.wake_up().await;
+        assert_eq!(calls.batches, batches(&[&["B"]]));
+        assert_eq!(learnt(&only(rounds, false)), strings(&["B"]));
+        // Taken once: the next wake-up has nothing to do again.
+        assert_eq!(h.wake_up().await.0, Calls::none());
+
+        // A new watchlist's symbol fills in at once too.
+        let _c = h.watch(&["C"]);
+        let (calls, rounds) = h.wake_up().await;
+        assert_eq!(calls.batches, batches(&[&["C"]]));
+        assert_eq!(learnt(&only(rounds, false)), strings(&["C"]));
+        assert_eq!(h.count(&h.stats.cycles), 1, "wake-ups are not ticks");
+    }
+
+    #[actix_web::test]
+    async fn nothing_is_fetched_unless_this_instance_is_the_poller() {
+        let mut h = Harness::with(config(10), Arc::new(Unlimited), false);
+        h.provider.knows("A", 1.0);
+        h.provider.knows_closed("SHUT", 1.0);
+        let _w = h.watch(&["A", "SHUT"]);
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls, Calls::none());
+        assert!(rounds.is_empty());
+        assert_eq!(h.count(&h.stats.cycles), 0);
+
+        h.role.set(true);
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+        only(rounds, true);
+
+        // Losing the role forgets the schedule: SHUT (not due for a minute)
+        // is fetched at once when the role comes back.
+        h.role.set(false);
+        assert_eq!(h.tick().await.0, Calls::none());
+        h.role.set(true);
+        let (calls, _) = h.wake_up().await;
+        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+    }
+
+    #[actix_web::test]
+    async fn a_fenced_publish_forgets_the_schedule_and_the_backoff() {
+        let mut h = Harness::paused();
+        h.provider.knows("A", 1.0);
+        h.provider.knows_closed("SHUT", 1.0);
+        let _w = h.watch(&["A", "SHUT"]);
+        h.tick().await;
+        assert_eq!(h.wake_up().await.0, Calls::none(), "all on schedule");
+
+        advance(POLL).await;
+        h.bus.fence_next();
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["A"]]));
+        assert!(rounds.is_empty(), "a fenced round lands nowhere");
+        // Forgotten: every symbol counts as never fetched.
+        let (calls, _) = h.wake_up().await;
+        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+
+        // A backoff is forgotten the same way.
+        advance(POLL).await;
+        h.provider.fail_next(UpstreamError::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+        });
+        h.bus.fence_next();
+        h.tick().await;
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]), "no backoff left");
+        assert_eq!(only(rounds, true).health, UpstreamHealth::ok());
+    }
+
+    #[actix_web::test]
+    async fn what_a_round_learnt_goes_to_the_saver() {
+        let mut h = Harness::new();
+        h.provider.knows("AAPL", 123.0);
+        let _w = h.watch(&["AAPL", "ZZZZ"]);
+        h.tick().await;
+        let unsaved = h.saver.unsaved();
+        assert_eq!(unsaved["AAPL"].price, Some(123.0));
+        assert!(unsaved["ZZZZ"].is_unknown);
+        assert_eq!(unsaved.len(), 2);
+    }
+
+    #[actix_web::test]
+    async fn with_nothing_watched_a_tick_only_counts_itself() {
+        let mut h = Harness::new();
+        h.provider.knows("A", 1.0);
+        let (calls, rounds) = h.tick().await;
+        assert_eq!(calls, Calls::none());
+        assert!(rounds.is_empty());
+        h.wake_up().await;
+        assert_eq!(h.count(&h.stats.idle_ticks), 1, "wake-ups are not ticks");
+        assert_eq!(h.count(&h.stats.cycles), 0);
+
+        // The last worker gone: idle again.
+        let w = h.watch(&["A"]);
+        h.tick().await;
+        drop(w);
+        let (calls, _) = h.tick().await;
+        assert_eq!(calls, Calls::none());
+        assert_eq!(h.count(&h.stats.idle_ticks), 2);
+        assert_eq!(h.count(&h.stats.cycles), 1);
+    }
+
+    /// The loop itself, on the real clock: it polls once it holds the role
+    /// (at once, not at the next tick) and ends when told to.
+    #[actix_web::test]
+    async fn the_loop_polls_once_it_is_the_poller_and_ends_on_shutdown() {
+        let cfg = FetcherConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..config(10)
+        };
+        let h = Harness::with(cfg, Arc::new(Unlimited), false);
+        h.provider.knows("A", 1.0);
+        let _w = h.watch(&["A"]);
+        let (stop, stopped) = watch::channel(false);
+        let task = actix_web::rt::spawn(h.fetcher.run(stopped));
+
+        h.role.set(true);
+        let provider = h.provider.clone();
+        let mut seen = Calls::none();
+        crate::testkit::eventually("a fetch once the role is held", async || {
+            seen = provider.take_calls();
+            !seen.batches.is_empty()
+        })
+        .await;
+        assert_eq!(seen.batches, batches(&[&["A"]]));
+
+        stop.send(true).unwrap();
+        tokio::time::timeout(crate::testkit::DEADLINE, task)
+            .await
+            .expect("the loop ends on shutdown")
+            .unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! Shared test harness: a real server on port 0 against a real database
 //! (a temporary SQLite file, or a fresh PostgreSQL database dropped
 //! afterwards), real HTTP through reqwest and real WebSockets through
-//! tokio-tungstenite. Tests wait for events with deadlines, never fixed sleeps.
+//! tokio-tungstenite. Tests wait for events with deadlines, never fixed sleeps:
+//! [`eventually`] (or [`poll`]) for a state to be reached, [`throughout`] for
+//! one to hold. [`TestApp::watch`] and [`TestApp::open`] are the usual set-up:
+//! a watchlist and sockets on it past their first snapshot.
 #![allow(dead_code)]
 
 // Not every test file that includes this module talks to the fake.
@@ -31,6 +34,91 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const DEADLINE: Duration = Duration::from_secs(10);
 /// How often a test looks again while waiting for a state.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// What one look of a wait reports: done (with a value), or not yet (with
+/// what it saw, for the message when the wait times out).
+pub trait Probe {
+    type Value;
+    fn outcome(self) -> Result<Self::Value, String>;
+}
+
+impl Probe for bool {
+    type Value = ();
+    fn outcome(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn outcome(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Probe for Result<T, E> {
+    type Value = T;
+    fn outcome(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Looks with `probe` every `every` until it reports done, for at most
+/// `limit` (it always looks at least once, and once more at the end); on
+/// timeout, what the last look saw.
+pub async fn poll<P: Probe>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> P,
+) -> Result<P::Value, String> {
+    let end = Instant::now() + limit;
+    loop {
+        let timed_out = Instant::now() >= end;
+        match probe().await.outcome() {
+            Ok(v) => return Ok(v),
+            Err(last) if timed_out => return Err(last),
+            Err(_) => {
+                tokio::time::sleep(every.min(end.saturating_duration_since(Instant::now()))).await
+            }
+        }
+    }
+}
+
+/// Waits until `probe` reports done, looking every [`POLL`] for at most
+/// [`DEADLINE`]; past it, panics naming `what` and what was last seen.
+pub async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::Value {
+    eventually_within(DEADLINE, what, probe).await
+}
+
+/// [`eventually`] with another deadline.
+pub async fn eventually_within<P: Probe>(
+    limit: Duration,
+    what: &str,
+    probe: impl AsyncFnMut() -> P,
+) -> P::Value {
+    match poll(limit, POLL, probe).await {
+        Ok(v) => v,
+        Err(last) if last.is_empty() => panic!("timed out after {limit:?} waiting for {what}"),
+        Err(last) => panic!("timed out after {limit:?} waiting for {what}; last seen: {last}"),
+    }
+}
+
+/// Runs `check` (which asserts) every [`POLL`] for the whole of `span`:
+/// for "nothing happens", which has no event to wait for.
+pub async fn throughout(span: Duration, mut check: impl AsyncFnMut()) {
+    let end = Instant::now() + span;
+    loop {
+        check().await;
+        if Instant::now() >= end {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 /// Which database a test runs on.
 pub enum Backend {
@@ -277,23 +365,24 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.request(
-            reqwest::Method::POST,
-            path,
-            Some(token),
-            Some(Body::Json(body)),
-        )
-        .await
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.request(
-            reqwest::Method::PATCH,
-            path,
-            Some(token),
-            Some(Body::Json(body)),
-        )
-        .await
+        self.send_json(reqwest::Method::PATCH, path, token, body)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        self.request(method, path, Some(token), Some(Body::Json(body)))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
@@ -314,6 +403,41 @@ impl TestApp {
         body["id"].as_i64().unwrap()
     }
 
+    /// A private watchlist named `W` of these items; its id.
+    pub async fn private_watchlist(&self, token: &str, items: Value) -> i64 {
+        self.watchlist(token, "W", false, items).await
+    }
+
+    /// Opens a socket and reads its first message, the snapshot.
+    pub async fn open(&self, watchlist_id: i64, token: &str) -> (Ws, Value) {
+        let mut ws = self.ws(watchlist_id, token).await;
+        let snapshot = ws.wait_type("snapshot").await;
+        (ws, snapshot)
+    }
+
+    /// `n` sockets on a watchlist, opened one after another, each past its
+    /// first snapshot.
+    pub async fn open_n(&self, watchlist_id: i64, token: &str, n: usize) -> Vec<Ws> {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            sockets.push(self.open(watchlist_id, token).await.0);
+        }
+        sockets
+    }
+
+    /// The set-up most realtime tests start from: a private watchlist `W`
+    /// of `items` for `token`, and `n` sockets on it past their snapshots.
+    pub async fn watch(&self, token: &str, items: Value, n: usize) -> (i64, Vec<Ws>) {
+        let id = self.private_watchlist(token, items).await;
+        (id, self.open_n(id, token, n).await)
+    }
+
+    /// [`TestApp::watch`] with one socket.
+    pub async fn watch_one(&self, token: &str, items: Value) -> (i64, Ws) {
+        let (id, mut sockets) = self.watch(token, items, 1).await;
+        (id, sockets.pop().expect("one socket"))
+    }
+
     pub async fn stats(&self) -> Value {
         let (status, body) = self.get("/admin/v1/stats", &self.admin_token).await;
         assert_eq!(status, 200, "{body}");
@@ -323,17 +447,28 @@ impl TestApp {
     /// Waits until admin stats satisfy `pred`; panics with the last stats
     /// after the deadline.
     pub async fn wait_stats(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE;
-        loop {
+        eventually(what, async || {
             let s = self.stats().await;
             if pred(&s) {
-                return s;
+                Ok(s)
+            } else {
+                Err(s)
             }
-            if Instant::now() > end {
-                panic!("timed out waiting for {what}; last stats: {s}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
+    }
+
+    /// Full fetcher ticks so far (ticks while something was watched).
+    pub async fn cycles(&self) -> u64 {
+        self.stats().await["upstream"]["cycles"].as_u64().unwrap()
+    }
+
+    /// Waits until the fetcher has run `at_least` full ticks in all.
+    pub async fn wait_cycles(&self, at_least: u64) {
+        self.wait_stats(&format!("{at_least} fetcher cycles"), |s| {
+            s["upstream"]["cycles"].as_u64().unwrap() >= at_least
+        })
+        .await;
     }
 
     /// Waits for this many sessions and workers.
@@ -423,6 +558,26 @@ impl TestApp {
     }
 }
 
+/// Watchlist items of these symbols, without positions.
+pub fn items<S: AsRef<str>>(symbols: &[S]) -> Value {
+    Value::Array(
+        symbols
+            .iter()
+            .map(|s| json!({"symbol": s.as_ref()}))
+            .collect(),
+    )
+}
+
+/// The quote of `symbol` in a `snapshot` or `quotes` message.
+pub fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
+    msg["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["symbol"] == symbol)
+        .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
+}
+
 pub enum Body {
     Json(Value),
     Raw(String),
@@ -471,16 +626,22 @@ impl Ws {
         }
     }
 
+    /// The next event before `end`; panics naming `what` after it.
+    async fn next_before(&mut self, end: Instant, what: &str) -> Event {
+        let left = end.saturating_duration_since(Instant::now());
+        self.next_event(left)
+            .await
+            .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+    }
+
     /// Waits for a JSON message matching `pred`, skipping others.
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let end = Instant::now() + DEADLINE;
         loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.next_event(left).await {
-                Some(Event::Json(v)) if pred(&v) => return v,
-                Some(Event::Json(_)) => continue,
-                Some(Event::Closed(code)) => panic!("closed ({code:?}) while waiting for {what}"),
-                None => panic!("timed out waiting for {what}"),
+            match self.next_before(end, what).await {
+                Event::Json(v) if pred(&v) => return v,
+                Event::Json(_) => continue,
+                Event::Closed(code) => panic!("closed ({code:?}) while waiting for {what}"),
             }
         }
     }
@@ -493,11 +654,8 @@ impl Ws {
     pub async fn wait_close(&mut self) -> Option<u16> {
         let end = Instant::now() + DEADLINE;
         loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.next_event(left).await {
-                Some(Event::Json(_)) => continue,
-                Some(Event::Closed(code)) => return code,
-                None => panic!("timed out waiting for close"),
+            if let Event::Closed(code) = self.next_before(end, "close").await {
+                return code;
             }
         }
     }

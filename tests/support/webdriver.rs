@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a `wait_*` call polls before it fails the test.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -133,29 +133,33 @@ impl Browser {
             .build()
             .expect("http client");
 
-        let end = Instant::now() + WAIT;
-        loop {
+        // Ready, or exited (with how).
+        let started = super::poll(WAIT, POLL, async || {
             if let Ok(Some(status)) = driver.child.try_wait() {
-                return Err(LaunchError::Failed(format!(
-                    "chromedriver exited at start: {status}"
-                )));
+                return Some(Err(status));
             }
-            let ready = match http.get(format!("http://{addr}/status")).send().await {
+            match http.get(format!("http://{addr}/status")).send().await {
                 Ok(res) => res
                     .json::<Value>()
                     .await
-                    .is_ok_and(|v| v["value"]["ready"] == true),
-                Err(_) => false,
-            };
-            if ready {
-                break;
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+                    .then_some(Ok(())),
+                Err(_) => None,
             }
-            if Instant::now() > end {
+        })
+        .await;
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => {
+                return Err(LaunchError::Failed(format!(
+                    "chromedriver exited at start: {status}"
+                )))
+            }
+            Err(_) => {
                 return Err(LaunchError::Failed(format!(
                     "chromedriver on {addr} not ready after {WAIT:?}"
-                )));
+                )))
             }
-            tokio::time::sleep(POLL).await;
         }
 
         let profile = tempfile::tempdir().expect("profile dir");
@@ -290,16 +294,12 @@ impl Browser {
 
     /// The element with `data-testid="testid"`, waiting for it to appear.
     pub async fn find(&self, testid: &str) -> Element<'_> {
-        let end = Instant::now() + WAIT;
-        loop {
-            if let Some(e) = self.try_find(testid).await {
-                return e;
-            }
-            if Instant::now() > end {
+        match super::poll(WAIT, POLL, async || self.try_find(testid).await).await {
+            Ok(e) => e,
+            Err(_) => {
                 self.fail(&format!("no element [data-testid=\"{testid}\"]"))
-                    .await;
+                    .await
             }
-            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -311,18 +311,16 @@ impl Browser {
     }
 
     pub async fn wait_js_for(&self, what: &str, script: &str, limit: Duration) -> Value {
-        let end = Instant::now() + limit;
-        loop {
+        let done = super::poll(limit, POLL, async || {
             let v = self.execute(script, json!([])).await;
             let done = !matches!(&v, Value::Null | Value::Bool(false))
                 && v.as_str().is_none_or(|s| !s.is_empty());
-            if done {
-                return v;
-            }
-            if Instant::now() > end {
-                self.fail(&format!("timed out waiting for {what}")).await;
-            }
-            tokio::time::sleep(POLL).await;
+            done.then_some(v)
+        })
+        .await;
+        match done {
+            Ok(v) => v,
+            Err(_) => self.fail(&format!("timed out waiting for {what}")).await,
         }
     }
 
