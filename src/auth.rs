@@ -5,6 +5,7 @@
 
 use crate::db::{models::User, repo, Db, DbConn, DbError};
 use actix_web::HttpRequest;
+use futures_util::future::{self, BoxFuture, FutureExt};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -89,6 +90,39 @@ pub async fn authenticate(db: &Db, token: String) -> Result<Caller, AuthError> {
         .map_err(AuthError::Db)?
 }
 
+/// Where WebSocket tickets live: this process ([`TicketStore`]), or Redis
+/// in cluster mode, where a ticket issued by one instance works once at
+/// any instance.
+pub trait Tickets: Send + Sync + 'static {
+    fn ttl(&self) -> Duration;
+
+    /// Issues a ticket; `None` when too many are outstanding.
+    fn issue(
+        &self,
+        user: User,
+        token_id: i64,
+        watchlist_id: Option<i64>,
+    ) -> BoxFuture<'_, Result<Option<String>, TicketError>>;
+
+    /// Takes a ticket out (single use, whatever the outcome), for a socket
+    /// on `watchlist_id` (`None`: the multi-watchlist endpoint).
+    fn consume(
+        &self,
+        ticket: String,
+        watchlist_id: Option<i64>,
+    ) -> BoxFuture<'_, Result<Ticket, TicketError>>;
+
+    /// Removes expired tickets (where they do not expire by themselves).
+    fn purge_expired(&self) -> usize;
+}
+
+/// A new ticket's random name.
+pub fn new_ticket_id() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// What a WebSocket ticket stands for.
 #[derive(Debug, Clone)]
 pub struct Ticket {
@@ -110,7 +144,7 @@ pub struct TicketStore {
     tickets: Mutex<HashMap<String, Ticket>>,
 }
 
-/// Why a ticket could not be used.
+/// Why a ticket could not be issued or used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TicketError {
     /// Unknown, already used, or expired: all look the same to the client.
@@ -118,6 +152,28 @@ pub enum TicketError {
     /// Issued for another watchlist (or for one watchlist, and used on
     /// the multi-watchlist endpoint).
     WrongWatchlist,
+    /// The store cannot be reached (cluster mode without Redis).
+    Unavailable(String),
+}
+
+impl Ticket {
+    /// A ticket as read back from a store that keeps its expiry itself.
+    pub fn new(user: User, token_id: i64, watchlist_id: Option<i64>, ttl: Duration) -> Self {
+        Self {
+            user,
+            token_id,
+            watchlist_id,
+            expires_at: Instant::now() + ttl,
+        }
+    }
+
+    /// Whether it may open a socket on `watchlist_id`.
+    pub fn fits(&self, watchlist_id: Option<i64>) -> Result<(), TicketError> {
+        if self.watchlist_id.is_some() && self.watchlist_id != watchlist_id {
+            return Err(TicketError::WrongWatchlist);
+        }
+        Ok(())
+    }
 }
 
 impl TicketStore {
@@ -143,9 +199,7 @@ impl TicketStore {
                 return None;
             }
         }
-        let mut bytes = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        let id = hex::encode(bytes);
+        let id = new_ticket_id();
         map.insert(
             id.clone(),
             Ticket {
@@ -185,10 +239,35 @@ impl TicketStore {
         if t.expires_at <= Instant::now() {
             return Err(TicketError::Invalid);
         }
-        if t.watchlist_id.is_some() && t.watchlist_id != watchlist_id {
-            return Err(TicketError::WrongWatchlist);
-        }
+        t.fits(watchlist_id)?;
         Ok(t)
+    }
+}
+
+impl Tickets for TicketStore {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn issue(
+        &self,
+        user: User,
+        token_id: i64,
+        watchlist_id: Option<i64>,
+    ) -> BoxFuture<'_, Result<Option<String>, TicketError>> {
+        future::ready(Ok(TicketStore::issue(self, user, token_id, watchlist_id))).boxed()
+    }
+
+    fn consume(
+        &self,
+        ticket: String,
+        watchlist_id: Option<i64>,
+    ) -> BoxFuture<'_, Result<Ticket, TicketError>> {
+        future::ready(TicketStore::consume(self, &ticket, watchlist_id)).boxed()
+    }
+
+    fn purge_expired(&self) -> usize {
+        TicketStore::purge_expired(self)
     }
 }
 

@@ -1,5 +1,7 @@
-//! One grid of instants for the whole process, shared by the fetcher's ticks
-//! and the sessions' heartbeats.
+//! One grid of instants, shared by the fetcher's ticks and the sessions'
+//! heartbeats, and laid on wall-clock time (Unix time), so the instances of
+//! a cluster tick together and a new poller continues its predecessor's
+//! grid.
 //!
 //! Every tick is followed by a burst of deliveries to every session. If the
 //! heartbeat pings (and so the pongs) came at a random point of the tick, a
@@ -10,17 +12,31 @@
 //! the heartbeat is a multiple of the tick (5 s and 1 s by default) the pings
 //! always fall between two broadcasts.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// Now as a duration since the Unix epoch.
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
-/// The first instant after now of the form `epoch + offset + k * period`.
+/// The first instant after now of the form `unix epoch + offset + k * period`.
 pub fn next_on_grid(period: Duration, offset: Duration) -> Instant {
-    next_after(epoch() + offset, period, Instant::now())
+    let now = Instant::now();
+    let unix = unix_now();
+    // The same grid, laid from an instant standing for the Unix epoch.
+    let period_ns = period.as_nanos().max(1);
+    let back = Duration::from_nanos((unix.as_nanos() % period_ns) as u64);
+    let base = now.checked_sub(back).unwrap_or(now) + offset.min(period);
+    next_after(base, period, now)
+}
+
+/// Which grid point of `period` now is nearest to (Unix time / period,
+/// rounded): the tick id of a single process.
+pub fn grid_index(period: Duration) -> u64 {
+    let period_ms = period.as_millis().max(1);
+    ((unix_now().as_millis() + period_ms / 2) / period_ms) as u64
 }
 
 /// Where on the grid to put a heartbeat of `heartbeat` so that it falls half
@@ -63,6 +79,21 @@ mod tests {
         assert_eq!(between_ticks(ms(1000), ms(5000)), ms(500));
         assert_eq!(between_ticks(ms(60_000), ms(5000)), ms(0));
         assert_eq!(between_ticks(ms(15_000), ms(5000)), ms(2500));
+    }
+
+    #[test]
+    fn the_grid_lies_on_unix_time() {
+        let p = Duration::from_millis(100);
+        let at = next_on_grid(p, Duration::ZERO);
+        let unix_at = unix_now() + at.saturating_duration_since(Instant::now());
+        let off = unix_at.as_millis() % 100;
+        assert!(!(3..=97).contains(&off), "{off} ms off the grid");
+        let i = grid_index(p);
+        let unix_ms = unix_now().as_millis() as u64;
+        assert!(
+            i * 100 <= unix_ms + 60 && unix_ms <= i * 100 + 60,
+            "{i} vs {unix_ms}"
+        );
     }
 
     #[test]

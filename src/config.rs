@@ -37,6 +37,27 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub realtime: RealtimeSettings,
     pub limits: LimitSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`: several instances sharing one Redis and one PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Empty: single process. `redis://HOST:PORT/DB`: cluster mode.
+    pub redis_url: String,
+    /// Every Redis key and channel starts with `PREFIX:`.
+    pub key_prefix: String,
+    /// Empty: generated (host-pid-random).
+    pub node_id: String,
+    /// How long the poller's lease lives without renewal.
+    pub lease_ms: u64,
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +282,43 @@ impl Settings {
                 "realtime.history_size",
                 "must be at least 1",
             ));
+        }
+        let c = &self.cluster;
+        if c.enabled() {
+            let url = url::Url::parse(&c.redis_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "redis" | "rediss"));
+            if url.is_none() {
+                return Err(ConfigError::new(
+                    "cluster.redis_url",
+                    format!("{:?} is not a redis:// URL", c.redis_url),
+                ));
+            }
+            if matches!(self.database.url, DbUrl::Sqlite(_)) {
+                return Err(ConfigError::new(
+                    "cluster.redis_url",
+                    "cluster mode needs a database.url that every instance shares: \
+                     postgres://..., not SQLite",
+                ));
+            }
+        }
+        if c.key_prefix.is_empty() || c.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::new(
+                "cluster.key_prefix",
+                "must be non-empty, without spaces",
+            ));
+        }
+        if c.node_id.len() > 64
+            || c.node_id
+                .contains(|ch: char| ch.is_whitespace() || ch == ':')
+        {
+            return Err(ConfigError::new(
+                "cluster.node_id",
+                "at most 64 characters, no spaces or ':'",
+            ));
+        }
+        if c.lease_ms < 200 {
+            return Err(ConfigError::new("cluster.lease_ms", "must be at least 200"));
         }
         let l = &self.limits;
         if l.max_subscriptions_per_session < 1 {

@@ -27,6 +27,13 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Time for a worker to hand one broadcast to all of its sessions.
     pub fanout_seconds: Histogram,
+    /// 1 on the instance that polls (cluster mode; always 1 alone).
+    pub cluster_poller: IntGauge,
+    /// Rounds and control events read from / written to the cluster bus.
+    pub bus_in: IntCounter,
+    pub bus_out: IntCounter,
+    /// Failed cluster bus operations.
+    pub bus_errors: IntCounter,
 }
 
 impl Metrics {
@@ -108,6 +115,22 @@ impl Metrics {
                 vec![
                     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                 ],
+            ),
+            cluster_poller: gauge(
+                "quotecast_cluster_poller",
+                "1 on the instance that polls the upstream",
+            ),
+            bus_in: counter(
+                "quotecast_bus_messages_in_total",
+                "Messages read from the cluster bus (rounds and control events)",
+            ),
+            bus_out: counter(
+                "quotecast_bus_messages_out_total",
+                "Messages written to the cluster bus (rounds and control events)",
+            ),
+            bus_errors: counter(
+                "quotecast_bus_errors_total",
+                "Failed cluster bus operations",
             ),
             upstream_requests,
             registry,

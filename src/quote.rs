@@ -66,7 +66,8 @@ impl From<MarketQuote> for Fetched {
 }
 
 /// What is known of a symbol right now.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "quote", rename_all = "snake_case")]
 pub enum Known {
     /// Not fetched yet (or only stored from before a restart but absent).
     Pending,

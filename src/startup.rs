@@ -12,14 +12,21 @@
 //!   returned and its [`QuoteSaver`] has written the last quotes (or after
 //!   [`FETCHER_STOP_WAIT`]).
 
-use crate::auth::TicketStore;
+use crate::auth::{TicketStore, Tickets};
+use crate::cluster::bus::{self, RedisBus};
+use crate::cluster::control::RedisControl;
+use crate::cluster::demand::ClusterDemand;
+use crate::cluster::lease::Lease;
+use crate::cluster::limiter::RedisLimiter;
+use crate::cluster::nodes::Nodes;
+use crate::cluster::tickets::RedisTickets;
+use crate::cluster::Cluster;
 use crate::config::{ConfigError, ProviderKind, Settings};
-use crate::control::{Applier, LocalControl};
+use crate::control::{Applier, ControlPlane, LocalControl};
 use crate::db::{Db, DbError};
 use crate::feed::local::{AlwaysPoller, LocalBus, LocalDemand, Unlimited};
 use crate::feed::{
-    Demand, Distributor, IntradayStore, PinnedSymbols, QuoteCache, RateLimiter, Seams,
-    WorkerRegistry,
+    Distributor, IntradayStore, PinnedSymbols, QuoteCache, RateLimiter, Seams, WorkerRegistry,
 };
 use crate::metrics::Metrics;
 use crate::net::ConnSocket;
@@ -29,6 +36,7 @@ use crate::session::relay::RelayHandle;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
 use crate::state::AppState;
+use crate::state::ClusterParts;
 use crate::supervisor::{ShutdownAll, Supervisor};
 use crate::upstream::bucket::TokenBucket;
 use crate::upstream::fetcher::{Fetcher, FetcherConfig, FetcherDeps, UpstreamStats};
@@ -58,6 +66,8 @@ pub enum StartupError {
     },
     #[error("upstream: {0}")]
     Upstream(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 pub struct Application {
@@ -67,6 +77,8 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     arbiter: Arbiter,
     fetcher_done: oneshot::Receiver<()>,
+    /// Cluster mode: the lease task has handed the lease back.
+    lease_done: Option<oneshot::Receiver<()>>,
 }
 
 /// Longest wait for the fetcher's last database write at shutdown.
@@ -104,6 +116,15 @@ fn record_socket(conn: &dyn Any, ext: &mut Extensions, send_buffer: usize) {
     }
 }
 
+/// What differs between a single process and a cluster beside the feed.
+struct Plane {
+    control: Arc<dyn ControlPlane>,
+    tickets: Arc<dyn Tickets>,
+    parts: Option<ClusterParts>,
+    /// Cluster mode: resolves once the lease has been handed back.
+    lease_done: Option<oneshot::Receiver<()>>,
+}
+
 /// The configured upstream provider.
 fn provider(settings: &Settings) -> Result<Arc<dyn QuoteProvider>, StartupError> {
     let up = &settings.upstream;
@@ -132,19 +153,35 @@ impl Application {
     async fn build_with_db(settings: Settings, db: Db) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
         let bind = settings.server.bind;
+        let bind_err = |source| StartupError::Bind { addr: bind, source };
+        let listener = crate::net::listen(bind).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
         let cache = QuoteCache::new(quote_store::load(&db).await?);
         let provider = provider(&settings)?;
-        let up = &settings.upstream;
-        let limiter: Arc<dyn RateLimiter> = if provider.rate_limited() {
-            Arc::new(TokenBucket::new(
-                up.rate_limit.capacity,
-                up.rate_limit.refill_per_sec,
-            ))
-        } else {
-            Arc::new(Unlimited)
-        };
-
         let metrics = Arc::new(Metrics::new());
+        let arbiter = Arbiter::new();
+        let cluster = match settings.cluster.enabled() {
+            false => None,
+            true => {
+                match Cluster::connect(&settings, addr, arbiter.handle(), metrics.clone()).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        arbiter.stop();
+                        return Err(StartupError::Cluster(format!(
+                            "cluster.redis_url: cannot use {}: {e}",
+                            settings.cluster.redis_url
+                        )));
+                    }
+                }
+            }
+        };
+        let node_id = match &cluster {
+            Some(c) => c.node_id.clone(),
+            None if settings.cluster.node_id.is_empty() => crate::cluster::generated_node_id(),
+            None => settings.cluster.node_id.clone(),
+        };
+        log::info!("node {node_id} starting");
+
         let registry = WorkerRegistry::default();
         let intraday = IntradayStore::default();
         let distributor = Distributor {
@@ -153,20 +190,66 @@ impl Application {
             registry: registry.clone(),
         };
         let pinned = PinnedSymbols::default();
-        let demand: Arc<dyn Demand> = Arc::new(LocalDemand::new(registry.clone(), pinned.clone()));
-        let seams = Seams {
-            demand: demand.clone(),
-            bus: Arc::new(LocalBus::new(distributor)),
-            limiter,
-            role: Arc::new(AlwaysPoller),
+        let up = &settings.upstream;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // The feed's seams, and the cluster's parts that are not seams.
+        let (seams, parts) = match &cluster {
+            None => {
+                let limiter: Arc<dyn RateLimiter> = if provider.rate_limited() {
+                    Arc::new(TokenBucket::new(
+                        up.rate_limit.capacity,
+                        up.rate_limit.refill_per_sec,
+                    ))
+                } else {
+                    Arc::new(Unlimited)
+                };
+                let seams = Seams {
+                    demand: Arc::new(LocalDemand::new(registry.clone(), pinned.clone())),
+                    bus: Arc::new(LocalBus::new(distributor, settings.poll_interval())),
+                    limiter,
+                    role: Arc::new(AlwaysPoller),
+                };
+                (seams, None)
+            }
+            Some(c) => {
+                let lease = Lease::new(c.clone());
+                let demand = ClusterDemand::new(c.clone(), registry.clone(), pinned.clone());
+                let limiter: Arc<dyn RateLimiter> = if provider.rate_limited() {
+                    Arc::new(RedisLimiter::new(
+                        c.clone(),
+                        up.rate_limit.capacity,
+                        up.rate_limit.refill_per_sec,
+                    ))
+                } else {
+                    Arc::new(Unlimited)
+                };
+                let reader = bus::Reader::new(c.clone(), distributor);
+                arbiter.spawn(reader.run(shutdown_rx.clone()));
+                arbiter.spawn(demand.clone().run(shutdown_rx.clone()));
+                let seams = Seams {
+                    demand,
+                    bus: Arc::new(RedisBus::new(c.clone(), lease.clone())),
+                    limiter,
+                    role: lease.clone(),
+                };
+                (seams, Some((lease, Nodes::new(c.clone()))))
+            }
         };
+        let demand = seams.demand.clone();
         let upstream = Arc::new(UpstreamStats::default());
-        let sessions = SessionTable::new(
+        let mut sessions = SessionTable::new(
             settings.limits.max_sessions,
             settings.limits.max_sessions_per_user,
-        );
+        )
+        .named(&node_id);
+        if let (Some(c), Some((_, nodes))) = (&cluster, &parts) {
+            let nodes = nodes.clone();
+            sessions = sessions.clustered(
+                c.session_id_base(),
+                Arc::new(move |user, id| nodes.release(user, id)),
+            );
+        }
 
-        let arbiter = Arbiter::new();
         let deps = WorkerDeps {
             db: db.clone(),
             cache: cache.clone(),
@@ -179,7 +262,6 @@ impl Application {
         let supervisor =
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(deps));
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (fetch_provider, fetch_metrics, fetch_stats) =
             (provider.clone(), metrics.clone(), upstream.clone());
         let fetcher_cfg = FetcherConfig {
@@ -212,24 +294,74 @@ impl Application {
             let _ = done.send(());
         });
 
-        let control = LocalControl::new(Applier {
+        let applier = Applier {
             supervisor: supervisor.clone(),
             sessions: sessions.clone(),
-        });
+        };
+        let ticket_ttl = Duration::from_millis(settings.realtime.ticket_ttl_ms);
+        let plane: Plane = match (cluster, parts) {
+            (Some(c), Some((lease, nodes))) => {
+                let control = RedisControl::new(c.clone(), applier);
+                arbiter.spawn(control.clone().run_writer(shutdown_rx.clone()));
+                arbiter.spawn(control.clone().run_reader(shutdown_rx.clone()));
+                arbiter.spawn(nodes.clone().run_releases(shutdown_rx.clone()));
+                arbiter.spawn(nodes.clone().run_heartbeat(
+                    sessions.clone(),
+                    supervisor.clone(),
+                    lease.clone(),
+                    shutdown_rx.clone(),
+                ));
+                // The lease is handed back before the arbiter stops.
+                let (done, lease_done) = oneshot::channel();
+                let lease_task = lease.clone().run(shutdown_rx.clone());
+                arbiter.spawn(async move {
+                    lease_task.await;
+                    let _ = done.send(());
+                });
+                let tickets = Arc::new(RedisTickets::new(c.clone(), ticket_ttl));
+                let parts = ClusterParts {
+                    cluster: c,
+                    lease,
+                    nodes,
+                    control: control.clone(),
+                };
+                Plane {
+                    control,
+                    tickets,
+                    parts: Some(parts),
+                    lease_done: Some(lease_done),
+                }
+            }
+            _ => {
+                metrics.cluster_poller.set(1);
+                Plane {
+                    control: LocalControl::new(applier),
+                    tickets: Arc::new(TicketStore::new(ticket_ttl, 100_000)),
+                    parts: None,
+                    lease_done: None,
+                }
+            }
+        };
+        let Plane {
+            control,
+            tickets,
+            parts: cluster_parts,
+            lease_done,
+        } = plane;
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
-            tickets: TicketStore::new(
-                Duration::from_millis(settings.realtime.ticket_ttl_ms),
-                100_000,
-            ),
+            node_id,
+            tickets,
             sessions,
             session_rules: SessionRules::from_settings(&settings),
             supervisor,
             control,
+            cluster: cluster_parts,
             metrics,
             registry,
             demand,
+            pinned,
             quotes: cache,
             intraday,
             upstream,
@@ -239,9 +371,6 @@ impl Application {
         });
         arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));
 
-        let bind_err = |source| StartupError::Bind { addr: bind, source };
-        let listener = crate::net::listen(bind).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
         let app_state = state.clone();
         let send_buffer = settings.realtime.socket_send_buffer_bytes;
         let relay_metrics = state.metrics.clone();
@@ -269,6 +398,7 @@ impl Application {
             shutdown,
             arbiter,
             fetcher_done,
+            lease_done,
         })
     }
 
@@ -298,6 +428,9 @@ impl Application {
         let res = self.server.await;
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(FETCHER_STOP_WAIT, self.fetcher_done).await;
+        if let Some(lease) = self.lease_done {
+            let _ = tokio::time::timeout(FETCHER_STOP_WAIT, lease).await;
+        }
         self.arbiter.stop();
         res
     }

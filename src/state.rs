@@ -1,11 +1,15 @@
 //! [`AppState`]: what the HTTP handlers share, built once by
 //! [`crate::startup`].
 
-use crate::auth::TicketStore;
+use crate::auth::Tickets;
+use crate::cluster::control::RedisControl;
+use crate::cluster::lease::Lease;
+use crate::cluster::nodes::Nodes;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::control::ControlPlane;
 use crate::db::Db;
-use crate::feed::{Demand, IntradayStore, QuoteCache, WorkerRegistry};
+use crate::feed::{Demand, IntradayStore, PinnedSymbols, QuoteCache, WorkerRegistry};
 use crate::metrics::Metrics;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
@@ -19,18 +23,25 @@ use std::time::Instant;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: Db,
-    pub tickets: TicketStore,
+    /// This instance's name (`cluster.node_id`, or generated).
+    pub node_id: String,
+    pub tickets: Arc<dyn Tickets>,
     pub sessions: SessionTable,
     /// Built once from the settings; every session starts with a copy.
     pub session_rules: SessionRules,
     pub supervisor: Addr<Supervisor>,
     /// Where REST and admin effects on live sessions go.
     pub control: Arc<dyn ControlPlane>,
+    /// Cluster mode's parts the handlers ask directly (admin views,
+    /// cluster-wide limits); `None` in a single process.
+    pub cluster: Option<ClusterParts>,
     pub metrics: Arc<Metrics>,
     /// The live workers of this instance.
     pub registry: WorkerRegistry,
     /// Where REST asks for symbols nobody watches.
     pub demand: Arc<dyn Demand>,
+    /// Symbols fetched whether or not anyone watches them (alerts).
+    pub pinned: PinnedSymbols,
     /// The latest state of every symbol seen (loaded from the database at
     /// start, kept current by the feed).
     pub quotes: QuoteCache,
@@ -39,6 +50,14 @@ pub struct AppState {
     pub provider: &'static str,
     pub started: Instant,
     pub(crate) shutting_down: AtomicBool,
+}
+
+/// What the HTTP handlers use of cluster mode.
+pub struct ClusterParts {
+    pub cluster: Arc<Cluster>,
+    pub lease: Arc<Lease>,
+    pub nodes: Arc<Nodes>,
+    pub control: Arc<RedisControl>,
 }
 
 impl AppState {

@@ -19,8 +19,8 @@ use crate::session::messages::{
 };
 use crate::session::relay::RelayHandle;
 use crate::worker::{
-    AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, SendSnapshot,
-    StopWorker, Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
+    AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, Reload,
+    SendSnapshot, StopWorker, Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
 };
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -270,6 +270,35 @@ impl Handler<ListWorkers> for Supervisor {
             infos.sort_by_key(|i| i.watchlist_id);
             infos
         })
+    }
+}
+
+/// The watchlists that have a worker here (the cluster heartbeat).
+#[derive(Message)]
+#[rtype(result = "Vec<i64>")]
+pub struct WatchedIds;
+
+impl Handler<WatchedIds> for Supervisor {
+    type Result = MessageResult<WatchedIds>;
+    fn handle(&mut self, _: WatchedIds, _: &mut Context<Self>) -> Self::Result {
+        let mut ids: Vec<i64> = self.workers.keys().copied().collect();
+        ids.sort_unstable();
+        MessageResult(ids)
+    }
+}
+
+/// Every worker reads its watchlist again (after the control plane may have
+/// missed events: a Redis outage).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadAll;
+
+impl Handler<ReloadAll> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, _: ReloadAll, _: &mut Context<Self>) {
+        for e in self.workers.values() {
+            e.worker.do_send(Reload);
+        }
     }
 }
 

@@ -104,9 +104,9 @@ pub struct PriceWorker {
     history: VecDeque<(u64, Frame)>,
     /// Recomputed whenever items or their quotes change.
     totals: Vec<Total>,
-    /// Items came from an `ItemsChanged` since the start: newer than what
-    /// the start-up reload read, which must then not overwrite them.
-    items_changed: bool,
+    /// Counts `ItemsChanged`: a reload that began before one must not
+    /// overwrite its newer items.
+    items_version: u64,
     /// Set when the watchlist was made private (to its owner's id): a
     /// subscription of anyone else that was checked before and arrives
     /// after is ended at once.
@@ -161,7 +161,7 @@ impl PriceWorker {
             epoch: new_epoch(),
             history: VecDeque::new(),
             totals: Vec::new(),
-            items_changed: false,
+            items_version: 0,
             private_to: None,
             snapshot_cache: [None, None],
             health: UpstreamHealth::default(),
@@ -391,6 +391,47 @@ impl PriceWorker {
         self.end(EndReason::Deleted, |_| true);
         ctx.stop();
     }
+
+    /// Reads the watchlist again (existence, visibility, items) and applies
+    /// what changed. An item change that arrives while the read runs is
+    /// newer than what was read, which then leaves the items alone.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let db = self.deps.db.clone();
+        let id = self.watchlist_id;
+        let version = self.items_version;
+        let read = async move {
+            db.run(move |c| {
+                let w = repo::get_watchlist(c, id)?;
+                Ok::<_, DbError>((w, repo::get_items(c, id)?))
+            })
+            .await
+        };
+        ctx.spawn(read.into_actor(self).map(move |res, act, ctx| match res {
+            Ok((w, rows)) => {
+                act.apply_access(w.owner_id, w.is_public);
+                if act.items_version == version {
+                    act.apply_items(rows.iter().filter_map(ItemView::from_row).collect());
+                }
+            }
+            Err(DbError::NotFound) => {
+                act.supervisor.do_send(WorkerGone {
+                    watchlist_id: act.watchlist_id,
+                    worker: ctx.address(),
+                });
+                act.deleted(ctx);
+            }
+            Err(e) => log::warn!("worker {}: could not reload: {e}", act.watchlist_id),
+        }));
+    }
+
+    fn apply_access(&mut self, owner_id: i64, is_public: bool) {
+        if is_public {
+            self.private_to = None;
+        } else {
+            self.private_to = Some(owner_id);
+            self.end(EndReason::Forbidden, |s| s.user_id != owner_id);
+        }
+    }
 }
 
 impl Actor for PriceWorker {
@@ -405,28 +446,7 @@ impl Actor for PriceWorker {
         );
         // The items came from the first session's upgrade; read them again in
         // case the watchlist changed (or went) in between.
-        let db = self.deps.db.clone();
-        let id = self.watchlist_id;
-        let reload = async move {
-            db.run(move |c| {
-                repo::get_watchlist(c, id)?;
-                repo::get_items(c, id)
-            })
-            .await
-        };
-        ctx.spawn(reload.into_actor(self).map(|res, act, ctx| match res {
-            // A change that arrived meanwhile is newer than what was read.
-            Ok(_) if act.items_changed => {}
-            Ok(rows) => act.apply_items(rows.iter().filter_map(ItemView::from_row).collect()),
-            Err(DbError::NotFound) => {
-                act.supervisor.do_send(WorkerGone {
-                    watchlist_id: act.watchlist_id,
-                    worker: ctx.address(),
-                });
-                act.deleted(ctx);
-            }
-            Err(e) => log::warn!("worker {}: could not reload items: {e}", act.watchlist_id),
-        }));
+        self.reload(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -594,7 +614,7 @@ pub struct ItemsChanged(pub Vec<ItemView>);
 impl Handler<ItemsChanged> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: ItemsChanged, _: &mut Context<Self>) {
-        self.items_changed = true;
+        self.items_version += 1;
         self.apply_items(msg.0);
     }
 }
@@ -611,12 +631,19 @@ pub struct AccessChanged {
 impl Handler<AccessChanged> for PriceWorker {
     type Result = ();
     fn handle(&mut self, msg: AccessChanged, _: &mut Context<Self>) {
-        if msg.is_public {
-            self.private_to = None;
-        } else {
-            self.private_to = Some(msg.owner_id);
-            self.end(EndReason::Forbidden, |s| s.user_id != msg.owner_id);
-        }
+        self.apply_access(msg.owner_id, msg.is_public);
+    }
+}
+
+/// Read the watchlist again from the database.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+impl Handler<Reload> for PriceWorker {
+    type Result = ();
+    fn handle(&mut self, _: Reload, ctx: &mut Context<Self>) {
+        self.reload(ctx);
     }
 }
 

@@ -106,6 +106,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/admin/v1")
             .route("/stats", web::get().to(admin::stats))
+            .route("/cluster", web::get().to(admin::cluster))
             .route("/workers", web::get().to(admin::workers))
             .route("/sessions", web::get().to(admin::sessions))
             .route("/sessions/{id}", web::delete().to(admin::kick))

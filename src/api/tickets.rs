@@ -32,10 +32,15 @@ pub async fn ws_ticket(
             .run(move |c| access::load(c, id, me, Access::Read).map(drop))
             .await?;
     }
-    let ticket = state
-        .tickets
-        .issue(caller.user, caller.token_id, id)
-        .ok_or_else(|| ApiError::TooManySessions("too many outstanding tickets".into()))?;
+    let ticket = match state.tickets.issue(caller.user, caller.token_id, id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return Err(ApiError::TooManySessions(
+                "too many outstanding tickets".into(),
+            ))
+        }
+        Err(e) => return Err(ApiError::Unavailable(format!("tickets unavailable: {e:?}"))),
+    };
     Ok(HttpResponse::Ok().json(json!({
         "ticket": ticket,
         "expires_in": state.tickets.ttl().as_secs_f64().ceil() as u64,

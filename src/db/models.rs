@@ -5,7 +5,9 @@ use crate::domain::Symbol;
 use crate::quote::{Known, MarketQuote};
 use diesel::prelude::*;
 
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[derive(
+    Debug, Clone, Queryable, Selectable, Identifiable, serde::Serialize, serde::Deserialize,
+)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: i64,

@@ -10,7 +10,7 @@ use crate::upstream::bucket::TokenBucket;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -19,6 +19,9 @@ use tokio::sync::Notify;
 pub struct LocalDemand {
     registry: WorkerRegistry,
     pinned: PinnedSymbols,
+    /// This demand's own listeners of growth (see [`super::signal`]).
+    registry_grown: Arc<Notify>,
+    pinned_grown: Arc<Notify>,
     forced: Mutex<HashSet<Symbol>>,
     /// Bounded by what REST callers may ask at once (50 symbols a request)
     /// and emptied by every round.
@@ -29,6 +32,8 @@ pub struct LocalDemand {
 impl LocalDemand {
     pub fn new(registry: WorkerRegistry, pinned: PinnedSymbols) -> Self {
         Self {
+            registry_grown: registry.listen(),
+            pinned_grown: pinned.listen(),
             registry,
             pinned,
             forced: Mutex::new(HashSet::new()),
@@ -74,8 +79,8 @@ impl Demand for LocalDemand {
     fn changed(&self) -> BoxFuture<'_, ()> {
         async move {
             tokio::select! {
-                _ = self.registry.grown() => {}
-                _ = self.pinned.grown() => {}
+                _ = self.registry_grown.notified() => {}
+                _ = self.pinned_grown.notified() => {}
                 _ = self.force_asked.notified() => {}
             }
         }
@@ -83,24 +88,35 @@ impl Demand for LocalDemand {
     }
 }
 
-/// Rounds go straight to this process's workers; tick ids count rounds.
+/// Rounds go straight to this process's workers. Tick ids are
+/// `max(previous + 1, grid point)`, as in a cluster: they increase, also
+/// across restarts.
 pub struct LocalBus {
     distributor: Distributor,
     last_tick: AtomicU64,
+    poll: Duration,
 }
 
 impl LocalBus {
-    pub fn new(distributor: Distributor) -> Self {
+    pub fn new(distributor: Distributor, poll: Duration) -> Self {
         Self {
             distributor,
             last_tick: AtomicU64::new(0),
+            poll,
         }
     }
 }
 
 impl QuoteBus for LocalBus {
     fn publish(&self, _full: bool, round: Round) -> BoxFuture<'_, Result<u64, BusError>> {
-        let tick = self.last_tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let grid = crate::clock::grid_index(self.poll);
+        let prev = self
+            .last_tick
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + 1).max(grid))
+            })
+            .unwrap_or(0);
+        let tick = (prev + 1).max(grid);
         self.distributor.deliver(tick, round);
         future::ready(Ok(tick)).boxed()
     }

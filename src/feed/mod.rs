@@ -21,6 +21,7 @@ pub mod intraday;
 pub mod local;
 pub mod pinned;
 pub mod registry;
+pub mod signal;
 
 pub use cache::{QuoteCache, QuoteMap};
 pub use intraday::IntradayStore;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Health of the upstream as the poller sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamHealth {
     pub degraded: bool,
     pub message: String,
@@ -87,6 +88,10 @@ pub enum BusError {
     /// Another instance holds the poller lease now: this round must not land.
     #[error("not the poller any more")]
     Fenced,
+    /// This grid point's round was published already (two pollers for a
+    /// moment): nothing to do.
+    #[error("round already published")]
+    Duplicate,
     #[error("quote bus unavailable: {0}")]
     Unavailable(String),
 }

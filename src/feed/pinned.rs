@@ -2,6 +2,7 @@
 //! watches them (the symbols of enabled price alerts). Their owner replaces
 //! the whole set; the demand reads it.
 
+use super::signal::Signal;
 use crate::domain::Symbol;
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -11,8 +12,8 @@ use tokio::sync::Notify;
 #[derive(Clone, Default)]
 pub struct PinnedSymbols {
     inner: Arc<RwLock<BTreeSet<Symbol>>>,
-    /// Pinged when a replacement added a symbol.
-    grown: Arc<Notify>,
+    /// Raised when a replacement added a symbol.
+    grown: Signal,
 }
 
 impl PinnedSymbols {
@@ -24,7 +25,7 @@ impl PinnedSymbols {
             grew
         };
         if grew {
-            self.grown.notify_one();
+            self.grown.raise();
         }
     }
 
@@ -35,8 +36,8 @@ impl PinnedSymbols {
             .clone()
     }
 
-    /// Resolves when a replacement added a symbol.
-    pub async fn grown(&self) {
-        self.grown.notified().await
+    /// A listener woken when a replacement added a symbol.
+    pub fn listen(&self) -> Arc<Notify> {
+        self.grown.listen()
     }
 }

@@ -2,6 +2,7 @@
 //! they watch ([`WorkerRegistry`]), and the [`Distributor`] that turns a
 //! published round into a [`QuoteTick`] for each of them.
 
+use super::signal::Signal;
 use super::{IntradayStore, QuoteCache, QuoteTick, Round};
 use crate::domain::Symbol;
 use crate::quote::Known;
@@ -28,8 +29,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct WorkerRegistry {
     inner: Arc<Mutex<Inner>>,
-    /// Pinged when a worker registers or changes its symbols.
-    grown: Arc<Notify>,
+    /// Raised when a worker registers or changes its symbols.
+    grown: Signal,
 }
 
 /// A worker's registration; dropping it unregisters.
@@ -53,7 +54,7 @@ impl WorkerRegistry {
             inner.watches.insert(id, Watch { symbols, tick });
             id
         };
-        self.grown.notify_one();
+        self.grown.raise();
         WatchGuard {
             registry: self.clone(),
             id,
@@ -69,9 +70,9 @@ impl WorkerRegistry {
             .collect()
     }
 
-    /// Resolves when a worker registered or changed its symbols.
-    pub async fn grown(&self) {
-        self.grown.notified().await
+    /// A listener woken when a worker registers or changes its symbols.
+    pub fn listen(&self) -> Arc<Notify> {
+        self.grown.listen()
     }
 
     /// Delivers a tick to every live worker. A worker whose mailbox is full
@@ -94,7 +95,7 @@ impl WatchGuard {
         if let Some(w) = self.registry.lock().watches.get_mut(&self.id) {
             w.symbols = symbols;
         }
-        self.registry.grown.notify_one();
+        self.registry.grown.raise();
     }
 }
 

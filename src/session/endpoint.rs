@@ -41,14 +41,14 @@ enum Credentials {
 impl Credentials {
     /// A single-use ticket, else the Authorization header. A ticket issued
     /// for one watchlist opens only that watchlist's v1 socket.
-    fn of(
+    async fn of(
         req: &HttpRequest,
         state: &AppState,
         query: &WsQuery,
         watchlist: Option<i64>,
     ) -> Result<Self, ApiError> {
         match (&query.ticket, auth::bearer_token(req)?) {
-            (Some(ticket), _) => match state.tickets.consume(ticket, watchlist) {
+            (Some(ticket), _) => match state.tickets.consume(ticket.clone(), watchlist).await {
                 Ok(t) => Ok(Credentials::Checked(Caller {
                     user: t.user,
                     token_id: t.token_id,
@@ -59,6 +59,9 @@ impl Credentials {
                 Err(TicketError::WrongWatchlist) => Err(ApiError::Forbidden(
                     "ticket was issued for another watchlist".into(),
                 )),
+                Err(TicketError::Unavailable(e)) => {
+                    Err(ApiError::Unavailable(format!("tickets unavailable: {e}")))
+                }
             },
             (None, Some(token)) => Ok(Credentials::Bearer(token)),
             (None, None) => Err(AuthError::Missing.into()),
@@ -94,7 +97,7 @@ pub async fn connect_watchlist(
         })?),
     };
     let intraday = flag(query.intraday.as_deref())?;
-    let creds = Credentials::of(&req, &state, &query, Some(watchlist_id))?;
+    let creds = Credentials::of(&req, &state, &query, Some(watchlist_id)).await?;
 
     // One trip to the database for the token, the watchlist and its items:
     // each trip is a hand-off to the blocking pool and back, and connects
@@ -113,7 +116,7 @@ pub async fn connect_watchlist(
         since,
         intraday,
     };
-    start(&req, payload, &state, caller, Endpoint::Watchlist(first))
+    start(&req, payload, &state, caller, Endpoint::Watchlist(first)).await
 }
 
 /// `GET /ws/v1`: a socket that subscribes to watchlists by message.
@@ -128,12 +131,12 @@ pub async fn connect_multi(
             "since and intraday go with each subscribe message on /ws/v1".into(),
         ));
     }
-    let creds = Credentials::of(&req, &state, &query, None)?;
+    let creds = Credentials::of(&req, &state, &query, None).await?;
     let caller = match creds {
         Credentials::Checked(caller) => caller,
         Credentials::Bearer(token) => auth::authenticate(&state.db, token).await?,
     };
-    start(&req, payload, &state, caller, Endpoint::Multi)
+    start(&req, payload, &state, caller, Endpoint::Multi).await
 }
 
 /// A query flag: absent, `0`/`false` or `1`/`true`.
@@ -148,7 +151,7 @@ fn flag(raw: Option<&str>) -> Result<bool, ApiError> {
 }
 
 /// The checks every upgrade shares (shutdown, limits), then the upgrade.
-fn start(
+async fn start(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -182,6 +185,19 @@ fn start(
                 ApiError::TooManySessions("too many sessions for this user".into())
             }
         })?;
+    // In cluster mode the user's limit counts sessions on every instance.
+    if let Some(parts) = &state.cluster {
+        let max = state.settings.limits.max_sessions_per_user;
+        match parts.nodes.reserve(caller.user.id, guard.id, max).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ApiError::TooManySessions(
+                    "too many sessions for this user".into(),
+                ))
+            }
+            Err(e) => return Err(ApiError::Unavailable(format!("cluster unavailable: {e}"))),
+        }
+    }
 
     // Each HTTP worker thread has its relay (see `startup`).
     let relay = req

@@ -41,9 +41,11 @@ pub struct SessionEntry {
 }
 
 /// A row of `GET /admin/v1/sessions`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SessionInfo {
     pub id: u64,
+    /// The instance the session is on.
+    pub node_id: String,
     pub user: String,
     pub watchlist_id: Option<i64>,
     pub subscriptions: Vec<i64>,
@@ -73,6 +75,11 @@ pub enum LimitError {
 #[derive(Clone)]
 pub struct SessionTable {
     inner: Arc<Mutex<Inner>>,
+    /// This instance's node id, shown with every session.
+    node_id: Arc<str>,
+    /// Told of every session that goes (cluster mode: its user's
+    /// cluster-wide count).
+    on_release: Option<Arc<dyn Fn(i64, u64) + Send + Sync>>,
     /// Pinged whenever the last session goes.
     emptied: Arc<Notify>,
     max_sessions: usize,
@@ -100,10 +107,31 @@ impl SessionTable {
     pub fn new(max_sessions: usize, max_per_user: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::default())),
+            node_id: Arc::from(""),
+            on_release: None,
             emptied: Arc::default(),
             max_sessions,
             max_per_user,
         }
+    }
+
+    /// Names the instance in the rows of [`SessionTable::list`].
+    pub fn named(mut self, node_id: &str) -> Self {
+        self.node_id = Arc::from(node_id);
+        self
+    }
+
+    /// Cluster mode: session ids start at `id_base` (unique to this node),
+    /// and `on_release(user_id, session_id)` is told of every session that
+    /// goes.
+    pub fn clustered(
+        mut self,
+        id_base: u64,
+        on_release: Arc<dyn Fn(i64, u64) + Send + Sync>,
+    ) -> Self {
+        self.lock().next_id = id_base;
+        self.on_release = Some(on_release);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -159,10 +187,22 @@ impl SessionTable {
                     inner.per_user.remove(&e.user_id);
                 }
             }
+            if let Some(hook) = &self.on_release {
+                hook(e.user_id, id);
+            }
         }
         if inner.sessions.is_empty() {
             self.emptied.notify_waiters();
         }
+    }
+
+    /// Session ids by user (the cluster heartbeat keeps them counted).
+    pub fn ids_by_user(&self) -> HashMap<i64, Vec<u64>> {
+        let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
+        for e in self.lock().sessions.values() {
+            out.entry(e.user_id).or_default().push(e.id);
+        }
+        out
     }
 
     /// Resolves once the table is empty.
@@ -219,6 +259,7 @@ impl SessionTable {
             .values()
             .map(|e| SessionInfo {
                 id: e.id,
+                node_id: self.node_id.to_string(),
                 user: e.user.clone(),
                 watchlist_id: e.watchlist_id,
                 subscriptions: e.subscriptions.clone(),
