@@ -6,11 +6,14 @@
 //! Publishing is one Lua script, so nothing half-done is ever visible:
 //! * it is **fenced**: it lands only while `PREFIX:poller` still holds the
 //!   publisher's lease value, so a paused or replaced poller cannot publish;
-//! * a full round is **idempotent** per grid point of Redis time: a second
-//!   full round for the same point (two pollers for a moment) is refused;
-//! * the round's id (`tick`) is `max(previous + 1, grid point)`: it
-//!   increases, the same on every instance, across failovers and even when
-//!   Redis itself restarted empty;
+//! * it is **idempotent**: each round carries the publisher's own id for it
+//!   (`NODE:FENCE:N`); publishing the same round again (a retry after an
+//!   answer was lost) answers the tick it already got, without a second
+//!   entry. A new poller's round for the same moment is simply the next
+//!   round, with fresher data, which harms nothing;
+//! * the round's id (`tick`) is `max(previous + 1, grid point of Redis
+//!   time)`: it increases, the same on every instance, across failovers and
+//!   even when Redis itself restarted empty;
 //! * it records each symbol's latest state in `PREFIX:last` and the upstream
 //!   health in `PREFIX:meta`, so a reader that (re)starts, or finds it missed
 //!   entries (each entry names the tick before it), seeds itself from there.
@@ -42,15 +45,14 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local poll = tonumber(ARGV[2])
-local grid = math.floor((now + poll / 2) / poll)
-if ARGV[3] == '1' then
-  local last = tonumber(redis.call('HGET', KEYS[5], 'grid') or '-1')
-  if grid <= last then return -2 end
-  redis.call('HSET', KEYS[5], 'grid', grid)
+local grid = math.floor(now / poll)
+if redis.call('HGET', KEYS[5], 'round') == ARGV[3] then
+  return tonumber(redis.call('GET', KEYS[2]))
 end
 local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
 local tick = math.max(prev + 1, grid)
 redis.call('SET', KEYS[2], tick)
+redis.call('HSET', KEYS[5], 'round', ARGV[3])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], tick .. '-0',
   'node', ARGV[6], 'prev', prev, 'round', ARGV[4])
 redis.call('HSET', KEYS[5], 'health', ARGV[7])
@@ -76,20 +78,30 @@ struct Wire {
 pub struct RedisBus {
     cluster: Arc<Cluster>,
     lease: Arc<super::lease::Lease>,
+    /// Numbers this publisher's rounds, for idempotent publishing.
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl RedisBus {
     pub fn new(cluster: Arc<Cluster>, lease: Arc<super::lease::Lease>) -> Self {
-        Self { cluster, lease }
+        Self {
+            cluster,
+            lease,
+            rounds: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
 impl QuoteBus for RedisBus {
-    fn publish(&self, full: bool, round: Round) -> BoxFuture<'_, Result<u64, BusError>> {
+    fn publish(&self, _full: bool, round: Round) -> BoxFuture<'_, Result<u64, BusError>> {
         async move {
             let Some(fence) = self.lease.value() else {
                 return Err(BusError::Fenced);
             };
+            let n = self
+                .rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let round_id = format!("{fence}:{n}");
             let wire = Wire {
                 intraday: round
                     .intraday
@@ -113,7 +125,7 @@ impl QuoteBus for RedisBus {
                 .key(keys.key("meta"))
                 .arg(&fence)
                 .arg(self.cluster.poll_ms)
-                .arg(if full { "1" } else { "0" })
+                .arg(&round_id)
                 .arg(&payload)
                 .arg(STREAM_LEN)
                 .arg(&self.cluster.node_id)
@@ -127,8 +139,6 @@ impl QuoteBus for RedisBus {
             let res: redis::RedisResult<i64> = inv.invoke_async(&mut conn).await;
             match res {
                 Ok(-1) => Err(BusError::Fenced),
-                // Another poller already published this grid point's round.
-                Ok(-2) => Err(BusError::Duplicate),
                 Ok(tick) if tick > 0 => {
                     self.cluster.metrics.bus_out.inc();
                     Ok(tick as u64)

@@ -152,8 +152,10 @@ impl RedisControl {
     pub async fn run_reader(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let key = self.cluster.keys.key("control");
         let block = Duration::from_millis(1000);
-        // Only what is published from now on concerns this node.
-        let mut last = String::from("$");
+        // Only what is published from now on concerns this node: the id of
+        // the newest entry when the reader first connects (never `$` in the
+        // read itself, which would skip entries added between two reads).
+        let mut last: Option<String> = None;
         let mut conn = None;
         let mut lost = false;
         loop {
@@ -165,11 +167,17 @@ impl RedisControl {
                     conn = Some(self.cluster.dedicated(block).await?);
                 }
                 let c = conn.as_mut().expect("connected above");
+                if last.is_none() {
+                    let newest: redis::streams::StreamRangeReply =
+                        c.xrevrange_count(&key, "+", "-", 1).await?;
+                    last = Some(newest.ids.first().map_or("0-0".into(), |e| e.id.clone()));
+                }
+                let from = last.clone().expect("set above");
                 let opts = StreamReadOptions::default()
                     .block(block.as_millis() as usize)
                     .count(100);
                 let reply: Option<StreamReadReply> =
-                    c.xread_options(&[&key], &[&last], &opts).await?;
+                    c.xread_options(&[&key], &[&from], &opts).await?;
                 Ok::<_, redis::RedisError>(reply)
             };
             let res = tokio::select! {
@@ -187,7 +195,7 @@ impl RedisControl {
                         self.applier.supervisor.do_send(ReloadAll);
                     }
                     for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                        last = entry.id.clone();
+                        last = Some(entry.id.clone());
                         let node: Option<String> = entry.get("node");
                         if node.as_deref() == Some(self.cluster.node_id.as_str()) {
                             continue;

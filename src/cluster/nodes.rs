@@ -163,11 +163,10 @@ impl Nodes {
                 log::debug!("heartbeat: {e}");
             }
         }
-        let key = self.cluster.keys.key("nodes");
         let mut conn = self.cluster.redis.conn();
-        let _: redis::RedisResult<()> = redis::cmd("HDEL")
-            .arg(key)
-            .arg(&self.cluster.node_id)
+        let _: redis::RedisResult<()> = redis::pipe()
+            .hdel(self.cluster.keys.key("nodes"), &self.cluster.node_id)
+            .hdel(self.cluster.keys.key("nodes_seen"), &self.cluster.node_id)
             .query_async(&mut conn)
             .await;
     }
@@ -189,22 +188,25 @@ impl Nodes {
             poller,
         };
         let json = serde_json::to_string(&info).unwrap_or_default();
-        // Stamped with Redis time inside the script; stale nodes pruned.
+        // Seen-at in Redis time, in a hash of its own (no JSON surgery in
+        // Lua); nodes not seen for 3 × lease are pruned from both.
         let script = format!(
             "{LUA_NOW_MS}
-            local info = cjson.decode(ARGV[2])
-            info['last_seen_ms'] = now
-            redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
-            local all = redis.call('HGETALL', KEYS[1])
-            for i = 1, #all, 2 do
-              local seen = cjson.decode(all[i + 1])['last_seen_ms'] or 0
-              if seen < now - tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) end
+            redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+            redis.call('HSET', KEYS[2], ARGV[1], now)
+            local seen = redis.call('HGETALL', KEYS[2])
+            for i = 1, #seen, 2 do
+              if tonumber(seen[i + 1]) < now - tonumber(ARGV[3]) then
+                redis.call('HDEL', KEYS[1], seen[i])
+                redis.call('HDEL', KEYS[2], seen[i])
+              end
             end
             return now"
         );
         let mut conn = self.cluster.redis.conn();
         let now: i64 = Script::new(&script)
             .key(self.cluster.keys.key("nodes"))
+            .key(self.cluster.keys.key("nodes_seen"))
             .arg(&self.cluster.node_id)
             .arg(json)
             .arg(self.ttl_ms())
@@ -233,19 +235,36 @@ impl Nodes {
 
     /// The live nodes (seen within 3 × lease), by node id.
     pub async fn live(&self) -> Result<Vec<NodeInfo>, ClusterError> {
-        let key = self.cluster.keys.key("nodes");
+        let keys = [
+            self.cluster.keys.key("nodes"),
+            self.cluster.keys.key("nodes_seen"),
+        ];
         let ttl = self.ttl_ms() as i64;
-        let script = format!("{LUA_NOW_MS} return {{now, redis.call('HGETALL', KEYS[1])}}");
-        let (now, flat): (i64, Vec<String>) =
-            self.cluster
-                .redis
-                .run(move |mut c| async move {
-                    Script::new(&script).key(key).invoke_async(&mut c).await
-                })
-                .await?;
-        let mut nodes: Vec<NodeInfo> = flat
+        let script = format!(
+            "{LUA_NOW_MS} return {{now, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}}"
+        );
+        let (now, infos, seen): (i64, Vec<String>, Vec<String>) = self
+            .cluster
+            .redis
+            .run(move |mut c| async move {
+                Script::new(&script)
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let seen: std::collections::HashMap<&str, i64> = seen
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?.as_str(), p.get(1)?.parse().ok()?)))
+            .collect();
+        let mut nodes: Vec<NodeInfo> = infos
             .chunks(2)
             .filter_map(|pair| serde_json::from_str::<NodeInfo>(pair.get(1)?).ok())
+            .filter_map(|mut n| {
+                n.last_seen_ms = *seen.get(n.node_id.as_str())?;
+                Some(n)
+            })
             .filter(|n| n.last_seen_ms >= now - ttl)
             .collect();
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));

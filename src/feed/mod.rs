@@ -88,10 +88,6 @@ pub enum BusError {
     /// Another instance holds the poller lease now: this round must not land.
     #[error("not the poller any more")]
     Fenced,
-    /// This grid point's round was published already (two pollers for a
-    /// moment): nothing to do.
-    #[error("round already published")]
-    Duplicate,
     #[error("quote bus unavailable: {0}")]
     Unavailable(String),
 }

@@ -395,7 +395,6 @@ impl Fetcher {
                     }
                 }
             }
-            Err(BusError::Duplicate) => log::debug!("round already published by another poller"),
             Err(BusError::Fenced) => {
                 log::info!("another instance polls now; this round was not published");
                 self.forget();

@@ -10,6 +10,7 @@
 // Not every test file that includes this module talks to the fake.
 #[allow(unused_imports)]
 pub use fake_yahoo;
+pub mod cluster;
 pub mod raw_ws;
 pub mod webdriver;
 
@@ -525,24 +526,7 @@ impl TestApp {
 
     /// Opens a WebSocket; a refusal gives its status and JSON body.
     pub async fn try_ws(&self, url: &str, token: Option<&str>) -> Result<Ws, (u16, Value)> {
-        let mut req = url.into_client_request().unwrap();
-        if let Some(t) = token {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        }
-        match tokio_tungstenite::connect_async(req).await {
-            Ok((stream, _)) => Ok(Ws { stream }),
-            Err(tungstenite::Error::Http(res)) => {
-                let status = res.status().as_u16();
-                let body = res
-                    .body()
-                    .as_ref()
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or(Value::Null);
-                Err((status, body))
-            }
-            Err(e) => panic!("websocket connect failed: {e}"),
-        }
+        connect_ws(url, token).await
     }
 
     pub async fn ticket(&self, token: &str, watchlist_id: i64) -> String {
@@ -588,6 +572,29 @@ pub fn user_token(db: &Db, name: &str, admin: bool) -> String {
     quotecast::cli::add_user(db, name, admin)
         .expect("user created")
         .2
+}
+
+/// Opens a WebSocket on any server; a refusal gives its status and JSON
+/// body.
+pub async fn connect_ws(url: &str, token: Option<&str>) -> Result<Ws, (u16, Value)> {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((stream, _)) => Ok(Ws { stream }),
+        Err(tungstenite::Error::Http(res)) => {
+            let status = res.status().as_u16();
+            let body = res
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            Err((status, body))
+        }
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
 }
 
 /// A WebSocket client.
