@@ -170,10 +170,16 @@ export class IntradayChart {
     // Redraw at the new width when the panel resizes; only on a width change, so drawing
     // (which never changes the box's width) cannot loop.
     if ('ResizeObserver' in window) {
-      new ResizeObserver(() => {
+      this.resizes = new ResizeObserver(() => {
         if (this.root.clientWidth && this.root.clientWidth !== this.width) this.draw();
-      }).observe(this.root);
+      });
+      this.resizes.observe(this.root);
     }
+  }
+
+  /** Stops watching the size (the panel is closing). */
+  dispose() {
+    if (this.resizes) this.resizes.disconnect();
   }
 
   /** opts: { label, previousClose, currency } */

@@ -33,7 +33,7 @@ const SNAPSHOT_OVERDUE_MS = 10000;
 
 export const COLUMNS = [
   ['symbol', 'Symbol'], ['name', 'Name'], ['trend', 'Today'], ['price', 'Price', 'num'], ['change', 'Change', 'num'],
-  ['change-pct', 'Change %', 'num'], ['volume', 'Volume', 'num'], ['state', 'Market'], ['time', 'Market time'],
+  ['change-pct', 'Change %', 'num'], ['volume', 'Volume', 'num'], ['state', 'Market'],
   ['qty', 'Quantity', 'num'], ['cost', 'Purchase price', 'num'], ['value', 'Value', 'num'], ['pl', 'P/L', 'num'],
   ['actions', 'Actions'],
 ];
@@ -305,6 +305,7 @@ export class Panel {
     this.sub = 'stopped';
     clearTimeout(this.retryTimer);
     for (const row of this.rows.values()) clearTimeout(row.flashTimer);
+    this.chart.dispose();
     this.root.remove();
     this.ctx.onClosed(this);
   }
@@ -570,9 +571,12 @@ export class Panel {
     setCell(c.change, fmtMoney(q.change, cur, true), q.change, signClass(q.change));
     setCell(c['change-pct'], fmtPercent(q.change_percent), q.change_percent, signClass(q.change_percent));
     setCell(c.volume, fmtCount(q.volume), q.volume);
+    // The market's state, and under it the time of the quote (as the memo sits under the symbol).
     if (unknown) c.state.replaceChildren(el('span', { class: 'badge unknown', testid: `unknown-${this.id}-${row.symbol}` }, 'unknown symbol'));
-    else c.state.textContent = q.market_state || DASH;
-    c.time.textContent = fmtTime(q.market_time);
+    else {
+      c.state.replaceChildren(el('span', { class: 'market-state' }, q.market_state || DASH),
+        el('span', { class: 'market-time', testid: `time-${this.id}-${row.symbol}` }, fmtTime(q.market_time)));
+    }
     setCell(c.qty, fmtCount(q.quantity, 4), q.quantity);
     setCell(c.cost, fmtMoney(q.purchase_price, cur), q.purchase_price);
     const value = isNum(q.price) && isNum(q.quantity) ? q.price * q.quantity : null;
