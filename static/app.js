@@ -117,7 +117,7 @@ function renderSocketState() {
   const box = $('socket-state');
   box.hidden = conn.state === 'idle';
   const word = conn.state === 'stopped' ? 'offline' : conn.state;
-  box.className = `conn conn-${word === 'connecting' ? 'connecting' : word}`;
+  box.className = `conn conn-${word}`;
   box.textContent = `stream ${word}`;
   box.title = conn.reason || 'One connection carries every open watchlist';
 }

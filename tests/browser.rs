@@ -14,13 +14,14 @@ mod support;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
+use support::fake_yahoo::{FakeYahoo, Fault};
 use support::webdriver::{base64_decode, Browser, LaunchError};
 use support::{eventually, items, throughout, Backend, Event, TestApp, Ws};
 
-/// A started server and a browser, or `None` when the test is skipped.
-async fn start(test: &str) -> Option<(TestApp, Browser)> {
-    let browser = match Browser::launch(test).await {
-        Ok(b) => b,
+/// A browser, or `None` when the test is skipped.
+async fn browser(test: &str) -> Option<Browser> {
+    match Browser::launch(test).await {
+        Ok(b) => Some(b),
         Err(LaunchError::NotInstalled(why)) => {
             if std::env::var("QUOTECAST_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
                 panic!("browser required (QUOTECAST_REQUIRE_BROWSER=1) but {why}: apt-get install chromium chromium-driver");
@@ -34,10 +35,16 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
                     "SKIPPED browser tests: {why}; apt-get install chromium chromium-driver"
                 );
             });
-            return None;
+            None
         }
         Err(LaunchError::Failed(why)) => panic!("{test}: the browser did not start: {why}"),
-    };
+    }
+}
+
+/// A started server (simulated prices) and a browser, or `None` when the
+/// test is skipped.
+async fn start(test: &str) -> Option<(TestApp, Browser)> {
+    let browser = browser(test).await?;
     Some((TestApp::spawn(Backend::Sqlite).await, browser))
 }
 
@@ -639,6 +646,55 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     );
 }
 
+/// `status` frames are about the upstream, which every watchlist shares:
+/// one frame on the socket shows (and clears) the banner on every panel.
+#[actix_web::test]
+async fn an_upstream_status_applies_to_every_panel() {
+    let Some(b) = browser("upstream-status").await else {
+        return;
+    };
+    let fake = FakeYahoo::start();
+    let base = fake.base_url();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
+        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
+        s.upstream.base_url = base.parse().expect("fake base url");
+        s.upstream.request_timeout_ms = 1000;
+        s.upstream.backoff_base_ms = 100;
+        s.upstream.backoff_max_ms = 400;
+        s.upstream.rate_limit.capacity = 10_000.0;
+        s.upstream.rate_limit.refill_per_sec = 10_000.0;
+    })
+    .await;
+    let token = app.user("alice");
+    let ids = [
+        app.watchlist(&token, "One", false, items(&["AAPL"])).await,
+        app.watchlist(&token, "Two", false, items(&["MSFT"])).await,
+    ];
+    sign_in(&b, &app, &token).await;
+    for (id, symbol) in ids.iter().zip(["AAPL", "MSFT"]) {
+        wait_live(&b, *id).await;
+        wait_price(&b, *id, symbol).await;
+    }
+    let all = |flag: &str| {
+        format!(
+            "const p = window.quotecast.panels; return {ids:?}.every((id) => p[id] && p[id].degraded === {flag})"
+        )
+    };
+    assert_eq!(b.execute(&all("false"), json!([])).await, true);
+
+    fake.fail_all(Fault::server_error());
+    b.wait_js("every panel degraded", &all("true")).await;
+    for id in ids {
+        let banner = text(&b, &format!("degraded-{id}")).await;
+        assert!(banner.contains("degraded"), "{banner:?}");
+    }
+    fake.clear_faults();
+    b.wait_js("every panel back to normal", &all("false")).await;
+    for id in ids {
+        assert!(!b.find(&format!("degraded-{id}")).await.displayed().await);
+    }
+}
+
 #[actix_web::test]
 async fn a_revoked_token_signs_the_page_out() {
     let Some((app, b)) = start("revoked-token").await else {
@@ -1098,9 +1154,7 @@ async fn screenshot_of_a_live_dashboard() {
     }
     // Opened from the script, so no pointer hovers over the page in the picture.
     b.execute(
-        &format!(
-            "document.querySelector('[data-testid=\"chart-open-{tokyo}-7203.T\"]').click()"
-        ),
+        &format!("document.querySelector('[data-testid=\"chart-open-{tokyo}-7203.T\"]').click()"),
         json!([]),
     )
     .await;
