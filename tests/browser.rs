@@ -1,6 +1,8 @@
 //! End-to-end tests of the dashboard in headless Chromium, through
 //! chromedriver: what a person sees in the page while the real server runs,
-//! streams prices, kicks sessions and revokes tokens.
+//! streams prices, kicks sessions and revokes tokens. The page keeps one
+//! socket (`GET /ws/v1`) for all its panels; the tests count sockets and
+//! subscriptions through the admin API.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages). Without them the
 //! tests say SKIPPED and pass, unless `QUOTECAST_REQUIRE_BROWSER=1` (as in
@@ -12,13 +14,14 @@ mod support;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
+use support::fake_yahoo::{FakeYahoo, Fault};
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{eventually, items, throughout, Backend, TestApp};
+use support::{eventually, items, throughout, Backend, Event, TestApp, Ws};
 
-/// A started server and a browser, or `None` when the test is skipped.
-async fn start(test: &str) -> Option<(TestApp, Browser)> {
-    let browser = match Browser::launch(test).await {
-        Ok(b) => b,
+/// A browser, or `None` when the test is skipped.
+async fn browser(test: &str) -> Option<Browser> {
+    match Browser::launch(test).await {
+        Ok(b) => Some(b),
         Err(LaunchError::NotInstalled(why)) => {
             if std::env::var("QUOTECAST_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
                 panic!("browser required (QUOTECAST_REQUIRE_BROWSER=1) but {why}: apt-get install chromium chromium-driver");
@@ -32,10 +35,16 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
                     "SKIPPED browser tests: {why}; apt-get install chromium chromium-driver"
                 );
             });
-            return None;
+            None
         }
         Err(LaunchError::Failed(why)) => panic!("{test}: the browser did not start: {why}"),
-    };
+    }
+}
+
+/// A started server (simulated prices) and a browser, or `None` when the
+/// test is skipped.
+async fn start(test: &str) -> Option<(TestApp, Browser)> {
+    let browser = browser(test).await?;
     Some((TestApp::spawn(Backend::Sqlite).await, browser))
 }
 
@@ -114,6 +123,92 @@ async fn wait_sessions(app: &TestApp, n: usize) -> Vec<Value> {
         }
     })
     .await
+}
+
+/// The page's socket: the one session on `GET /ws/v1` (no `watchlist_id`),
+/// once it holds exactly the subscriptions `subs`.
+async fn wait_page_socket(app: &TestApp, subs: &[i64]) -> Value {
+    let mut want = subs.to_vec();
+    want.sort_unstable();
+    eventually(
+        &format!("one page socket subscribed to {want:?}"),
+        async || {
+            let all = app.sessions().await;
+            let page: Vec<&Value> = all.iter().filter(|s| s["watchlist_id"].is_null()).collect();
+            let mut got: Vec<i64> = page
+                .first()
+                .and_then(|s| s["subscriptions"].as_array())
+                .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            got.sort_unstable();
+            if page.len() == 1 && got == want {
+                Ok(page[0].clone())
+            } else {
+                Err(format!("{all:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The page's connection state (`window.quotecast.connection`).
+async fn connection(b: &Browser) -> Value {
+    b.execute("return window.quotecast.connection", json!([]))
+        .await
+}
+
+/// Keeps a v1 socket on a watchlist open, reading it in the background so
+/// the server never finds it silent: its worker (and the epoch of its
+/// history) then outlives the page's socket. Abort the handle to end it.
+fn keep_open(mut ws: Ws) -> actix_web::rt::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        while let Some(Event::Json(_)) = ws.next_event(Duration::from_secs(60)).await {}
+    })
+}
+
+/// Starts recording every state word panel `id` shows, however briefly,
+/// into `window.__conn`.
+async fn record_states(b: &Browser, id: i64) {
+    b.execute(
+        &format!(
+            "const el = document.querySelector('[data-testid=\"conn-state-{id}\"]'); \
+             window.__conn = []; \
+             new MutationObserver(() => {{ const w = el.firstChild.nodeValue; \
+               if (window.__conn[window.__conn.length - 1] !== w) window.__conn.push(w); }}) \
+               .observe(el, {{subtree: true, characterData: true, childList: true}});"
+        ),
+        json!([]),
+    )
+    .await;
+}
+
+async fn recorded_states(b: &Browser) -> Vec<String> {
+    let seen = b.execute("return window.__conn", json!([])).await;
+    seen.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A user like the demo one `cargo run` creates, with the same watchlists;
+/// returns the token and the two watchlist ids.
+async fn demo_user(app: &TestApp) -> (String, Vec<i64>) {
+    let token = app.user("demo");
+    let (_, me) = app.get("/api/v1/me", &token).await;
+    let user_id = me["id"].as_i64().expect("user id");
+    app.db()
+        .run(move |c| quotecast::demo::create_watchlists(c, user_id))
+        .await
+        .expect("demo watchlists");
+    let (_, list) = app.get("/api/v1/watchlists", &token).await;
+    let ids = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_i64().unwrap())
+        .collect();
+    (token, ids)
 }
 
 #[actix_web::test]
@@ -231,16 +326,19 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     let moved = wait_price_change(&b, id, "AAPL", first).await;
     assert_ne!(first, moved);
 
-    // Quantity, cost and the totals follow the same quote, read in one go.
+    // Quantity, cost, value and the server's totals follow the same quote,
+    // read in one go.
     let row = b
         .execute(
             &format!(
-                "return {{price: {}, qty: {}, cost: {}, pl: {}, total: {}}}",
+                "return {{price: {}, qty: {}, cost: {}, pl: {}, value: {}, total: {}, total_pl: {}}}",
                 cell_value(&format!("price-{id}-AAPL")),
                 cell_value(&format!("qty-{id}-AAPL")),
                 cell_value(&format!("cost-{id}-AAPL")),
                 cell_value(&format!("pl-{id}-AAPL")),
-                cell_value(&format!("total-value-{id}")),
+                cell_value(&format!("value-{id}-AAPL")),
+                cell_value(&format!("total-value-{id}-USD")),
+                cell_value(&format!("total-pl-{id}-USD")),
             ),
             json!([]),
         )
@@ -248,10 +346,10 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     let price = row["price"].as_f64().unwrap();
     assert_eq!(row["qty"], 10.0, "{row}");
     assert_eq!(row["cost"], 150.0, "{row}");
-    assert!(
-        (row["total"].as_f64().unwrap() - price * 10.0).abs() < 1e-6,
-        "{row}"
-    );
+    let near = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6;
+    assert!(near(&row["value"], price * 10.0), "{row}");
+    assert!(near(&row["total"], price * 10.0), "{row}");
+    assert!(near(&row["total_pl"], (price - 150.0) * 10.0), "{row}");
     assert!(
         (row["pl"].as_f64().unwrap() - (price - 150.0) * 10.0).abs() < 0.05,
         "{row}"
@@ -338,32 +436,86 @@ async fn add_item_errors_show_the_servers_message() {
 }
 
 #[actix_web::test]
-async fn a_kicked_session_reconnects() {
-    let Some((app, b)) = start("kick-reconnect").await else {
+async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
+    let Some((app, b)) = start("one-socket").await else {
+        return;
+    };
+    let token = app.user("alice");
+    let first = app
+        .watchlist(&token, "First", false, items(&["AAPL"]))
+        .await;
+    let second = app
+        .watchlist(&token, "Second", false, items(&["MSFT", "7203.T"]))
+        .await;
+    sign_in(&b, &app, &token).await;
+    open_panel(&b, first).await;
+    open_panel(&b, second).await;
+    wait_price(&b, first, "AAPL").await;
+    wait_price(&b, second, "7203.T").await;
+
+    // Two panels, one socket holding both subscriptions.
+    let socket = wait_page_socket(&app, &[first, second]).await;
+    assert_eq!(app.sessions().await.len(), 1);
+    assert_eq!(connection(&b).await["opens"], 1);
+
+    // Closing a panel unsubscribes it on the same socket.
+    b.find(&format!("close-{first}")).await.click().await;
+    let after = wait_page_socket(&app, &[second]).await;
+    assert_eq!(
+        after["id"], socket["id"],
+        "the socket was replaced: {after}"
+    );
+    assert!(b.try_find(&format!("panel-{first}")).await.is_none());
+    let price = wait_price(&b, second, "MSFT").await;
+    wait_price_change(&b, second, "MSFT", price).await;
+    assert_eq!(wait_live(&b, second).await["subscribes"], 1);
+
+    // The choice is remembered: a reload reopens only the panel left open.
+    b.goto(&app.base).await;
+    wait_live(&b, second).await;
+    wait_page_socket(&app, &[second]).await;
+    let open = b
+        .execute("return Object.keys(window.quotecast.panels)", json!([]))
+        .await;
+    assert_eq!(open, json!([second.to_string()]));
+
+    // No panel left: no socket left.
+    b.find(&format!("close-{second}")).await.click().await;
+    wait_sessions(&app, 0).await;
+    assert_eq!(connection(&b).await["state"], "idle");
+}
+
+#[actix_web::test]
+async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
+    let Some((app, b)) = start("kick-recover").await else {
         return;
     };
     let token = app.user("alice");
     let id = app
         .watchlist(&token, "Kick", false, items(&["AAPL", "MSFT"]))
         .await;
+    // Another client keeps the watchlist's worker, and so its history, alive
+    // while the page is away: the page can then resume where it left off.
+    let keeper = keep_open(app.ws(id, &token).await);
     sign_in(&b, &app, &token).await;
     let before = open_panel(&b, id).await;
-    assert_eq!(before["opens"], 1, "{before}");
+    assert_eq!(before["subscribes"], 1, "{before}");
     let price = wait_price(&b, id, "AAPL").await;
+    wait_price_change(&b, id, "AAPL", price).await;
+    let before = wait_live(&b, id).await;
+    assert_eq!(before["snapshots"], 1, "{before}");
+    let rows_created = before["rowsCreated"].as_u64().unwrap();
 
-    // Every state word the panel shows from now on, however briefly.
+    record_states(&b, id).await;
+    // Marks on the row elements: a table rebuilt from scratch would lose them.
     b.execute(
         &format!(
-            "const el = document.querySelector('[data-testid=\"conn-state-{id}\"]'); \
-             window.__conn = []; \
-             new MutationObserver(() => {{ const w = el.firstChild.nodeValue; \
-               if (window.__conn[window.__conn.length - 1] !== w) window.__conn.push(w); }}) \
-               .observe(el, {{subtree: true, characterData: true, childList: true}});"
+            "document.querySelectorAll('[data-testid^=\"row-{id}-\"]').forEach((tr) => {{ tr.__kept = true; }})"
         ),
         json!([]),
     )
     .await;
-    let old = wait_sessions(&app, 1).await[0]["id"].as_u64().unwrap();
+    let old = wait_page_socket(&app, &[id]).await["id"].as_u64().unwrap();
     let (status, body) = app
         .delete(&format!("/admin/v1/sessions/{old}"), &app.admin_token)
         .await;
@@ -371,28 +523,65 @@ async fn a_kicked_session_reconnects() {
 
     let after = b
         .wait_js(
-            "the panel live again",
+            "the panel live again on a new socket",
             &format!(
-                "const p = window.quotecast.panels[{id}]; return p.conn === 'live' && p.opens >= 2 && p"
+                "const p = window.quotecast.panels[{id}]; \
+                 return window.quotecast.connection.opens >= 2 && p.conn === 'live' && p.subscribes >= 2 && p"
             ),
         )
         .await;
-    assert!(after["reconnects"].as_u64().unwrap() >= 1, "{after}");
-    let seen = b.execute("return window.__conn", json!([])).await;
-    let seen: Vec<&str> = seen
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert!(seen.contains(&"reconnecting"), "states seen: {seen:?}");
-    assert_eq!(seen.last(), Some(&"live"), "states seen: {seen:?}");
-    assert!(!seen.contains(&"offline"), "states seen: {seen:?}");
+    assert_eq!(after["recovered"], true, "{after}");
+    assert_eq!(
+        b.find(&format!("panel-{id}"))
+            .await
+            .attr("data-recovered")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+    // Recovered by replay: no snapshot, no new rows, the same row elements.
+    assert_eq!(after["snapshots"], 1, "{after}");
+    assert_eq!(after["rowsCreated"], rows_created, "{after}");
+    assert_eq!(after["epoch"], before["epoch"], "{after}");
+    assert!(
+        after["lastSeq"].as_u64() >= before["lastSeq"].as_u64(),
+        "{before} -> {after}"
+    );
+    let kept = b
+        .execute(
+            &format!(
+                "return [...document.querySelectorAll('[data-testid^=\"row-{id}-\"]')].map((tr) => tr.__kept === true)"
+            ),
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept, json!([true, true]), "rows were rebuilt");
+    let conn = connection(&b).await;
+    assert!(conn["reconnects"].as_u64().unwrap() >= 1, "{conn}");
+    let seen = recorded_states(&b).await;
+    assert!(
+        seen.iter().any(|w| w == "reconnecting"),
+        "states seen: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("live"),
+        "states seen: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|w| w == "offline"),
+        "states seen: {seen:?}"
+    );
 
-    let now = wait_sessions(&app, 1).await;
-    assert_ne!(now[0]["id"].as_u64().unwrap(), old, "{now:?}");
-    // Prices flow on the new socket.
+    let now = wait_page_socket(&app, &[id]).await;
+    assert_ne!(now["id"].as_u64().unwrap(), old, "{now}");
+    // Prices flow on the new socket, with no gap in seq.
+    let price = wait_price(&b, id, "AAPL").await;
     wait_price_change(&b, id, "AAPL", price).await;
+    let p = wait_live(&b, id).await;
+    assert_eq!(p["gaps"], 0, "{p}");
+    assert_eq!(p["snapshots"], 1, "{p}");
+    keeper.abort();
 }
 
 #[actix_web::test]
@@ -447,7 +636,63 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
         .await;
     assert_eq!(p["conn"], "offline", "{p}");
     assert_eq!(p["stopped"], true, "{p}");
-    assert_eq!(p["opens"], 1, "{p}");
+    assert_eq!(p["subscribes"], 1, "{p}");
+    // Its panel was the only one: the page closed its socket, once.
+    let conn = connection(&b).await;
+    assert_eq!(
+        (&conn["state"], &conn["opens"]),
+        (&json!("idle"), &json!(1)),
+        "{conn}"
+    );
+}
+
+/// `status` frames are about the upstream, which every watchlist shares:
+/// one frame on the socket shows (and clears) the banner on every panel.
+#[actix_web::test]
+async fn an_upstream_status_applies_to_every_panel() {
+    let Some(b) = browser("upstream-status").await else {
+        return;
+    };
+    let fake = FakeYahoo::start();
+    let base = fake.base_url();
+    let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
+        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
+        s.upstream.base_url = base.parse().expect("fake base url");
+        s.upstream.request_timeout_ms = 1000;
+        s.upstream.backoff_base_ms = 100;
+        s.upstream.backoff_max_ms = 400;
+        s.upstream.rate_limit.capacity = 10_000.0;
+        s.upstream.rate_limit.refill_per_sec = 10_000.0;
+    })
+    .await;
+    let token = app.user("alice");
+    let ids = [
+        app.watchlist(&token, "One", false, items(&["AAPL"])).await,
+        app.watchlist(&token, "Two", false, items(&["MSFT"])).await,
+    ];
+    sign_in(&b, &app, &token).await;
+    for (id, symbol) in ids.iter().zip(["AAPL", "MSFT"]) {
+        wait_live(&b, *id).await;
+        wait_price(&b, *id, symbol).await;
+    }
+    let all = |flag: &str| {
+        format!(
+            "const p = window.quotecast.panels; return {ids:?}.every((id) => p[id] && p[id].degraded === {flag})"
+        )
+    };
+    assert_eq!(b.execute(&all("false"), json!([])).await, true);
+
+    fake.fail_all(Fault::server_error());
+    b.wait_js("every panel degraded", &all("true")).await;
+    for id in ids {
+        let banner = text(&b, &format!("degraded-{id}")).await;
+        assert!(banner.contains("degraded"), "{banner:?}");
+    }
+    fake.clear_faults();
+    b.wait_js("every panel back to normal", &all("false")).await;
+    for id in ids {
+        assert!(!b.find(&format!("degraded-{id}")).await.displayed().await);
+    }
 }
 
 #[actix_web::test]
@@ -489,6 +734,7 @@ async fn a_revoked_token_signs_the_page_out() {
     assert_eq!(state["stored"], Value::Null, "{state}");
     assert_eq!(state["panel"]["conn"], "offline", "{state}");
     assert_eq!(state["panel"]["stopped"], true, "{state}");
+    assert_eq!(connection(&b).await["state"], "stopped");
     wait_sessions(&app, 0).await;
 }
 
@@ -507,11 +753,14 @@ async fn the_page_logs_no_errors() {
         )
         .await;
     sign_in(&b, &app, &token).await;
-    // Runtime errors after load; the console log below also covers start-up.
+    // Runtime errors and CSP violations after load; the console log below
+    // also covers start-up (Chromium logs a blocked inline script or style
+    // as an error there).
     b.execute(
         "window.__errors = []; \
          addEventListener('error', (e) => window.__errors.push(String(e.message || e))); \
-         addEventListener('unhandledrejection', (e) => window.__errors.push('unhandled rejection: ' + String(e.reason && (e.reason.stack || e.reason))));",
+         addEventListener('unhandledrejection', (e) => window.__errors.push('unhandled rejection: ' + String(e.reason && (e.reason.stack || e.reason)))); \
+         document.addEventListener('securitypolicyviolation', (e) => window.__errors.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));",
         json!([]),
     )
     .await;
@@ -521,6 +770,20 @@ async fn the_page_logs_no_errors() {
     wait_price(&b, id, "AAPL").await;
     wait_price(&b, id, "7203.T").await;
     b.find(&format!("unknown-{id}-ZZZZ")).await;
+    // The chart of a row, with the pointer over it.
+    b.find(&format!("chart-open-{id}-AAPL")).await.click().await;
+    b.wait_js(
+        "the readout under the pointer",
+        &format!(
+            "const svg = document.querySelector('[data-testid=\"chart-svg-{id}\"]'); \
+             const r = svg.getBoundingClientRect(); \
+             svg.dispatchEvent(new PointerEvent('pointermove', {{clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true}})); \
+             const t = svg.querySelector('[data-testid=\"chart-readout\"]'); \
+             return t && !t.hasAttribute('visibility') && t.textContent"
+        ),
+    )
+    .await;
+    b.find(&format!("chart-open-{id}-ZZZZ")).await.click().await;
     b.find(&format!("add-symbol-{id}"))
         .await
         .send_keys("BAD SYMBOL")
@@ -549,7 +812,8 @@ async fn the_page_logs_no_errors() {
     b.wait_js(
         "the panel back after a kick",
         &format!(
-            "const p = window.quotecast.panels[{id}]; return p.conn === 'live' && p.opens >= 2"
+            "const p = window.quotecast.panels[{id}]; \
+             return p.conn === 'live' && window.quotecast.connection.opens >= 2"
         ),
     )
     .await;
@@ -643,76 +907,366 @@ async fn a_phone_sized_window_does_not_scroll_sideways() {
 }
 
 #[actix_web::test]
-async fn screenshot_of_a_live_dashboard() {
-    let Some((app, b)) = start("screenshot").await else {
+async fn sparklines_follow_the_ticks_and_a_row_opens_its_chart() {
+    let Some((app, b)) = start("sparklines").await else {
         return;
     };
-    let token = app.user("demo");
+    let token = app.user("alice");
+    let id = app
+        .watchlist(&token, "Charts", false, items(&["AAPL", "7203.T"]))
+        .await;
+    sign_in(&b, &app, &token).await;
+    open_panel(&b, id).await;
+    let spark = |symbol: &str| {
+        format!(
+            "((s) => s && {{points: Number(s.dataset.points || 0), last: s.dataset.last === undefined ? null : Number(s.dataset.last), \
+               drawn: s.querySelector('polyline').getAttribute('points').trim().split(' ').length}})\
+             (document.querySelector('[data-testid=\"spark-{id}-{symbol}\"]'))"
+        )
+    };
+    for symbol in ["AAPL", "7203.T"] {
+        let price = wait_price(&b, id, symbol).await;
+        // Today's series from the server, drawn point for point...
+        let s = b
+            .wait_js(
+                &format!("the sparkline of {symbol}"),
+                &format!(
+                    "const s = {}; return s && s.points >= 10 && s",
+                    spark(symbol)
+                ),
+            )
+            .await;
+        assert_eq!(s["drawn"], s["points"], "{s}");
+        // ...with the ticks appended: its last point is the row's price.
+        wait_price_change(&b, id, symbol, price).await;
+        b.wait_js(
+            &format!("the sparkline of {symbol} to end at the price"),
+            &format!(
+                "const s = {}; const p = {}; return s.last !== null && s.last === p",
+                spark(symbol),
+                cell_value(&format!("price-{id}-{symbol}"))
+            ),
+        )
+        .await;
+        // The same series the REST API gives, give or take the latest ticks.
+        let (status, rest) = app
+            .get(&format!("/api/v1/quotes/{symbol}/intraday"), &token)
+            .await;
+        assert_eq!(status, 200, "{rest}");
+        let rest_len = rest["points"].as_array().unwrap().len() as i64;
+        let s = b
+            .execute(&format!("return {}", spark(symbol)), json!([]))
+            .await;
+        let page_len = s["points"].as_i64().unwrap();
+        assert!(
+            (rest_len - page_len).abs() <= 2,
+            "page {page_len} points, REST {rest_len}"
+        );
+    }
+
+    // The larger chart: a click on the row's sparkline opens it, drawn from
+    // the same series; a click elsewhere on the row closes it again.
+    let chart = format!("chart-{id}");
+    assert!(!b.find(&chart).await.displayed().await);
+    b.find(&format!("chart-open-{id}-AAPL")).await.click().await;
+    b.wait_js(
+        "the chart of AAPL",
+        &format!(
+            "const svg = document.querySelector('[data-testid=\"chart-svg-{id}\"]'); \
+             const line = svg && svg.querySelector('[data-testid=\"chart-line\"]'); \
+             const s = {}; \
+             return line && line.getAttribute('d').split('L').length === s.points && Number(svg.dataset.points) === s.points",
+            spark("AAPL")
+        ),
+    )
+    .await;
+    assert!(b.find(&chart).await.displayed().await);
+    assert!(text(&b, &format!("chart-title-{id}"))
+        .await
+        .starts_with("AAPL"));
+    assert_eq!(
+        b.find(&format!("chart-open-{id}-AAPL"))
+            .await
+            .attr("aria-expanded")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+    // Another row's click switches the chart to it.
+    b.find(&format!("name-{id}-7203.T")).await.click().await;
+    b.wait_js(
+        "the chart of 7203.T",
+        &format!(
+            "return document.querySelector('[data-testid=\"chart-title-{id}\"]').textContent.startsWith('7203.T')"
+        ),
+    )
+    .await;
+    b.find(&format!("name-{id}-7203.T")).await.click().await;
+    b.wait_js(
+        "the chart closed",
+        &format!("return document.querySelector('[data-testid=\"{chart}\"]').hidden"),
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn totals_are_the_servers_and_match_the_rows() {
+    let Some((app, b)) = start("totals").await else {
+        return;
+    };
+    let token = app.user("alice");
     let id = app
         .watchlist(
             &token,
-            "Tokyo & US",
-            true,
+            "Mixed",
+            false,
             json!([
-                {"symbol": "7203.T", "quantity": 100, "purchase_price": 2400.0, "memo": "core"},
-                {"symbol": "6758.T", "quantity": 50, "purchase_price": 3600.0},
-                {"symbol": "AAPL", "quantity": 10, "purchase_price": 150.0},
-                {"symbol": "MSFT", "quantity": 5, "purchase_price": 380.0},
-                {"symbol": "ZZZZ"},
+                {"symbol": "7203.T", "quantity": 100, "purchase_price": 2700},
+                {"symbol": "6758.T", "quantity": 10},
+                {"symbol": "AAPL", "quantity": 2, "purchase_price": 150.5},
+                {"symbol": "MSFT"},
             ]),
         )
         .await;
-    app.watchlist(&token, "Indices", false, items(&["^N225", "^GSPC"]))
-        .await;
-
-    // Wide enough for every column of the table.
-    b.set_window_size(1680, 720).await;
-    // The same window with nothing in it, to tell a real capture from a blank one.
-    b.goto("about:blank").await;
-    let blank = b.screenshot("blank").await;
-
     sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     for symbol in ["7203.T", "6758.T", "AAPL", "MSFT"] {
         wait_price(&b, id, symbol).await;
     }
-    b.find(&format!("unknown-{id}-ZZZZ")).await;
-    b.wait_js(
-        "the panel settled",
-        &format!("const p = window.quotecast.panels[{id}]; return p.conn === 'live' && !p.stale && p.lastSeq !== null"),
+    // Sums over the rows as the page shows them, and the totals rows, read
+    // in one go (between two messages).
+    let read = format!(
+        "const v = (c) => c && c.dataset.value !== undefined ? Number(c.dataset.value) : null; \
+         const sums = {{}}; \
+         for (const tr of document.querySelectorAll('[data-testid^=\"row-{id}-\"]')) {{ \
+           const sym = tr.dataset.testid.slice('row-{id}-'.length); \
+           const cell = (k) => v(document.querySelector(`[data-testid=\"${{k}}-{id}-${{sym}}\"]`)); \
+           const qty = cell('qty'); if (qty === null) continue; \
+           const s = sums[tr.dataset.currency] ??= {{value: 0, cost: null, pl: null, day: 0}}; \
+           s.value += cell('price') * qty; s.day += cell('change') * qty; \
+           if (cell('cost') !== null) {{ s.cost = (s.cost || 0) + cell('cost') * qty; s.pl = (s.pl || 0) + cell('pl'); }} \
+         }} \
+         const totals = {{}}; \
+         for (const cur of Object.keys(sums)) {{ \
+           const t = (k) => v(document.querySelector(`[data-testid=\"total-${{k}}-{id}-${{cur}}\"]`)); \
+           totals[cur] = {{value: t('value'), cost: t('cost'), pl: t('pl'), day: t('day')}}; \
+         }} \
+         return {{seq: window.quotecast.panels[{id}].lastSeq, sums, totals}};"
+    );
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        let r = b.execute(&read, json!([])).await;
+        let seq = r["seq"].as_u64().unwrap_or(0);
+        if seqs.contains(&seq) {
+            continue;
+        }
+        seqs.push(seq);
+        let sums = r["sums"].as_object().unwrap();
+        assert_eq!(
+            sums.keys().collect::<Vec<_>>(),
+            ["JPY", "USD"],
+            "one totals row per currency: {r}"
+        );
+        for (cur, want) in sums {
+            let got = &r["totals"][cur];
+            for key in ["value", "cost", "pl", "day"] {
+                match (want[key].as_f64(), got[key].as_f64()) {
+                    (Some(w), Some(g)) => assert!(
+                        (w - g).abs() <= 1e-6 * w.abs().max(1.0),
+                        "{cur} {key}: rows {w}, totals {g}: {r}"
+                    ),
+                    (w, g) => assert_eq!(w, g, "{cur} {key}: {r}"),
+                }
+            }
+        }
+        assert_eq!(r["totals"]["JPY"]["cost"], 270_000.0, "{r}");
+        assert_eq!(r["totals"]["USD"]["cost"], 301.0, "{r}");
+        // The next check on another message.
+        b.wait_js(
+            "another message",
+            &format!("return window.quotecast.panels[{id}].lastSeq > {seq}"),
+        )
+        .await;
+    }
+}
+
+#[actix_web::test]
+async fn a_first_visit_opens_the_demo_watchlists_by_themselves() {
+    let Some((app, b)) = start("first-visit").await else {
+        return;
+    };
+    let (token, ids) = demo_user(&app).await;
+    assert_eq!(ids.len(), 2);
+    // Only the link: no click.
+    sign_in(&b, &app, &token).await;
+    for &id in &ids {
+        wait_live(&b, id).await;
+    }
+    wait_price(&b, ids[0], "7203.T").await;
+    wait_price(&b, ids[1], "AAPL").await;
+    wait_page_socket(&app, &ids).await;
+    // A later visit shows what the user left open, even nothing.
+    for &id in &ids {
+        b.find(&format!("close-{id}")).await.click().await;
+    }
+    wait_sessions(&app, 0).await;
+    b.goto(&app.base).await;
+    b.wait_js("signed in again", "return window.quotecast.signedIn")
+        .await;
+    b.find(&format!("open-{}", ids[0])).await;
+    assert_eq!(
+        b.execute(
+            "return Object.keys(window.quotecast.panels).length",
+            json!([])
+        )
+        .await,
+        0
+    );
+}
+
+#[actix_web::test]
+async fn screenshot_of_a_live_dashboard() {
+    let Some((app, b)) = start("screenshot").await else {
+        return;
+    };
+    // The data `cargo run` starts with, seen through the link it prints.
+    let (token, ids) = demo_user(&app).await;
+    let (tokyo, us) = (ids[0], ids[1]);
+
+    // Wide enough for every column of the table, tall enough for both panels.
+    b.set_window_size(1680, 1400).await;
+    // The same window with nothing in it, to tell a real capture from a blank one.
+    b.goto("about:blank").await;
+    let blank = b.screenshot("blank").await;
+
+    sign_in(&b, &app, &token).await;
+    for (id, symbols) in [
+        (
+            tokyo,
+            &["7203.T", "6758.T", "9984.T", "8306.T", "^N225"][..],
+        ),
+        (us, &["AAPL", "MSFT", "NVDA", "GOOGL"][..]),
+    ] {
+        wait_live(&b, id).await;
+        for symbol in symbols {
+            wait_price(&b, id, symbol).await;
+        }
+    }
+    // Opened from the script, so no pointer hovers over the page in the picture.
+    b.execute(
+        &format!("document.querySelector('[data-testid=\"chart-open-{tokyo}-7203.T\"]').click()"),
+        json!([]),
     )
     .await;
-    // One open panel uses the whole width beside the sidebar.
+    b.wait_js(
+        "both panels settled, the chart drawn",
+        &format!(
+            "const p = window.quotecast.panels; \
+             const drawn = Number(document.querySelector('[data-testid=\"chart-svg-{tokyo}\"]').dataset.points) > 10; \
+             return drawn && [{tokyo}, {us}].every((id) => p[id].conn === 'live' && !p[id].stale && p[id].lastSeq !== null)"
+        ),
+    )
+    .await;
+    // Panels use the whole width beside the sidebar: the tables are wide.
     let widths = b
         .execute(
             &format!(
                 "const w = (sel) => document.querySelector(sel).getBoundingClientRect().width; \
-                 return {{panel: w('[data-testid=\"panel-{id}\"]'), panels: w('[data-testid=\"panels\"]')}}"
+                 return {{tokyo: w('[data-testid=\"panel-{tokyo}\"]'), us: w('[data-testid=\"panel-{us}\"]'), \
+                   panels: w('[data-testid=\"panels\"]')}}"
             ),
             json!([]),
         )
         .await;
-    assert!(
-        widths["panel"].as_f64().unwrap() >= widths["panels"].as_f64().unwrap() - 1.0,
-        "a single panel leaves the width unused: {widths}"
-    );
+    for key in ["tokyo", "us"] {
+        assert!(
+            widths[key].as_f64().unwrap() >= widths["panels"].as_f64().unwrap() - 1.0,
+            "a panel leaves the width unused: {widths}"
+        );
+    }
+    // Scrolled to the top, the pointer away, the focus nowhere in particular.
+    b.execute(
+        "document.activeElement && document.activeElement.blur(); scrollTo(0, 0)",
+        json!([]),
+    )
+    .await;
 
     let size = b.screenshot("dashboard-live").await;
-    let priced = b
-        .execute(
-            &format!(
-                "return [...document.querySelectorAll('[data-testid^=\"price-{id}-\"]')] \
-                   .filter((c) => c.dataset.value !== undefined && Number(c.dataset.value) > 0).length"
-            ),
-            json!([]),
-        )
-        .await;
-    assert!(priced.as_u64().unwrap() >= 4, "priced rows: {priced}");
     assert!(size > 20_000, "dashboard screenshot is only {size} bytes");
     assert!(
         size > blank * 4,
         "dashboard screenshot ({size} bytes) is not much bigger than a blank page ({blank} bytes)"
     );
+    // `QUOTECAST_UPDATE_SCREENSHOT=1 cargo test --test browser screenshot`
+    // refreshes the README's picture.
+    if std::env::var("QUOTECAST_UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+        let from = support::webdriver::output_dir().join("dashboard-live.png");
+        let to = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png");
+        std::fs::copy(&from, &to).expect("copy the screenshot to docs/");
+    }
+}
+
+/// The security headers of the dashboard's answers (no browser needed).
+#[actix_web::test]
+async fn dashboard_answers_carry_the_security_headers() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let index = app.client.get(app.url("/")).send().await.unwrap();
+    let html = index.text().await.unwrap();
+    // Every module the page loads, and the style sheet.
+    let mut paths = vec![
+        "/".to_owned(),
+        "/style.css".to_owned(),
+        "/app.js".to_owned(),
+    ];
+    let app_js = app
+        .client
+        .get(app.url("/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in app_js.lines().filter(|l| l.starts_with("import ")) {
+        let module = line.split('\'').nth(1).expect("import path");
+        paths.push(module.trim_start_matches('.').to_owned());
+    }
+    assert!(paths.len() > 4, "{paths:?}");
+    assert!(html.contains("src=\"/app.js\""), "{html}");
+    for path in &paths {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = h("content-security-policy");
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing from {csp:?}"
+            );
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+        let kind = h("content-type");
+        let want = match path.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            _ => "text/html",
+        };
+        assert!(kind.starts_with(want), "{path}: {kind}");
+    }
 }
 
 #[test]
