@@ -64,6 +64,8 @@ impl ClusterSettings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub bind: SocketAddr,
+    /// Origins (besides the service's own) whose pages may open WebSockets.
+    pub allowed_origins: Vec<String>,
     pub workers: usize,
     pub shutdown_timeout_s: u64,
     pub demo_data: bool,
@@ -148,6 +150,9 @@ pub struct LimitSettings {
     pub max_watchlists_per_user: i64,
     pub max_items_per_watchlist: i64,
     pub max_subscriptions_per_session: usize,
+    /// WebSocket upgrades a client address may start per second (burst:
+    /// twice that); 0: no limit.
+    pub connects_per_ip_per_s: u32,
 }
 
 impl Settings {
@@ -182,6 +187,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.allowed_origins")
                 .source(Some(vars)),
         );
         let raw = builder
@@ -405,6 +412,8 @@ mod tests {
         assert_eq!(s.limits.max_items_per_watchlist, 100);
         assert_eq!(s.realtime.history_size, 64);
         assert_eq!(s.limits.max_subscriptions_per_session, 20);
+        assert_eq!(s.limits.connects_per_ip_per_s, 50);
+        assert!(s.server.allowed_origins.is_empty());
     }
 
     #[test]

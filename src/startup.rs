@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::net::ConnSocket;
 use crate::protocol::close;
 use crate::quote_store::{self, QuoteSaver};
+use crate::session::admission::ConnectLimiter;
 use crate::session::relay::RelayHandle;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
@@ -355,6 +356,7 @@ impl Application {
             tickets,
             sessions,
             session_rules: SessionRules::from_settings(&settings),
+            connects: ConnectLimiter::new(settings.limits.connects_per_ip_per_s),
             supervisor,
             control,
             cluster: cluster_parts,

@@ -11,6 +11,7 @@ use crate::control::ControlPlane;
 use crate::db::Db;
 use crate::feed::{Demand, IntradayStore, PinnedSymbols, QuoteCache, WorkerRegistry};
 use crate::metrics::Metrics;
+use crate::session::admission::ConnectLimiter;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
 use crate::supervisor::Supervisor;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub sessions: SessionTable,
     /// Built once from the settings; every session starts with a copy.
     pub session_rules: SessionRules,
+    /// Per-address connect budgets of the WebSocket endpoints.
+    pub connects: ConnectLimiter,
     pub supervisor: Addr<Supervisor>,
     /// Where REST and admin effects on live sessions go.
     pub control: Arc<dyn ControlPlane>,

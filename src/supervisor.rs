@@ -478,6 +478,26 @@ mod tests {
         assert!(workers(&rig).await.is_empty(), "the supervisor forgot it");
     }
 
+    /// A join that arrives during shutdown used to start a worker nobody
+    /// would stop; now the supervisor drains: the session is closed with
+    /// 1001 and no worker starts.
+    #[actix_web::test]
+    async fn a_join_during_shutdown_starts_no_worker() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let mut a = rig.session();
+        rig.join(&a, id, &items);
+        snapshot(&mut a).await;
+        rig.supervisor.send(ShutdownAll).await.unwrap();
+        rig.wait_no_workers().await;
+
+        let mut late = rig.session();
+        rig.join(&late, id, &items);
+        assert_eq!(late.closed().await, 1001);
+        assert!(workers(&rig).await.is_empty());
+        assert_eq!(rig.workers(), 0);
+    }
+
     #[actix_web::test]
     async fn a_refresh_asks_the_poller_for_the_workers_symbols() {
         let mut rig = Rig::start();

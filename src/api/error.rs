@@ -33,6 +33,12 @@ pub enum ApiError {
     LimitExceeded(String),
     #[error("{0}")]
     TooManySessions(String),
+    /// Too many requests from one client: try again after the wait.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -53,6 +59,7 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid_value",
             ApiError::LimitExceeded(_) => "limit_exceeded",
             ApiError::TooManySessions(_) => "too_many_sessions",
+            ApiError::RateLimited { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -80,7 +87,9 @@ impl ResponseError for ApiError {
             ApiError::Duplicate(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) | ApiError::LimitExceeded(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManySessions(_) | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,8 +100,15 @@ impl ResponseError for ApiError {
             log::error!("internal error: {detail}");
         }
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized(_) = self {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                res.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                res.insert_header(("Retry-After", secs.max(1).to_string()));
+            }
+            _ => {}
         }
         res.json(self.body())
     }

@@ -3,6 +3,7 @@
 //! here, before the upgrade, and answered with the JSON error body, so a
 //! client can tell "retry" from "give up".
 
+use super::admission;
 use super::frames::{Limits, Messages};
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
@@ -85,6 +86,7 @@ pub async fn connect_watchlist(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    admit(&req, &state)?;
     let watchlist_id: i64 = path
         .parse()
         .map_err(|_| ApiError::NotFound("no such watchlist".into()))?;
@@ -126,6 +128,7 @@ pub async fn connect_multi(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    admit(&req, &state)?;
     if query.since.is_some() || query.intraday.is_some() {
         return Err(ApiError::BadRequest(
             "since and intraday go with each subscribe message on /ws/v1".into(),
@@ -137,6 +140,26 @@ pub async fn connect_multi(
         Credentials::Bearer(token) => auth::authenticate(&state.db, token).await?,
     };
     start(&req, payload, &state, caller, Endpoint::Multi).await
+}
+
+/// The checks before any other (see [`super::admission`]): the page's origin
+/// and the client address's connect rate.
+fn admit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    if !admission::origin_allowed(req, &state.settings.server.allowed_origins) {
+        return Err(ApiError::Forbidden(
+            "WebSocket from a page of another origin".into(),
+        ));
+    }
+    if let Some(peer) = req.peer_addr() {
+        state
+            .connects
+            .check(peer.ip())
+            .map_err(|retry_after| ApiError::RateLimited {
+                message: "too many connects from this address; retry later".into(),
+                retry_after,
+            })?;
+    }
+    Ok(())
 }
 
 /// A query flag: absent, `0`/`false` or `1`/`true`.

@@ -21,6 +21,7 @@
 //! uses actix-web-actors (deprecated upstream), so replacing it later touches
 //! nothing else.
 
+pub mod admission;
 pub mod endpoint;
 pub mod frames;
 pub mod messages;

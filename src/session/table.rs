@@ -374,6 +374,63 @@ mod tests {
         }
     }
 
+    /// Records the closes it is asked for.
+    struct Closes(std::sync::mpsc::Sender<u16>);
+
+    impl Actor for Closes {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<CloseSession> for Closes {
+        type Result = ();
+        fn handle(&mut self, msg: CloseSession, _: &mut Context<Self>) {
+            let _ = self.0.send(msg.code);
+        }
+    }
+
+    impl Handler<UserFrame> for Closes {
+        type Result = ();
+        fn handle(&mut self, _: UserFrame, _: &mut Context<Self>) {}
+    }
+
+    /// A kick of a session reserved but not started yet used to report
+    /// success and do nothing; now it reaches the session as it starts.
+    #[actix_web::test]
+    async fn a_close_before_the_start_is_delivered_at_the_start() {
+        let t = SessionTable::new(10, 10);
+        let g = t.reserve(new(1)).unwrap();
+        assert!(t.close(g.id, 1008, "kicked by an admin"));
+        assert!(!t.close(g.id + 1, 1008, "no such session"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let addr = Closes(tx).start();
+        t.set_control(g.id, addr.clone().recipient(), addr.recipient());
+        let code =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(5)))
+                .await
+                .unwrap();
+        assert_eq!(code, Ok(1008));
+    }
+
+    /// Shutdown waits for the table to empty on an event, not by polling.
+    #[tokio::test]
+    async fn until_empty_resolves_when_the_last_session_goes() {
+        let t = SessionTable::new(10, 10);
+        let a = t.reserve(new(1)).unwrap();
+        let b = t.reserve(new(2)).unwrap();
+        let waiter = tokio::spawn({
+            let t = t.clone();
+            async move { t.until_empty().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("resolved")
+            .unwrap();
+    }
+
     #[test]
     fn limits_are_enforced_and_released_with_the_guard() {
         let t = SessionTable::new(3, 2);

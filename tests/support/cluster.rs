@@ -85,6 +85,7 @@ impl Cluster {
             ("QUOTECAST__REALTIME__HEARTBEAT_INTERVAL_MS", "1000"),
             ("QUOTECAST__REALTIME__CLIENT_TIMEOUT_MS", "30000"),
             ("QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS", "200"),
+            ("QUOTECAST__LIMITS__CONNECTS_PER_IP_PER_S", "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

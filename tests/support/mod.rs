@@ -250,6 +250,9 @@ pub fn test_settings(db_url: &str) -> Settings {
         ("QUOTECAST__REALTIME__HEARTBEAT_INTERVAL_MS", "250"),
         ("QUOTECAST__REALTIME__CLIENT_TIMEOUT_MS", "5000"),
         ("QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS", "100"),
+        // Tests open sockets faster than a browser would; the limit has its
+        // own tests.
+        ("QUOTECAST__LIMITS__CONNECTS_PER_IP_PER_S", "0"),
     ];
     Settings::load_with_env(
         None,
@@ -577,10 +580,22 @@ pub fn user_token(db: &Db, name: &str, admin: bool) -> String {
 /// Opens a WebSocket on any server; a refusal gives its status and JSON
 /// body.
 pub async fn connect_ws(url: &str, token: Option<&str>) -> Result<Ws, (u16, Value)> {
+    connect_ws_with(url, token, None).await
+}
+
+/// [`connect_ws`] with an `Origin` header, as a browser sends.
+pub async fn connect_ws_with(
+    url: &str,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Ws, (u16, Value)> {
     let mut req = url.into_client_request().unwrap();
     if let Some(t) = token {
         req.headers_mut()
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(req).await {
         Ok((stream, _)) => Ok(Ws { stream }),
