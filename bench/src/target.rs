@@ -188,6 +188,11 @@ impl Target {
                 "QUOTECAST__LIMITS__MAX_ITEMS_PER_WATCHLIST".into(),
                 s.symbols.max(100).to_string(),
             ),
+            // Every load client connects from one address.
+            (
+                "QUOTECAST__LIMITS__CONNECTS_PER_IP_PER_S".into(),
+                "0".into(),
+            ),
             (
                 "RUST_LOG".into(),
                 std::env::var("QUOTECAST_BENCH_SERVER_LOG")
