@@ -9,39 +9,58 @@
 //!
 //! The realtime path, from the socket inwards:
 //! * [`session`]: the `WsSession` actor, one per WebSocket (the only user of
-//!   actix-web-actors), the bounded decoder of its inbound frames
-//!   ([`session::frames`]), its upgrade endpoint, the table of live sessions
-//!   that enforces limits and cuts off stalled sockets, and the per-thread
-//!   relays that hand a worker's frames to the sessions of their thread.
+//!   actix-web-actors), for both endpoints (one watchlist per socket, or many
+//!   by subscription); the bounded decoder of its inbound frames
+//!   ([`session::frames`]); the upgrade endpoints ([`session::endpoint`]) and
+//!   what is checked before them ([`session::admission`]: origins, connect
+//!   rates); the table of live sessions that enforces limits and cuts off
+//!   stalled sockets; and the per-thread relays that hand a worker's frames to
+//!   the sessions of their thread.
 //! * [`supervisor`]: the registry actor that starts a PriceWorker on a
-//!   watchlist's first session and stops it with the last.
+//!   watchlist's first subscription and stops it with the last.
 //! * [`worker`]: the `PriceWorker` actor, one per watched watchlist: owns its
-//!   subscribers, positions and `seq`; serializes each broadcast once.
-//! * [`fanout`]: the seam between the fetcher and the workers (the registry of
-//!   watched symbols, the latest-quote cache); the place a Redis bus would go.
-//! * [`upstream`]: the quote providers (`sim`, `yahoo`) behind one trait, the
-//!   one shared fetcher that batches the union of watched symbols, the token
-//!   bucket and backoff.
+//!   subscribers, positions, totals, `seq` and the history a reconnecting
+//!   client recovers from; serializes each message once.
+//! * [`feed`]: how quotes get from the poller to the workers, through four
+//!   seams — [`feed::Demand`] (what to fetch), [`feed::QuoteBus`] (how a
+//!   round travels), [`feed::RateLimiter`] (the request budget),
+//!   [`feed::PollerRole`] (whether this instance polls) — with their
+//!   single-process implementations ([`feed::local`]), the latest-quote cache
+//!   and the intraday series.
+//! * [`upstream`]: the quote providers (`sim`, `yahoo`) behind one trait, and
+//!   the poll loop ([`upstream::fetcher`]) that batches the wanted symbols
+//!   through the seams, with backoff.
+//! * [`cluster`]: the Redis implementations of the seams and of the control
+//!   plane, tickets and session limits, for several instances acting as one.
+//! * [`control`]: the control plane: REST and admin effects on live
+//!   sessions, applied on every instance.
 //! * [`protocol`]: the WebSocket messages and close codes.
 //!
 //! Around it:
 //! * [`api`]: REST, admin and metrics handlers, and the one mapping of errors
 //!   to JSON responses.
-//! * [`auth`]: API tokens, the `Caller` extractor, WebSocket tickets.
+//! * [`auth`]: API tokens and WebSocket tickets; [`access`]: who may use a
+//!   watchlist (one rule for REST, tickets and sockets).
 //! * [`db`]: diesel over SQLite or PostgreSQL (one binary), migrations, pool,
-//!   and every query ([`db::repo`]).
+//!   and every query ([`db::repo`]); [`quote_store`]: the latest quotes kept
+//!   in it across restarts.
 //! * [`domain`]: validated types (`Symbol`, `WatchlistName`, `Quantity`, ...).
-//! * [`quote`]: quote data and the wire `Quote` object with P/L.
-//! * [`clock`]: the one grid that ticks and heartbeats are placed on.
-//! * [`config`], [`startup`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
+//! * [`quote`]: quote data, the wire `Quote` object with P/L, and totals.
+//! * [`clock`]: the one wall-clock grid that ticks and heartbeats are placed on.
+//! * [`startup`] wires it all; [`state`] is what the handlers share;
+//!   [`sweeps`] is periodic housekeeping; [`net`] the few socket calls actix
+//!   does not make.
+//! * [`config`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
 //! * `testkit` (tests only): fakes for the unit tests of the fetcher, the
 //!   supervisor and the worker (a scriptable provider, a recording bus,
 //!   fake sessions).
 //!
 //! ## Errors
-//! One error type per layer: [`config::ConfigError`], [`db::DbError`],
-//! [`upstream::UpstreamError`], [`api::ApiError`] (the only one mapped to HTTP),
-//! [`startup::StartupError`] and [`cli::CliError`].
+//! One error type per layer: [`config::ConfigError`], [`db::DbError`] (speaks
+//! only of the database), [`auth::AuthError`], [`access::AccessError`],
+//! [`upstream::UpstreamError`], [`feed::BusError`],
+//! [`cluster::ClusterError`], [`api::ApiError`] (the only one mapped to
+//! HTTP), [`startup::StartupError`] and [`cli::CliError`].
 
 pub mod access;
 pub mod api;

@@ -164,7 +164,7 @@ impl PriceWorker {
             items_version: 0,
             private_to: None,
             snapshot_cache: [None, None],
-            health: UpstreamHealth::default(),
+            health: UpstreamHealth::ok(),
             started_at: Utc::now(),
             ticks: 0,
             last_tick_at: None,

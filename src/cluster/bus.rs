@@ -1,7 +1,7 @@
 //! The quote bus through Redis: the poller publishes each round into the
 //! stream `PREFIX:ticks`; every instance (the poller too) reads the stream
 //! from its last id and hands each round to its own
-//! [`Distributor`](crate::feed::Distributor), exactly as the local bus does.
+//! [`crate::feed::Distributor`], exactly as the local bus does.
 //!
 //! Publishing is one Lua script, so nothing half-done is ever visible:
 //! * it is **fenced**: it lands only while `PREFIX:poller` still holds the

@@ -22,9 +22,10 @@
 //! arbiter and used through [`Redis::run`] from other threads; blocking
 //! stream reads and subscriptions get connections of their own.
 //!
-//! Lifecycle: [`Cluster::start`] connects (failing start-up if Redis does not
-//! answer) and spawns the tasks of the modules above on the realtime arbiter;
-//! they end when the shutdown signal fires (the lease is handed back first).
+//! Lifecycle: [`Cluster::connect`] joins (failing start-up if Redis does not
+//! answer); [`crate::startup`] spawns the tasks of the modules above on the
+//! realtime arbiter; they end when the shutdown signal fires, and the
+//! arbiter is stopped only after the lease has been handed back.
 
 pub mod bus;
 pub mod control;

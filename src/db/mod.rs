@@ -1,7 +1,7 @@
 //! The data layer: one binary for SQLite and PostgreSQL.
 //!
 //! * [`DbUrl`] parses `database.url` and picks the backend.
-//! * [`DbConn`] is a connection to either backend; [`with_conn!`] runs the same
+//! * [`DbConn`] is a connection to either backend; [`with_conn!`](crate::with_conn) runs the same
 //!   diesel query on whichever it is, so every query in [`repo`] is written once.
 //! * [`Db`] is the pool. Its [`Db::run`] moves the work to the blocking thread
 //!   pool, so no diesel call ever blocks an actix worker or actor thread.
