@@ -855,6 +855,15 @@ async fn start_target(
     }
 }
 
+/// Messages the server dropped between two reads of `/metrics`.
+fn dropped_between(
+    a: &Option<BTreeMap<String, f64>>,
+    b: &Option<BTreeMap<String, f64>>,
+) -> Option<f64> {
+    let name = "quotecast_messages_dropped_total";
+    Some(b.as_ref()?.get(name)? - a.as_ref()?.get(name)?)
+}
+
 /// The connect phase, with the server's CPU from samples around it.
 fn connect_report(
     cs: &client::ConnectStats,
@@ -1057,6 +1066,7 @@ async fn measure_on(
     let mut plan = plan_for(o, t, ids);
     plan.subscriptions = s.subscriptions;
     let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
     let before_connect = t.sample();
     let cs = clients.connect().await?;
     let after_connect = t.sample();
@@ -1120,9 +1130,11 @@ async fn measure_on(
     let drained = t.wait_drained(Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = t.sample();
+    let metrics_end = t.metrics().await;
 
     let mut server = ServerReport {
         pid: t.pid,
+        messages_dropped_run: dropped_between(&metrics_start, &metrics_end),
         ..Default::default()
     };
     if let (Some(b), Some(l)) = (&baseline, &loaded) {

@@ -158,6 +158,10 @@ pub struct ServerReport {
     /// messages dropped for lagging sessions.
     pub fanout_loop_ms: Option<f64>,
     pub messages_dropped: Option<f64>,
+    /// Messages dropped from before the connects to after the close: seq
+    /// gaps, counted over the sessions' whole lives, can come only from
+    /// these (a lagging session skips ahead).
+    pub messages_dropped_run: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -427,8 +431,17 @@ pub fn human_run(r: &RunReport) -> String {
         );
         let _ = writeln!(
             o,
-            "  seq         {} gaps ({} missed), {} duplicates, {} unexpected closes, {} live at window end",
-            d.seq_gaps, d.seq_missed, d.duplicates, d.unexpected_closes, d.live_sessions
+            "  seq         {} gaps ({} missed), {} duplicates, {} unexpected closes, {} live at window end{}",
+            d.seq_gaps,
+            d.seq_missed,
+            d.duplicates,
+            d.unexpected_closes,
+            d.live_sessions,
+            r.server
+                .messages_dropped_run
+                .map_or(String::new(), |v| format!(
+                    "; server dropped {v:.0} msgs over the run"
+                ))
         );
     }
     let s = &r.server;

@@ -221,6 +221,7 @@ async fn storm_on(
     let baseline = t.sample();
 
     let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
     let before_connect = t.sample();
     let cs = clients.connect().await?;
     let after_connect = t.sample();
@@ -266,10 +267,12 @@ async fn storm_on(
     let closed = Instant::now();
     drop(clients);
     let drained = t.wait_drained(Duration::from_secs(15)).await;
+    let metrics_end = t.metrics().await;
     let rss_after_close = watch_rss(t, closed, o.rss_watch, o.rss_step).await;
 
     let mut server = ServerReport {
         pid: t.pid,
+        messages_dropped_run: crate::dropped_between(&metrics_start, &metrics_end),
         ..Default::default()
     };
     if let (Some(b), Some(l)) = (&baseline, &loaded) {
