@@ -762,6 +762,22 @@ impl ConnectStats {
     }
 }
 
+/// A map of close codes as a list of pairs. In JSON a map key is a string,
+/// and the worker events, an internally tagged enum, cannot read one back
+/// as a number.
+mod close_codes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u16, u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u64>, D::Error> {
+        Ok(Vec::<(u16, u64)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowStats {
     pub seconds: f64,
@@ -775,6 +791,7 @@ pub struct WindowStats {
     pub missed: u64,
     pub duplicates: u64,
     pub unexpected_closes: u64,
+    #[serde(with = "close_codes")]
     pub server_close_codes: BTreeMap<u16, u64>,
     /// CPU seconds this client process spent in the window.
     pub client_cpu_s: f64,
@@ -839,6 +856,7 @@ pub struct StormStats {
     /// Per session, from its drop to its snapshot(s) on the new socket.
     pub latency: Hist,
     pub errors: BTreeMap<String, u64>,
+    #[serde(with = "close_codes")]
     pub close_codes: BTreeMap<u16, u64>,
     /// Sessions not yet dropped, or dropped and neither back nor given up,
     /// when the wait ended: 0 once the storm is over.
@@ -1350,6 +1368,29 @@ mod tests {
         let multi: Vec<i64> = (0..3).flat_map(|i| plan.watchlists_of(i)).collect();
         assert_eq!(v1, multi);
         assert_eq!(plan.watchlists_of(1), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn worker_events_carry_close_codes() {
+        let codes: BTreeMap<u16, u64> = [(1008, 500), (1001, 2)].into();
+        let events = [
+            WorkerEvent::Window(WindowStats {
+                server_close_codes: codes.clone(),
+                ..Default::default()
+            }),
+            WorkerEvent::Storm(StormStats {
+                close_codes: codes.clone(),
+                ..Default::default()
+            }),
+        ];
+        for ev in events {
+            let line = serde_json::to_string(&ev).unwrap();
+            match serde_json::from_str::<WorkerEvent>(&line).unwrap() {
+                WorkerEvent::Window(w) => assert_eq!(w.server_close_codes, codes),
+                WorkerEvent::Storm(s) => assert_eq!(s.close_codes, codes),
+                _ => panic!("{line}"),
+            }
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ use target::{Kind, ServerSetup, Target};
 #[command(
     name = "quotecast-bench",
     version,
-    about = "Load client for quotecast: WebSocket sessions, delivery latency, throughput, memory per session, upstream requests per tick, churn; each measured against a bare broadcaster (the ceiling) too."
+    about = "Load client for quotecast: WebSocket sessions, delivery latency, throughput, memory per session, upstream requests per tick, churn, multiplexed sockets, reconnect storms, CPU per message; each measured against a bare broadcaster (the ceiling) too."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -238,7 +238,7 @@ pub struct StormReport {
     pub server_cpu_percent: Option<f64>,
     /// RSS before any session connected (the baseline of the check).
     pub rss_baseline: Option<u64>,
-    /// The server's peak RSS over its life (VmHWM).
+    /// The server's peak RSS over its life (VmHWM, or a sample above it).
     pub rss_peak: Option<u64>,
     /// (seconds after every session had closed, RSS).
     pub rss_after_close: Vec<(f64, u64)>,

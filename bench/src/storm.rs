@@ -297,7 +297,16 @@ async fn storm_on(
             _ => None,
         },
         rss_baseline: baseline_rss,
-        rss_peak: t.pid.and_then(procinfo::peak_rss),
+        // VmHWM is updated lazily and the kernel's RSS counts are
+        // approximate: a sample may read above it.
+        rss_peak: [
+            t.pid.and_then(procinfo::peak_rss),
+            loaded.as_ref().map(|l| l.rss_bytes),
+            rss_after_close.iter().map(|x| x.1).max(),
+        ]
+        .into_iter()
+        .flatten()
+        .max(),
         rss_back_within_s: baseline_rss.and_then(|b| {
             rss_after_close
                 .iter()
