@@ -7,6 +7,9 @@
 //! frames it once and writes the same bytes to every socket. Whatever
 //! quotecast adds on top of this is the price of its design, which is what
 //! the ratio in each report shows.
+//!
+//! SIGUSR1 closes every connection at once with 1008, the ceiling's
+//! equivalent of quotecast dropping all sessions (the `storm` scenario).
 
 use crate::target::symbol_name;
 use bytes::Bytes;
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -173,16 +176,19 @@ async fn serve(args: CeilingArgs) -> Result<(), String> {
             })
             .collect(),
     );
-    eprintln!("ceiling: listening on http://{addr}");
     tokio::spawn(ticker(channels.clone(), args.tick_ms));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+    // Each drop-all bumps the generation; every connection alive watches it.
+    let (drop_all, _) = watch::channel(0u64);
+    eprintln!("ceiling: listening on http://{addr}");
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, channels.clone()));
+                    tokio::spawn(connection(stream, channels.clone(), drop_all.subscribe()));
                 }
                 Err(e) => {
                     // Out of descriptors: wait for some to be released.
@@ -190,6 +196,7 @@ async fn serve(args: CeilingArgs) -> Result<(), String> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            _ = sigusr1.recv() => drop_all.send_modify(|g| *g += 1),
             _ = sigterm.recv() => return Ok(()),
         }
     }
@@ -243,7 +250,11 @@ async fn handshake(stream: &mut TcpStream) -> Option<(usize, String)> {
     Some((id, key))
 }
 
-async fn connection(mut stream: TcpStream, channels: Arc<Vec<Channel>>) {
+async fn connection(
+    mut stream: TcpStream,
+    channels: Arc<Vec<Channel>>,
+    mut drop_all: watch::Receiver<u64>,
+) {
     let Some((id, key)) = handshake(&mut stream).await else {
         let _ = stream
             .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
@@ -296,6 +307,11 @@ async fn connection(mut stream: TcpStream, channels: Arc<Vec<Channel>>) {
                 Ok(n) if n > 0 => {}
                 _ => return,
             },
+            _ = drop_all.changed() => {
+                // Close 1008, as quotecast closes a session it drops.
+                let _ = wr.write_all(&[0x88, 0x02, 0x03, 0xF0]).await;
+                return;
+            }
         }
     }
 }

@@ -5,10 +5,16 @@
 //! each running one LocalGroup and answering line commands on stdin with
 //! JSON lines on stdout; [`Clients`] hides which of the two is in use, so
 //! a scenario reads the same either way.
+//!
+//! A session is a v1 socket on one watchlist, or (with
+//! [`Plan::subscriptions`]) a `GET /ws/v1` socket that subscribes to several;
+//! `seq` is checked per watchlist on each socket either way. With
+//! [`Plan::reconnect`], a session the server drops reconnects at once, and
+//! [`Clients::await_storm`] reports how long the whole group took to be back.
 
 use crate::hist::{AtomicHist, Hist};
 use crate::procinfo;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -45,6 +51,40 @@ pub struct Plan {
     /// Sleep after each received `quotes` message, to make a session lag.
     pub lag_ms: u64,
     pub connect_timeout_ms: u64,
+    /// 0: each session opens the v1 socket of one watchlist. K: each opens
+    /// `GET /ws/v1` and subscribes to K watchlists, session `i` to
+    /// `watchlist_ids[(i*K + j) % len]` for j < K, so sessions `i*K + j` of a
+    /// v1 plan open the same watchlists one by one.
+    #[serde(default)]
+    pub subscriptions: usize,
+    /// Reconnect a session the server drops (else it ends, counted as an
+    /// unexpected close).
+    #[serde(default)]
+    pub reconnect: Option<Reconnect>,
+}
+
+/// How dropped sessions come back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reconnect {
+    /// Credentials of the new connection (the old token may be the reason
+    /// for the drop).
+    pub token: Option<String>,
+    /// Reconnects in flight at once, per process (0: no limit, every dropped
+    /// session at once).
+    pub concurrency: usize,
+    /// A session still not back this long after its drop gives up.
+    pub limit_ms: u64,
+}
+
+impl Plan {
+    /// The watchlists session `i` opens: one on v1, `subscriptions` on /ws/v1.
+    pub fn watchlists_of(&self, i: usize) -> Vec<i64> {
+        let ids = &self.watchlist_ids;
+        match self.subscriptions {
+            0 => vec![ids[i % ids.len()]],
+            k => (0..k).map(|j| ids[(i * k + j) % ids.len()]).collect(),
+        }
+    }
 }
 
 /// Microseconds since the Unix epoch, the clock `ts` is written in.
@@ -61,12 +101,15 @@ fn wall_us() -> i64 {
 pub enum Kind {
     Quotes,
     Snapshot,
+    /// A refusal (`{"type":"error",...}`).
+    Error,
     Other,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Header {
     pub kind: Kind,
+    pub watchlist_id: Option<i64>,
     pub seq: Option<u64>,
     pub ts_us: Option<i64>,
 }
@@ -75,28 +118,62 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Reads `type`, `seq` and `ts` without parsing the whole message: they
-/// come before `quotes`, and a full JSON parse of every message would make
-/// the client, not the server, the bottleneck.
+/// The unsigned number right after `key`.
+fn number_after(head: &[u8], key: &[u8]) -> Option<u64> {
+    let digits = &head[find(head, key)? + key.len()..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+/// Reads `type`, `watchlist_id`, `seq` and `ts` without parsing the whole
+/// message: they come before `totals` and `quotes`, and a full JSON parse of
+/// every message would make the client, not the server, the bottleneck.
 pub fn scan(msg: &[u8]) -> Header {
     let head = &msg[..msg.len().min(256)];
     let kind = if find(head, br#""type":"quotes""#).is_some() {
         Kind::Quotes
     } else if find(head, br#""type":"snapshot""#).is_some() {
         Kind::Snapshot
+    } else if find(head, br#""type":"error""#).is_some() {
+        Kind::Error
     } else {
         Kind::Other
     };
-    let seq = find(head, br#""seq":"#).and_then(|at| {
-        let digits = &head[at + 6..];
-        let end = digits
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(digits.len());
-        std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
-    });
+    let watchlist_id =
+        number_after(head, br#""watchlist_id":"#).and_then(|v| i64::try_from(v).ok());
+    let seq = number_after(head, br#""seq":"#);
     let ts_us = find(head, br#""ts":""#).and_then(|at| parse_ts(head.get(at + 6..)?));
-    Header { kind, seq, ts_us }
+    Header {
+        kind,
+        watchlist_id,
+        seq,
+        ts_us,
+    }
+}
+
+/// The last `seq` one socket saw of each watchlist: `seq` counts per
+/// watchlist, however many a socket has.
+#[derive(Debug, Default)]
+pub struct SeqTracker(Vec<(i64, u64)>);
+
+impl SeqTracker {
+    /// Records `seq` for `watchlist`; returns the highest seen before.
+    fn observe(&mut self, watchlist: i64, seq: u64) -> Option<u64> {
+        match self.0.iter_mut().find(|(w, _)| *w == watchlist) {
+            Some((_, last)) => {
+                let before = *last;
+                *last = before.max(seq);
+                Some(before)
+            }
+            None => {
+                self.0.push((watchlist, seq));
+                None
+            }
+        }
+    }
 }
 
 /// `2026-11-26T05:59:59.123456Z` to microseconds since the epoch.
@@ -142,6 +219,12 @@ enum ConnectError {
     NoPorts,
     /// The server refused the upgrade with this status.
     Http(u16),
+    /// The server refused a subscription (`error` message) with this code.
+    Refused(String),
+    /// The server closed the socket before the snapshot, with this code.
+    Closed(u16),
+    /// The socket ended before the snapshot.
+    NoSnapshot,
     Timeout,
     Other(String),
 }
@@ -168,6 +251,9 @@ impl ConnectError {
             ConnectError::FdLimit => "out of file descriptors (EMFILE)".into(),
             ConnectError::NoPorts => "no free local port (EADDRNOTAVAIL)".into(),
             ConnectError::Http(s) => format!("upgrade refused with HTTP {s}"),
+            ConnectError::Refused(c) => format!("subscription refused: {c}"),
+            ConnectError::Closed(c) => format!("closed with {c} before the snapshot"),
+            ConnectError::NoSnapshot => "no snapshot".into(),
             ConnectError::Timeout => "no answer in time".into(),
             ConnectError::Other(m) => m.clone(),
         }
@@ -178,9 +264,52 @@ impl ConnectError {
             ConnectError::FdLimit => "fd_limit".into(),
             ConnectError::NoPorts => "no_local_ports".into(),
             ConnectError::Http(s) => format!("http_{s}"),
+            ConnectError::Refused(c) => format!("refused_{c}"),
+            ConnectError::Closed(c) => format!("closed_{c}"),
+            ConnectError::NoSnapshot => "no_snapshot".into(),
             ConnectError::Timeout => "timeout".into(),
             ConnectError::Other(_) => "other".into(),
         }
+    }
+}
+
+/// What the reconnects after server drops add up to (see [`StormStats`]).
+#[derive(Default)]
+struct StormCounters {
+    dropped: AtomicU64,
+    reconnected: AtomicU64,
+    /// Sessions that gave up coming back.
+    failed: AtomicU64,
+    /// Reconnect attempts that failed and were tried again.
+    retries: AtomicU64,
+    /// Wall-clock microseconds: first and last drop, last session back.
+    times: Mutex<(Option<i64>, Option<i64>, Option<i64>)>,
+    latency: AtomicHist,
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Bounds reconnects in flight when [`Reconnect::concurrency`] is set.
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl StormCounters {
+    fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        let now = wall_us();
+        let mut t = lock(&self.times);
+        t.0 = Some(t.0.map_or(now, |v| v.min(now)));
+        t.1 = Some(t.1.map_or(now, |v| v.max(now)));
+    }
+
+    fn back(&self, since_drop: Duration) {
+        self.latency.record(since_drop.as_micros() as u64);
+        let now = wall_us();
+        let mut t = lock(&self.times);
+        t.2 = Some(t.2.map_or(now, |v| v.max(now)));
+        drop(t);
+        self.reconnected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn error(&self, e: &ConnectError) {
+        *lock(&self.errors).entry(e.key()).or_default() += 1;
     }
 }
 
@@ -212,6 +341,7 @@ struct Shared {
     closed_clean: AtomicU64,
     closed_unclean: AtomicU64,
     ended: AtomicU64,
+    storm: StormCounters,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -235,11 +365,11 @@ impl Shared {
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_text(&self, text: &str, last_seq: &mut Option<u64>) -> Kind {
+    fn on_text(&self, text: &str, seqs: &mut SeqTracker) -> Kind {
         let now = wall_us();
         let h = scan(text.as_bytes());
         if let (Kind::Quotes | Kind::Snapshot, Some(seq)) = (&h.kind, h.seq) {
-            match *last_seq {
+            match seqs.observe(h.watchlist_id.unwrap_or(0), seq) {
                 // A snapshot answering a request repeats the current seq;
                 // anything else must be exactly the next one.
                 Some(last) if seq > last + 1 => {
@@ -251,7 +381,6 @@ impl Shared {
                 }
                 _ => {}
             }
-            *last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
         }
         if self.measuring.load(Ordering::Relaxed) {
             self.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
@@ -307,21 +436,26 @@ pub async fn open_ws(
     watchlist_id: i64,
     token: Option<&str>,
 ) -> Result<Ws, String> {
-    open(addr, source, watchlist_id, token)
-        .await
-        .map_err(|e| format!("{}: {}", e.key(), e.detail()))
+    open(
+        addr,
+        source,
+        &format!("/ws/v1/watchlists/{watchlist_id}"),
+        token,
+    )
+    .await
+    .map_err(|e| format!("{}: {}", e.key(), e.detail()))
 }
 
 async fn open(
     addr: SocketAddr,
     source: Option<IpAddr>,
-    watchlist_id: i64,
+    path: &str,
     token: Option<&str>,
 ) -> Result<Ws, ConnectError> {
     let stream = tcp_connect(addr, source)
         .await
         .map_err(|e| ConnectError::from_io(&e))?;
-    let mut req = format!("ws://{addr}/ws/v1/watchlists/{watchlist_id}")
+    let mut req = format!("ws://{addr}{path}")
         .into_client_request()
         .map_err(ConnectError::from_ws)?;
     if let Some(t) = token {
@@ -376,6 +510,169 @@ pub async fn first_text(ws: &mut Ws, limit: Duration) -> Option<String> {
     timeout(limit, wait).await.ok().flatten()
 }
 
+/// Opens session `i`'s socket with `token` and waits until it is ready:
+/// its snapshot on v1; on /ws/v1, after one `subscribe` per watchlist, a
+/// snapshot of each.
+async fn open_session(
+    plan: &Plan,
+    i: usize,
+    token: Option<&str>,
+    sh: &Shared,
+    seqs: &mut SeqTracker,
+) -> Result<Ws, ConnectError> {
+    let limit = Duration::from_millis(plan.connect_timeout_ms);
+    let watchlists = plan.watchlists_of(i);
+    let path = match plan.subscriptions {
+        0 => format!("/ws/v1/watchlists/{}", watchlists[0]),
+        _ => "/ws/v1".to_owned(),
+    };
+    let mut ws = timeout(limit, open(plan.addr, source_ip(plan, i), &path, token))
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    if plan.subscriptions > 0 {
+        for id in &watchlists {
+            let msg = format!(r#"{{"type":"subscribe","watchlist_id":{id}}}"#);
+            ws.feed(Message::Text(msg))
+                .await
+                .map_err(ConnectError::from_ws)?;
+        }
+        ws.flush().await.map_err(ConnectError::from_ws)?;
+    }
+    let snapshots = async {
+        let mut missing = watchlists.len();
+        while missing > 0 {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => match sh.on_text(&t, seqs) {
+                    Kind::Snapshot => missing -= 1,
+                    Kind::Error => return Err(ConnectError::Refused(error_code(&t))),
+                    _ => {}
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ConnectError::Closed(
+                        frame.map_or(1005, |f| u16::from(f.code)),
+                    ))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(ConnectError::from_ws(e)),
+                None => return Err(ConnectError::NoSnapshot),
+            }
+        }
+        Ok(())
+    };
+    timeout(limit, snapshots)
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+    Ok(ws)
+}
+
+/// The `code` of an `error` message.
+fn error_code(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// How a session's socket stopped being read.
+enum Stop {
+    /// The bench is closing the sessions.
+    Closing,
+    /// The server closed the socket, or the connection ended.
+    Dropped,
+}
+
+/// Reads one socket until the bench closes the sessions or the server
+/// drops it.
+async fn pump(
+    ws: &mut Ws,
+    plan: &Plan,
+    sh: &Shared,
+    seqs: &mut SeqTracker,
+    close_rx: &mut watch::Receiver<bool>,
+) -> Stop {
+    let lag = Duration::from_millis(plan.lag_ms);
+    loop {
+        if *close_rx.borrow() {
+            return Stop::Closing;
+        }
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if sh.on_text(&t, seqs) == Kind::Quotes && !lag.is_zero() {
+                        tokio::time::sleep(lag).await;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    *lock(&sh.server_close_codes).entry(code).or_default() += 1;
+                    if plan.reconnect.is_some() {
+                        // Send the close reply tungstenite has queued, as a
+                        // browser does before its close event; the
+                        // connection then ends when the socket is dropped.
+                        let _ = timeout(Duration::from_millis(100), ws.flush()).await;
+                        return Stop::Dropped;
+                    }
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    if sh.measuring.load(Ordering::Relaxed) {
+                        sh.pings.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Stop::Dropped,
+            },
+            changed = close_rx.changed() => {
+                if changed.is_err() {
+                    return Stop::Closing;
+                }
+            }
+        }
+    }
+}
+
+/// Brings a dropped session back, with the plan's reconnect credentials,
+/// retrying with a short backoff until it is back or its time is up.
+async fn reconnect(
+    i: usize,
+    plan: &Plan,
+    r: &Reconnect,
+    sh: &Shared,
+    close_rx: &watch::Receiver<bool>,
+) -> Option<(Ws, SeqTracker)> {
+    let dropped = Instant::now();
+    sh.storm.dropped();
+    let deadline = dropped + Duration::from_millis(r.limit_ms);
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mut seqs = SeqTracker::default();
+        let opened = {
+            let _permit = match &sh.storm.gate {
+                Some(g) => g.clone().acquire_owned().await.ok(),
+                None => None,
+            };
+            open_session(plan, i, r.token.as_deref(), sh, &mut seqs).await
+        };
+        match opened {
+            Ok(ws) => {
+                sh.storm.back(dropped.elapsed());
+                return Some((ws, seqs));
+            }
+            Err(e) => {
+                sh.storm.error(&e);
+                if *close_rx.borrow() || Instant::now() + pause > deadline {
+                    sh.storm.failed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                sh.storm.retries.fetch_add(1, Ordering::Relaxed);
+                // Jittered, so retries do not come back as one wave.
+                let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                tokio::time::sleep(pause.mul_f64(jitter)).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 async fn session(
     i: usize,
     plan: Arc<Plan>,
@@ -386,62 +683,35 @@ async fn session(
 ) {
     let permit = sem.acquire_owned().await.ok();
     let t0 = Instant::now();
-    let limit = Duration::from_millis(plan.connect_timeout_ms);
-    let wl = plan.watchlist_ids[i % plan.watchlist_ids.len()];
-    let opened = timeout(
-        limit,
-        open(plan.addr, source_ip(&plan, i), wl, plan.token.as_deref()),
-    )
-    .await;
-    let mut ws = match opened {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return sh.connect_failed(e),
-        Err(_) => return sh.connect_failed(ConnectError::Timeout),
+    let mut seqs = SeqTracker::default();
+    let mut ws = match open_session(&plan, i, plan.token.as_deref(), &sh, &mut seqs).await {
+        Ok(ws) => ws,
+        Err(e) => return sh.connect_failed(e),
     };
-    let mut last_seq = None;
-    match first_text(&mut ws, limit).await {
-        Some(t) => {
-            sh.on_text(&t, &mut last_seq);
-        }
-        None => return sh.connect_failed(ConnectError::Other("no snapshot".into())),
-    }
     sh.connect_latency.record(t0.elapsed().as_micros() as u64);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     sh.last_ready_us
         .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     drop(permit);
 
-    let lag = Duration::from_millis(plan.lag_ms);
     loop {
-        if *close_rx.borrow() {
-            break;
-        }
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if sh.on_text(&t, &mut last_seq) == Kind::Quotes && !lag.is_zero() {
-                        tokio::time::sleep(lag).await;
+        match pump(&mut ws, &plan, &sh, &mut seqs, &mut close_rx).await {
+            Stop::Closing => break,
+            Stop::Dropped => {
+                drop(ws);
+                let back = match &plan.reconnect {
+                    Some(r) if !*close_rx.borrow() => reconnect(i, &plan, r, &sh, &close_rx).await,
+                    _ => {
+                        sh.unexpected_closes.fetch_add(1, Ordering::Relaxed);
+                        None
                     }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let code = frame.map_or(1005, |f| u16::from(f.code));
-                    *lock(&sh.server_close_codes).entry(code).or_default() += 1;
-                }
-                Some(Ok(Message::Ping(_))) => {
-                    if sh.measuring.load(Ordering::Relaxed) {
-                        sh.pings.fetch_add(1, Ordering::Relaxed);
+                };
+                match back {
+                    Some((new_ws, new_seqs)) => (ws, seqs) = (new_ws, new_seqs),
+                    None => {
+                        sh.ended.fetch_add(1, Ordering::Relaxed);
+                        return;
                     }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    sh.unexpected_closes.fetch_add(1, Ordering::Relaxed);
-                    sh.ended.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            },
-            changed = close_rx.changed() => {
-                if changed.is_err() {
-                    break;
                 }
             }
         }
@@ -492,6 +762,22 @@ impl ConnectStats {
     }
 }
 
+/// A map of close codes as a list of pairs. In JSON a map key is a string,
+/// and the worker events, an internally tagged enum, cannot read one back
+/// as a number.
+mod close_codes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u16, u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u16, u64>, D::Error> {
+        Ok(Vec::<(u16, u64)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowStats {
     pub seconds: f64,
@@ -505,6 +791,7 @@ pub struct WindowStats {
     pub missed: u64,
     pub duplicates: u64,
     pub unexpected_closes: u64,
+    #[serde(with = "close_codes")]
     pub server_close_codes: BTreeMap<u16, u64>,
     /// CPU seconds this client process spent in the window.
     pub client_cpu_s: f64,
@@ -512,7 +799,7 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    fn merge(&mut self, o: WindowStats) {
+    pub fn merge(&mut self, o: WindowStats) {
         self.seconds = self.seconds.max(o.seconds);
         self.msgs += o.msgs;
         self.bytes += o.bytes;
@@ -553,6 +840,54 @@ impl CloseStats {
     }
 }
 
+/// A storm: every session dropped by the server and reconnecting at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormStats {
+    /// Sessions live when the storm began.
+    pub sessions: u64,
+    pub dropped: u64,
+    pub reconnected: u64,
+    pub failed: u64,
+    pub retries: u64,
+    /// Wall-clock microseconds (one clock for every process on the machine).
+    pub first_drop_us: Option<i64>,
+    pub last_drop_us: Option<i64>,
+    pub last_back_us: Option<i64>,
+    /// Per session, from its drop to its snapshot(s) on the new socket.
+    pub latency: Hist,
+    pub errors: BTreeMap<String, u64>,
+    #[serde(with = "close_codes")]
+    pub close_codes: BTreeMap<u16, u64>,
+    /// Sessions not yet dropped, or dropped and neither back nor given up,
+    /// when the wait ended: 0 once the storm is over.
+    pub pending: u64,
+}
+
+impl StormStats {
+    fn merge(&mut self, o: StormStats) {
+        self.sessions += o.sessions;
+        self.dropped += o.dropped;
+        self.reconnected += o.reconnected;
+        self.failed += o.failed;
+        self.retries += o.retries;
+        let pick = |a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.first_drop_us = pick(self.first_drop_us, o.first_drop_us, i64::min);
+        self.last_drop_us = pick(self.last_drop_us, o.last_drop_us, i64::max);
+        self.last_back_us = pick(self.last_back_us, o.last_back_us, i64::max);
+        self.latency.merge(&o.latency);
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in o.close_codes {
+            *self.close_codes.entry(k).or_default() += v;
+        }
+        self.pending += o.pending;
+    }
+}
+
 // --- a group of sessions in this process -------------------------------------
 
 pub struct LocalGroup {
@@ -566,10 +901,22 @@ pub struct LocalGroup {
 
 impl LocalGroup {
     pub fn new(plan: Plan, range: Range<usize>) -> Self {
+        let gate = plan
+            .reconnect
+            .as_ref()
+            .filter(|r| r.concurrency > 0)
+            .map(|r| Arc::new(Semaphore::new(r.concurrency)));
+        let shared = Shared {
+            storm: StormCounters {
+                gate,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         Self {
             plan: Arc::new(plan),
             range,
-            shared: Arc::default(),
+            shared: Arc::new(shared),
             close_tx: watch::channel(false).0,
             tasks: Vec::new(),
             window_started: None,
@@ -651,6 +998,40 @@ impl LocalGroup {
         }
     }
 
+    /// After the server was told to drop every session: waits until each
+    /// session live now has been dropped and is back (or gave up), at most
+    /// `limit`.
+    pub async fn await_storm(&mut self, limit: Duration) -> StormStats {
+        let sh = &self.shared;
+        let st = &sh.storm;
+        let live = sh.ready.load(Ordering::Relaxed) - sh.ended.load(Ordering::Relaxed);
+        let deadline = Instant::now() + limit;
+        let pending = || {
+            let dropped = st.dropped.load(Ordering::Relaxed);
+            let settled =
+                st.reconnected.load(Ordering::Relaxed) + st.failed.load(Ordering::Relaxed);
+            live.saturating_sub(dropped) + dropped.saturating_sub(settled)
+        };
+        while pending() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (first_drop_us, last_drop_us, last_back_us) = *lock(&st.times);
+        StormStats {
+            sessions: live,
+            dropped: st.dropped.load(Ordering::Relaxed),
+            reconnected: st.reconnected.load(Ordering::Relaxed),
+            failed: st.failed.load(Ordering::Relaxed),
+            retries: st.retries.load(Ordering::Relaxed),
+            first_drop_us,
+            last_drop_us,
+            last_back_us,
+            latency: st.latency.snapshot(),
+            errors: lock(&st.errors).clone(),
+            close_codes: lock(&sh.server_close_codes).clone(),
+            pending: pending(),
+        }
+    }
+
     /// Closes every session (close handshake, then the TCP connection).
     pub async fn close(&mut self) -> CloseStats {
         let started = Instant::now();
@@ -686,12 +1067,13 @@ enum WorkerEvent {
     Ready,
     Connected(ConnectStats),
     Window(WindowStats),
+    Storm(StormStats),
     Closed(CloseStats),
 }
 
 /// `quotecast-bench worker`: reads its config as the first stdin line, then
-/// the commands `connect`, `start`, `end`, `close`, one a line; answers each
-/// with one JSON line on stdout.
+/// the commands `connect`, `start`, `end`, `storm MS`, `close`, one a line;
+/// answers each but `start` with one JSON line on stdout.
 pub fn worker_main() -> Result<(), String> {
     let stdin = std::io::stdin();
     let mut first = String::new();
@@ -725,6 +1107,11 @@ pub fn worker_main() -> Result<(), String> {
                 "connect" => emit(&WorkerEvent::Connected(group.connect().await)),
                 "start" => group.start_window(),
                 "end" => emit(&WorkerEvent::Window(group.end_window())),
+                c if c.starts_with("storm ") => {
+                    let ms = c["storm ".len()..].parse().unwrap_or(60_000);
+                    let limit = Duration::from_millis(ms);
+                    emit(&WorkerEvent::Storm(group.await_storm(limit).await));
+                }
                 "close" => {
                     emit(&WorkerEvent::Closed(group.close().await));
                     break;
@@ -889,6 +1276,21 @@ impl Clients {
         }
     }
 
+    /// See [`LocalGroup::await_storm`].
+    pub async fn await_storm(&mut self, limit: Duration) -> Result<StormStats, String> {
+        match self {
+            Clients::Local(g) => Ok(g.await_storm(limit).await),
+            Clients::Remote(rs) => {
+                let cmd = format!("storm {}", limit.as_millis());
+                ask_all(rs, &cmd, StormStats::merge, |e| match e {
+                    WorkerEvent::Storm(s) => Some(s),
+                    _ => None,
+                })
+                .await
+            }
+        }
+    }
+
     pub async fn close(&mut self) -> Result<CloseStats, String> {
         match self {
             Clients::Local(g) => Ok(g.close().await),
@@ -912,6 +1314,7 @@ mod tests {
         let m = br#"{"type":"quotes","watchlist_id":7,"seq":42,"ts":"2026-11-26T05:59:59.123456Z","quotes":[{"symbol":"A","market_time":"2026-11-26T05:59:59Z"}]}"#;
         let h = scan(m);
         assert_eq!(h.kind, Kind::Quotes);
+        assert_eq!(h.watchlist_id, Some(7));
         assert_eq!(h.seq, Some(42));
         let want = chrono::DateTime::parse_from_rfc3339("2026-11-26T05:59:59.123456Z")
             .unwrap()
@@ -920,6 +1323,98 @@ mod tests {
         let s = scan(br#"{"type":"snapshot","watchlist_id":7,"seq":3,"stale":true,"quotes":[]}"#);
         assert_eq!((s.kind, s.seq, s.ts_us), (Kind::Snapshot, Some(3), None));
         assert_eq!(scan(br#"{"type":"pong"}"#).kind, Kind::Other);
+        let v2 = scan(
+            br#"{"type":"quotes","watchlist_id":12,"epoch":"00ff00ff00ff00ff","seq":9,"tick":31,"ts":"2026-11-26T05:59:59.5Z","totals":[]}"#,
+        );
+        assert_eq!((v2.watchlist_id, v2.seq), (Some(12), Some(9)));
+        assert!(v2.ts_us.is_some());
+        let e = br#"{"type":"error","code":"limit_exceeded","message":"m","watchlist_id":3}"#;
+        assert_eq!(scan(e).kind, Kind::Error);
+    }
+
+    #[test]
+    fn seq_is_tracked_per_watchlist() {
+        let sh = Shared::default();
+        let mut seqs = SeqTracker::default();
+        let msg = |w: i64, seq: u64| {
+            format!(r#"{{"type":"quotes","watchlist_id":{w},"epoch":"e","seq":{seq},"quotes":[]}}"#)
+        };
+        for (w, seq) in [(1, 5), (2, 40), (1, 6), (2, 41), (1, 7), (2, 42)] {
+            sh.on_text(&msg(w, seq), &mut seqs);
+        }
+        assert_eq!(sh.gaps.load(Ordering::Relaxed), 0);
+        sh.on_text(&msg(2, 45), &mut seqs);
+        sh.on_text(&msg(1, 7), &mut seqs);
+        assert_eq!(sh.gaps.load(Ordering::Relaxed), 1);
+        assert_eq!(sh.missed.load(Ordering::Relaxed), 2);
+        assert_eq!(sh.duplicates.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn multiplexed_sessions_open_what_v1_sessions_open_one_by_one() {
+        let mut plan = Plan {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            token: None,
+            watchlist_ids: (1..=10).collect(),
+            source_ips: 1,
+            concurrency: 1,
+            lag_ms: 0,
+            connect_timeout_ms: 1,
+            subscriptions: 0,
+            reconnect: None,
+        };
+        let v1: Vec<i64> = (0..30).flat_map(|i| plan.watchlists_of(i)).collect();
+        plan.subscriptions = 10;
+        let multi: Vec<i64> = (0..3).flat_map(|i| plan.watchlists_of(i)).collect();
+        assert_eq!(v1, multi);
+        assert_eq!(plan.watchlists_of(1), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn worker_events_carry_close_codes() {
+        let codes: BTreeMap<u16, u64> = [(1008, 500), (1001, 2)].into();
+        let events = [
+            WorkerEvent::Window(WindowStats {
+                server_close_codes: codes.clone(),
+                ..Default::default()
+            }),
+            WorkerEvent::Storm(StormStats {
+                close_codes: codes.clone(),
+                ..Default::default()
+            }),
+        ];
+        for ev in events {
+            let line = serde_json::to_string(&ev).unwrap();
+            match serde_json::from_str::<WorkerEvent>(&line).unwrap() {
+                WorkerEvent::Window(w) => assert_eq!(w.server_close_codes, codes),
+                WorkerEvent::Storm(s) => assert_eq!(s.close_codes, codes),
+                _ => panic!("{line}"),
+            }
+        }
+    }
+
+    #[test]
+    fn storm_stats_merge_keeps_the_outer_times() {
+        let part = |first, last, back, pending| StormStats {
+            sessions: 2,
+            dropped: 2,
+            reconnected: 2,
+            first_drop_us: Some(first),
+            last_drop_us: Some(last),
+            last_back_us: Some(back),
+            pending,
+            ..Default::default()
+        };
+        let mut all = StormStats::default();
+        all.merge(part(10, 20, 90, 0));
+        all.merge(part(5, 15, 120, 0));
+        assert_eq!(
+            (all.first_drop_us, all.last_drop_us, all.last_back_us),
+            (Some(5), Some(20), Some(120))
+        );
+        assert_eq!((all.sessions, all.reconnected, all.pending), (4, 4, 0));
+        all.merge(part(1, 2, 3, 1));
+        assert_eq!(all.pending, 1);
     }
 
     #[test]

@@ -12,9 +12,12 @@
 
 mod ceiling;
 mod client;
+mod cpu;
 mod hist;
+mod multiplex;
 mod procinfo;
 mod report;
+mod storm;
 mod target;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,7 +39,7 @@ use target::{Kind, ServerSetup, Target};
 #[command(
     name = "quotecast-bench",
     version,
-    about = "Load client for quotecast: WebSocket sessions, delivery latency, throughput, memory per session, upstream requests per tick, churn; each measured against a bare broadcaster (the ceiling) too."
+    about = "Load client for quotecast: WebSocket sessions, delivery latency, throughput, memory per session, upstream requests per tick, churn, multiplexed sockets, reconnect storms, CPU per message; each measured against a bare broadcaster (the ceiling) too."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +58,12 @@ enum Cmd {
     Upstream(Opts),
     /// 100,000 connect/snapshot/close cycles at concurrency 200: rate, no leaked sessions or workers, RSS back within 10%.
     Churn(Opts),
+    /// 200 /ws/v1 sockets x 10 subscriptions against 2,000 v1 sockets on the same watchlists, same server, 100 ms tick: msgs/s and p99 within 10%.
+    Multiplex(Opts),
+    /// 10,000 sessions: connects/s, then all dropped by the server at once and reconnecting at once; RSS back near the baseline after close.
+    Storm(Opts),
+    /// Server CPU per delivered message at 2,000 sessions x 100 ms and 10,000 sessions x 1 s, quotecast and ceiling.
+    Cpu(Opts),
     /// One custom run shaped by the flags: quotecast, or the ceiling with --ceiling, or both with --both.
     Run(Opts),
     /// The ceiling broadcaster (started by the bench itself).
@@ -150,6 +159,24 @@ struct Opts {
     /// Give up on one connect (and its snapshot) after this long.
     #[arg(long, default_value_t = 10_000)]
     connect_timeout_ms: u64,
+    /// Multiplex: subscriptions per /ws/v1 socket (default 10); the v1 phase opens --sessions x this many sockets.
+    #[arg(long)]
+    subscriptions: Option<usize>,
+    /// Multiplex: rounds of both phases (ABBA order: /ws/v1 first in even rounds).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Storm: reconnects in flight at once per client process (0: every dropped session at once).
+    #[arg(long, default_value_t = 0)]
+    storm_concurrency: usize,
+    /// Storm: give up on a dropped session not back after this long.
+    #[arg(long, default_value_t = 60_000)]
+    storm_limit_ms: u64,
+    /// Storm: seconds to watch the server's RSS after every session closed.
+    #[arg(long, default_value_t = 30.0)]
+    rss_watch: f64,
+    /// Storm: seconds between RSS samples after close.
+    #[arg(long, default_value_t = 5.0)]
+    rss_step: f64,
     /// Before starting, wait (up to 10 min) until the 1-minute load average is below this (0: do not wait).
     #[arg(long, default_value_t = 0.0)]
     max_load: f64,
@@ -207,6 +234,9 @@ fn main() -> ExitCode {
         Cmd::Idle(o) => scenario("idle", o),
         Cmd::Upstream(o) => scenario("upstream", o),
         Cmd::Churn(o) => scenario("churn", o),
+        Cmd::Multiplex(o) => scenario("multiplex", o),
+        Cmd::Storm(o) => scenario("storm", o),
+        Cmd::Cpu(o) => scenario("cpu", o),
         Cmd::Run(o) => scenario("run", o),
     };
     match res {
@@ -238,6 +268,9 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             "idle" => idle(&opts, &mut rep).await?,
             "upstream" => upstream(&opts, &mut rep).await?,
             "churn" => churn(&opts, &mut rep).await?,
+            "multiplex" => multiplex::scenario(&opts, &mut rep).await?,
+            "storm" => storm::scenario(&opts, &mut rep).await?,
+            "cpu" => cpu::scenario(&opts, &mut rep).await?,
             _ => custom(&opts, &mut rep).await?,
         }
         Ok::<_, String>(rep)
@@ -267,6 +300,7 @@ fn spec(o: &Opts, d: Shape, warmup: f64, duration: f64) -> Spec {
             symbols,
             distinct: o.distinct.unwrap_or(d.distinct).max(symbols),
             tick_ms: o.tick_ms.unwrap_or(d.tick_ms),
+            subscriptions: d.subscriptions,
         },
         warmup: o.warmup.unwrap_or(warmup),
         duration: o.duration.unwrap_or(duration),
@@ -291,12 +325,14 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 fn ratio_of(q: &RunReport, c: &RunReport) -> Ratio {
     Ratio {
+        what: "quotecast / ceiling".into(),
         shape: report::shape_label(&q.shape),
         msgs_per_s: ratio(Some(q.delivery.msgs_per_s), Some(c.delivery.msgs_per_s)),
         p50: ratio(q.delivery.latency.p50_ms, c.delivery.latency.p50_ms),
         p99: ratio(q.delivery.latency.p99_ms, c.delivery.latency.p99_ms),
         connects_per_s: ratio(Some(q.connect.per_s), Some(c.connect.per_s)),
         bytes_per_session: ratio(q.server.bytes_per_session, c.server.bytes_per_session),
+        cpu_us_per_msg: ratio(q.server.cpu_us_per_msg, c.server.cpu_us_per_msg),
     }
 }
 
@@ -373,6 +409,7 @@ async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 20,
             tick_ms: 1000,
+            subscriptions: 0,
         },
         3.0,
         20.0,
@@ -427,6 +464,7 @@ async fn throughput(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 200,
             tick_ms: 1000,
+            subscriptions: 0,
         },
         2.0,
         6.0,
@@ -588,6 +626,7 @@ async fn idle(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 200,
             tick_ms: 60_000,
+            subscriptions: 0,
         },
         5.0,
         5.0,
@@ -643,6 +682,7 @@ async fn upstream(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 200,
             tick_ms: 1000,
+            subscriptions: 0,
         },
         3.0,
         10.0,
@@ -701,6 +741,7 @@ async fn custom(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 20,
             tick_ms: 1000,
+            subscriptions: 0,
         },
         2.0,
         10.0,
@@ -814,6 +855,51 @@ async fn start_target(
     }
 }
 
+/// Messages the server dropped between two reads of `/metrics`.
+fn dropped_between(
+    a: &Option<BTreeMap<String, f64>>,
+    b: &Option<BTreeMap<String, f64>>,
+) -> Option<f64> {
+    let name = "quotecast_messages_dropped_total";
+    Some(b.as_ref()?.get(name)? - a.as_ref()?.get(name)?)
+}
+
+/// The connect phase, with the server's CPU from samples around it.
+fn connect_report(
+    cs: &client::ConnectStats,
+    before: &Option<procinfo::Sample>,
+    after: &Option<procinfo::Sample>,
+) -> ConnectReport {
+    let mut connect = ConnectReport::of(cs);
+    if let (Some(a), Some(b)) = (before, after) {
+        let secs = cs.seconds.max(1e-3);
+        connect.server_cpu_percent = Some((b.cpu_s - a.cpu_s) / secs * 100.0);
+        connect.server_threads = thread_cpu(a, b, secs);
+        if cs.ok > 0 {
+            connect.server_ctx_switches_per_connect =
+                Some(b.ctx_switches_since(a) as f64 / cs.ok as f64);
+        }
+    }
+    connect
+}
+
+/// The server's CPU over a measuring window, from samples at its ends.
+fn window_cpu(
+    server: &mut ServerReport,
+    start: &Option<procinfo::Sample>,
+    end: &Option<procinfo::Sample>,
+    window: &client::WindowStats,
+) {
+    if let (Some(a), Some(b)) = (start, end) {
+        server.cpu_percent = Some((b.cpu_s - a.cpu_s) / window.seconds * 100.0);
+        server.threads = thread_cpu(a, b, window.seconds);
+        if window.msgs > 0 {
+            server.cpu_us_per_msg = Some((b.cpu_s - a.cpu_s) * 1e6 / window.msgs as f64);
+            server.ctx_switches_per_msg = Some(b.ctx_switches_since(a) as f64 / window.msgs as f64);
+        }
+    }
+}
+
 fn thread_cpu(a: &procinfo::Sample, b: &procinfo::Sample, secs: f64) -> Vec<ThreadCpu> {
     let mut v: Vec<ThreadCpu> = b
         .threads
@@ -891,6 +977,8 @@ fn plan_for(o: &Opts, t: &Target, ids: Vec<i64>) -> Plan {
         concurrency: o.concurrency.unwrap_or(200),
         lag_ms: o.lag,
         connect_timeout_ms: o.connect_timeout_ms,
+        subscriptions: 0,
+        reconnect: None,
     }
 }
 
@@ -918,6 +1006,19 @@ fn limit_error(c: &client::ConnectStats, t: &Target) -> Option<String> {
     None
 }
 
+/// Refuses a run whose sockets cannot fit in the client processes.
+fn check_fd_room(o: &Opts, sessions: usize) -> Result<(), String> {
+    let per_proc = sessions.div_ceil(o.procs.max(1)) as u64;
+    let (soft, _) = procinfo::raise_fd_limit();
+    if per_proc + 64 > soft {
+        return Err(format!(
+            "open-file limit {soft} is too low for {per_proc} sockets in one client process: {FD_LIMIT_HINT}"
+        ));
+    }
+    Ok(())
+}
+
+/// One run on a target of its own: started, measured, stopped.
 async fn measure(
     o: &Opts,
     kind: Kind,
@@ -925,13 +1026,7 @@ async fn measure(
     fake: Option<&FakeYahoo>,
 ) -> Result<RunReport, String> {
     let s = &spec.shape;
-    let per_proc = s.sessions.div_ceil(o.procs.max(1)) as u64;
-    let (soft, _) = procinfo::raise_fd_limit();
-    if per_proc + 64 > soft {
-        return Err(format!(
-            "open-file limit {soft} is too low for {per_proc} sockets in one client process: {FD_LIMIT_HINT}"
-        ));
-    }
+    check_fd_room(o, s.sessions)?;
     let load_before = procinfo::loadavg();
     progress(format!(
         "{}: {} (load {load_before})",
@@ -939,14 +1034,39 @@ async fn measure(
         report::shape_label(s)
     ));
     let mut t = start_target(o, kind, s, fake).await?;
-    let ids = t
-        .create_watchlists(s.watchlists, s.symbols, s.distinct)
-        .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let measured = async {
+        let ids = t
+            .create_watchlists(s.watchlists, s.symbols, s.distinct)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        measure_on(o, &t, spec, ids, fake, load_before).await
+    }
+    .await;
+    let stopped = t.stop().await;
+    let (run, _) = measured?;
+    stopped?;
+    Ok(run)
+}
+
+/// One run on a target that is up, with its watchlists: connect, warm up,
+/// measure, close, wait until the server has let go of every session.
+/// Returns the report and the window's raw counts (to merge runs).
+async fn measure_on(
+    o: &Opts,
+    t: &Target,
+    spec: &Spec,
+    ids: Vec<i64>,
+    fake: Option<&FakeYahoo>,
+    load_before: String,
+) -> Result<(RunReport, client::WindowStats), String> {
+    let s = &spec.shape;
+    let kind = t.kind;
     let baseline = t.sample();
 
-    let mut clients =
-        Clients::new(plan_for(o, &t, ids), s.sessions, o.procs, o.client_threads).await?;
+    let mut plan = plan_for(o, t, ids);
+    plan.subscriptions = s.subscriptions;
+    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
     let before_connect = t.sample();
     let cs = clients.connect().await?;
     let after_connect = t.sample();
@@ -954,9 +1074,8 @@ async fn measure(
         "  connected {} of {} in {:.2} s",
         cs.ok, cs.requested, cs.seconds
     ));
-    if let Some(e) = limit_error(&cs, &t) {
+    if let Some(e) = limit_error(&cs, t) {
         let _ = clients.close().await;
-        let _ = t.stop().await;
         return Err(e);
     }
 
@@ -1011,9 +1130,11 @@ async fn measure(
     let drained = t.wait_drained(Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = t.sample();
+    let metrics_end = t.metrics().await;
 
     let mut server = ServerReport {
         pid: t.pid,
+        messages_dropped_run: dropped_between(&metrics_start, &metrics_end),
         ..Default::default()
     };
     if let (Some(b), Some(l)) = (&baseline, &loaded) {
@@ -1026,14 +1147,7 @@ async fn measure(
         }
     }
     server.rss_after_close = after.as_ref().map(|a| a.rss_bytes);
-    if let (Some(a), Some(b)) = (&loaded, &loaded_end) {
-        server.cpu_percent = Some((b.cpu_s - a.cpu_s) / window.seconds * 100.0);
-        server.threads = thread_cpu(a, b, window.seconds);
-        if window.msgs > 0 {
-            server.cpu_us_per_msg = Some((b.cpu_s - a.cpu_s) * 1e6 / window.msgs as f64);
-            server.ctx_switches_per_msg = Some(b.ctx_switches_since(a) as f64 / window.msgs as f64);
-        }
-    }
+    window_cpu(&mut server, &loaded, &loaded_end, &window);
     if let (Some(sum), Some(n)) = (
         metric("quotecast_fanout_duration_seconds_sum"),
         metric("quotecast_fanout_duration_seconds_count"),
@@ -1041,20 +1155,12 @@ async fn measure(
         server.fanout_loop_ms = (n > 0.0).then(|| sum / n * 1000.0);
     }
     server.messages_dropped = metric("quotecast_messages_dropped_total");
-    let mut connect = ConnectReport::of(&cs);
-    if let (Some(a), Some(b)) = (&before_connect, &after_connect) {
-        let secs = cs.seconds.max(1e-3);
-        connect.server_cpu_percent = Some((b.cpu_s - a.cpu_s) / secs * 100.0);
-        connect.server_threads = thread_cpu(a, b, secs);
-        if cs.ok > 0 {
-            connect.server_ctx_switches_per_connect =
-                Some(b.ctx_switches_since(a) as f64 / cs.ok as f64);
-        }
-    }
+    let connect = connect_report(&cs, &before_connect, &after_connect);
     let mut delivery = DeliveryReport::of(&window, Some(&close));
     // Only meaningful when the window holds a few ticks.
     if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {
-        delivery.expected_msgs_per_s = cs.ok as f64 * 1000.0 / s.tick_ms.max(1) as f64;
+        delivery.expected_msgs_per_s =
+            (cs.ok * s.subscriptions.max(1) as u64) as f64 * 1000.0 / s.tick_ms.max(1) as f64;
     }
     let run = RunReport {
         target: kind.name(),
@@ -1075,9 +1181,9 @@ async fn measure(
         },
         upstream,
         churn: None,
+        storm: None,
     };
-    t.stop().await?;
-    Ok(run)
+    Ok((run, window))
 }
 
 // --- churn ---------------------------------------------------------------------
@@ -1091,6 +1197,7 @@ async fn churn(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
             symbols: 20,
             distinct: 20,
             tick_ms: 1000,
+            subscriptions: 0,
         },
         0.0,
         0.0,
@@ -1140,12 +1247,14 @@ async fn churn(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
     ) {
         if let (Some(qc), Some(cc)) = (&q.churn, &c.churn) {
             rep.ratios.push(Ratio {
+                what: "quotecast / ceiling".into(),
                 shape: format!("churn, concurrency {}", qc.concurrency),
                 msgs_per_s: None,
                 p50: ratio(qc.cycle_latency.p50_ms, cc.cycle_latency.p50_ms),
                 p99: ratio(qc.cycle_latency.p99_ms, cc.cycle_latency.p99_ms),
                 connects_per_s: Some(qc.cycles_per_s / cc.cycles_per_s.max(1e-9)),
                 bytes_per_session: None,
+                cpu_us_per_msg: None,
             });
         }
     }
@@ -1345,6 +1454,7 @@ async fn churn_run(
             cycle_latency,
             rss_trace,
         }),
+        storm: None,
     };
     t.stop().await?;
     Ok(run)

@@ -95,6 +95,16 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// The peak RSS of a process over its life (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    Some(kib * 1024)
+}
+
 /// The soft open-file limit of a process.
 pub fn fd_limit(pid: u32) -> Option<u64> {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
@@ -190,6 +200,8 @@ mod tests {
         assert!((s - 300.0 / clk_tck()).abs() < 1e-9);
         let (name, _) = parse_stat("9 (a) b) R 1 2 3 4 5 6 7 8 9 10 1 1 0").unwrap();
         assert_eq!(name, "a) b");
-        assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
+        let me = sample(std::process::id()).unwrap();
+        assert!(me.rss_bytes > 0);
+        assert!(peak_rss(std::process::id()).unwrap() >= me.rss_bytes);
     }
 }

@@ -13,6 +13,9 @@ pub struct Shape {
     pub symbols: usize,
     pub distinct: usize,
     pub tick_ms: u64,
+    /// 0: every session is a v1 socket on one watchlist; K: every session is
+    /// a `GET /ws/v1` socket subscribed to K watchlists.
+    pub subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +158,10 @@ pub struct ServerReport {
     /// messages dropped for lagging sessions.
     pub fanout_loop_ms: Option<f64>,
     pub messages_dropped: Option<f64>,
+    /// Messages dropped from before the connects to after the close: seq
+    /// gaps, counted over the sessions' whole lives, can come only from
+    /// these (a lagging session skips ahead).
+    pub messages_dropped_run: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -199,6 +206,44 @@ pub struct RunReport {
     pub upstream: Option<UpstreamReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<ChurnReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormReport>,
+}
+
+/// Every session dropped by the server at once, all reconnecting at once;
+/// then all closed, and the server's RSS watched afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    /// How the server dropped them (e.g. their token revoked).
+    pub drop_by: String,
+    pub sessions: u64,
+    pub dropped: u64,
+    pub reconnected: u64,
+    pub failed: u64,
+    /// Reconnect attempts that failed and were tried again.
+    pub retries: u64,
+    /// Sessions neither back nor given up when the wait ended.
+    pub pending: u64,
+    /// First to last drop seen by the clients: how "at once" the drop was.
+    pub drop_window_s: Option<f64>,
+    /// First drop to the last session back with its snapshot(s).
+    pub storm_s: Option<f64>,
+    /// reconnected / storm_s.
+    pub sessions_per_s: Option<f64>,
+    /// Per session, from its drop to its snapshot(s) on the new socket.
+    pub reconnect_latency: Percentiles,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub close_codes: std::collections::BTreeMap<u16, u64>,
+    /// From the drop request to the end of the storm; 100 = one core.
+    pub server_cpu_percent: Option<f64>,
+    /// RSS before any session connected (the baseline of the check).
+    pub rss_baseline: Option<u64>,
+    /// The server's peak RSS over its life (VmHWM, or a sample above it).
+    pub rss_peak: Option<u64>,
+    /// (seconds after every session had closed, RSS).
+    pub rss_after_close: Vec<(f64, u64)>,
+    /// The first of those samples within 25% above the baseline.
+    pub rss_back_within_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,7 +279,8 @@ pub struct ScenarioReport {
     pub machine: Machine,
     pub started_at: String,
     pub runs: Vec<RunReport>,
-    /// quotecast / ceiling, where both ran at the same shape.
+    /// quotecast / ceiling where both ran at the same shape, and any other
+    /// comparison a scenario makes (each says which in `what`).
     pub ratios: Vec<Ratio>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
@@ -242,12 +288,16 @@ pub struct ScenarioReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
+    /// What over what, e.g. "quotecast / ceiling".
+    pub what: String,
     pub shape: String,
     pub msgs_per_s: Option<f64>,
     pub p50: Option<f64>,
     pub p99: Option<f64>,
     pub connects_per_s: Option<f64>,
     pub bytes_per_session: Option<f64>,
+    /// Server CPU per delivered message.
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 fn mib(b: u64) -> String {
@@ -273,9 +323,13 @@ fn threads(t: &[ThreadCpu]) -> String {
 }
 
 pub fn shape_label(s: &Shape) -> String {
+    let sessions = match s.subscriptions {
+        0 => format!("{} sessions", s.sessions),
+        k => format!("{} /ws/v1 sessions x {k} subscriptions", s.sessions),
+    };
     format!(
-        "{} sessions, {} watchlist(s) x {} symbols ({} distinct), tick {} ms",
-        s.sessions, s.watchlists, s.symbols, s.distinct, s.tick_ms
+        "{sessions}, {} watchlist(s) x {} symbols ({} distinct), tick {} ms",
+        s.watchlists, s.symbols, s.distinct, s.tick_ms
     )
 }
 
@@ -348,6 +402,9 @@ pub fn human_run(r: &RunReport) -> String {
             let _ = writeln!(o, "  RSS trace   (cycles, MiB) {}", trace.join(", "));
         }
     }
+    if let Some(st) = &r.storm {
+        human_storm(&mut o, st);
+    }
     let d = &r.delivery;
     if r.churn.is_none() {
         let _ = writeln!(
@@ -374,8 +431,17 @@ pub fn human_run(r: &RunReport) -> String {
         );
         let _ = writeln!(
             o,
-            "  seq         {} gaps ({} missed), {} duplicates, {} unexpected closes, {} live at window end",
-            d.seq_gaps, d.seq_missed, d.duplicates, d.unexpected_closes, d.live_sessions
+            "  seq         {} gaps ({} missed), {} duplicates, {} unexpected closes, {} live at window end{}",
+            d.seq_gaps,
+            d.seq_missed,
+            d.duplicates,
+            d.unexpected_closes,
+            d.live_sessions,
+            r.server
+                .messages_dropped_run
+                .map_or(String::new(), |v| format!(
+                    "; server dropped {v:.0} msgs over the run"
+                ))
         );
     }
     let s = &r.server;
@@ -443,6 +509,54 @@ pub fn human_run(r: &RunReport) -> String {
     o
 }
 
+fn human_storm(o: &mut String, st: &StormReport) {
+    let secs = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
+    let _ = writeln!(
+        o,
+        "  storm       {} of {} sessions dropped ({}) within {}; {} back in {} = {} sessions/s; {} failed, {} retries, {} pending{}",
+        st.dropped,
+        st.sessions,
+        st.drop_by,
+        secs(st.drop_window_s),
+        st.reconnected,
+        secs(st.storm_s),
+        st.sessions_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+        st.failed,
+        st.retries,
+        st.pending,
+        if st.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; errors {:?}", st.errors)
+        }
+    );
+    let l = &st.reconnect_latency;
+    let _ = writeln!(
+        o,
+        "  storm back  per session p50 {}  p99 {}  max {} (drop to snapshot); close codes {:?}; server CPU {}",
+        ms(l.p50_ms),
+        ms(l.p99_ms),
+        ms(l.max_ms),
+        st.close_codes,
+        st.server_cpu_percent
+            .map_or("-".into(), |v| format!("{v:.0}%"))
+    );
+    let trace: Vec<String> = st
+        .rss_after_close
+        .iter()
+        .map(|(t, b)| format!("{t:.0} s {:.1}", *b as f64 / 1048576.0))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  storm RSS   {} before connect, {} peak; after close (MiB): {}; within 25% of the baseline {}",
+        st.rss_baseline.map_or("-".into(), mib),
+        st.rss_peak.map_or("-".into(), mib),
+        trace.join(", "),
+        st.rss_back_within_s
+            .map_or("not yet".into(), |v| format!("after {v:.0} s"))
+    );
+}
+
 pub fn human(rep: &ScenarioReport) -> String {
     let mut o = String::new();
     let m = &rep.machine;
@@ -454,19 +568,26 @@ pub fn human(rep: &ScenarioReport) -> String {
     for r in &rep.runs {
         o.push_str(&human_run(r));
     }
-    if !rep.ratios.is_empty() {
-        let _ = writeln!(o, "\nquotecast / ceiling:");
+    let mut whats: Vec<&str> = Vec::new();
+    for r in &rep.ratios {
+        if !whats.contains(&r.what.as_str()) {
+            whats.push(&r.what);
+        }
+    }
+    for what in whats {
+        let _ = writeln!(o, "\n{what}:");
         let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-        for r in &rep.ratios {
+        for r in rep.ratios.iter().filter(|r| r.what == what) {
             let _ = writeln!(
                 o,
-                "  {}: msgs/s {}, p50 {}, p99 {}, connects/s {}, bytes/session {}",
+                "  {}: msgs/s {}, p50 {}, p99 {}, connects/s {}, bytes/session {}, CPU/msg {}",
                 r.shape,
                 f(r.msgs_per_s),
                 f(r.p50),
                 f(r.p99),
                 f(r.connects_per_s),
-                f(r.bytes_per_session)
+                f(r.bytes_per_session),
+                f(r.cpu_us_per_msg)
             );
         }
     }

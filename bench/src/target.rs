@@ -66,6 +66,17 @@ pub struct Target {
     /// Watchlists made on a server we did not start, removed afterwards.
     created: Vec<i64>,
     external: bool,
+    /// A quotecast we started, to run its CLI against the same database.
+    cli: Option<ServerCli>,
+}
+
+/// How the bench started a quotecast: the same binary, environment and
+/// directory reach its database from the CLI.
+#[derive(Clone)]
+struct ServerCli {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
 }
 
 fn http_client() -> Result<reqwest::Client, String> {
@@ -194,6 +205,10 @@ impl Target {
                 "0".into(),
             ),
             (
+                "QUOTECAST__LIMITS__MAX_SUBSCRIPTIONS_PER_SESSION".into(),
+                s.watchlists.max(20).to_string(),
+            ),
+            (
                 "RUST_LOG".into(),
                 std::env::var("QUOTECAST_BENCH_SERVER_LOG")
                     .unwrap_or_else(|_| "warn,quotecast::startup=info".into()),
@@ -238,12 +253,13 @@ impl Target {
             token: Some(token),
             pid: Some(child.id()),
             child: Some(child),
-            dir: Some(dir),
+            dir: Some(dir.clone()),
             http: http_client()?,
             base: format!("http://{addr}"),
             log_tail: tail,
             created: Vec::new(),
             external: false,
+            cli: Some(ServerCli { bin, env, dir }),
         };
         t.wait_ready().await?;
         Ok(t)
@@ -275,6 +291,7 @@ impl Target {
             log_tail: tail,
             created: Vec::new(),
             external: false,
+            cli: None,
         })
     }
 
@@ -297,6 +314,7 @@ impl Target {
             log_tail: Arc::default(),
             created: Vec::new(),
             external: true,
+            cli: None,
         };
         t.wait_ready().await?;
         Ok(t)
@@ -378,6 +396,73 @@ impl Target {
             self.created.extend(&ids);
         }
         Ok(ids)
+    }
+
+    /// Runs `quotecast ARGS` against the database of a quotecast we
+    /// started, as an operator would next to the running server; returns
+    /// its stdout.
+    pub async fn run_cli(&self, args: &[&str]) -> Result<String, String> {
+        let ServerCli { bin, env, dir } = self.cli.clone().ok_or_else(|| {
+            format!(
+                "the {} target has no CLI here: the bench must start it (drop --url)",
+                self.kind.name()
+            )
+        })?;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let shown = args.join(" ");
+        tokio::task::spawn_blocking(move || {
+            // The server holds the same SQLite file; a write of the CLI can
+            // meet its lock, so a few tries.
+            let mut last = String::new();
+            for attempt in 0..5 {
+                let out = Command::new(&bin)
+                    .args(&args)
+                    .envs(env.iter().cloned())
+                    .current_dir(&dir)
+                    .output()
+                    .map_err(|e| format!("{}: {e}", bin.display()))?;
+                if out.status.success() {
+                    return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+                last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            Err(format!("`quotecast {shown}` failed: {last}"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// A new API token of the bench user: (token id, token).
+    pub async fn issue_token(&self, label: &str) -> Result<(i64, String), String> {
+        let out = self
+            .run_cli(&["token", "issue", "bench", "--label", label])
+            .await?;
+        let id = out
+            .split("token id ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| format!("`quotecast token issue` printed no token id: {out}"))?;
+        let token = out
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+            .ok_or("`quotecast token issue` printed no token")?;
+        Ok((id, token))
+    }
+
+    /// Sends `signal` to the target's process (one we started).
+    pub fn signal(&self, signal: libc::c_int) -> Result<(), String> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or("the target is not a process the bench started")?;
+        // SAFETY: kill(2) on our own child's pid.
+        match unsafe { libc::kill(child.id() as libc::pid_t, signal) } {
+            0 => Ok(()),
+            _ => Err(format!("kill: {}", std::io::Error::last_os_error())),
+        }
     }
 
     /// `GET /admin/v1/stats` (quotecast only).

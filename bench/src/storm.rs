@@ -1,0 +1,411 @@
+//! The `storm` scenario (issue "Connect path and reconnect storms"): on
+//! each target, N sessions connect (connects/s); then the server drops every
+//! one of them at once and each reconnects at once (time until all N are
+//! back with their snapshots); a short window checks that quotes flow again;
+//! then all close, and the server's RSS is sampled for a while after, against
+//! the one before any session connected.
+//!
+//! How "the server drops every session at once" without a server API for it:
+//! quotecast's sessions connect with a token of their own, which the bench
+//! revokes with quotecast's CLI (as an operator would, next to the running
+//! server); the revocation sweep then closes every session of that token in
+//! one pass over the session table, with 1008. The sessions come back with a
+//! second token. The ceiling does the same on SIGUSR1: every connection gets
+//! a 1008 close at once. The storm is timed from the first drop a client
+//! sees, so the sweep's interval (`realtime.auth_recheck_interval_ms`) does
+//! not count.
+
+use crate::client::{Clients, Reconnect, StormStats};
+use crate::report::{
+    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, ServerReport, Shape,
+    StormReport,
+};
+use crate::target::{Kind, Target};
+use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec};
+use std::time::{Duration, Instant};
+
+/// RSS after close must come back within this factor of the baseline.
+const RSS_BACK: f64 = 1.25;
+
+pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
+    if o.url.is_some() {
+        return Err(
+            "storm: needs a server the bench starts (it drops the sessions by revoking their \
+             token with the server's CLI); drop --url"
+                .into(),
+        );
+    }
+    let s = spec(
+        o,
+        Shape {
+            sessions: 10_000,
+            watchlists: 1,
+            symbols: 20,
+            distinct: 20,
+            tick_ms: 1000,
+            subscriptions: 0,
+        },
+        2.0,
+        3.0,
+    );
+    for k in kinds(o) {
+        let r = storm_run(o, k, &s).await?;
+        let st = r.storm.as_ref().ok_or("storm run without a storm report")?;
+        rep.checks.push(check(
+            &format!("{}: sessions back after the storm", r.target),
+            &format!("{} of {}, none failed", st.sessions, st.sessions),
+            format!(
+                "{} back, {} failed, {} pending",
+                st.reconnected, st.failed, st.pending
+            ),
+            st.sessions == r.connect.ok
+                && st.reconnected == st.sessions
+                && st.failed == 0
+                && st.pending == 0,
+        ));
+        if k == Kind::Quotecast {
+            crate::invariant_checks(o, &r, &mut rep.checks);
+            rep.checks.push(check(
+                &format!(
+                    "quotecast RSS after all {} sessions closed, within {:.0} s",
+                    r.connect.ok, o.rss_watch
+                ),
+                "within 25% above the pre-connect baseline",
+                match (st.rss_baseline, st.rss_after_close.last()) {
+                    (Some(b), Some(&(t, last))) => format!(
+                        "{:.1} MiB before, peak {}, {:.1} MiB after {t:.0} s ({:+.0}%){}",
+                        b as f64 / 1048576.0,
+                        st.rss_peak
+                            .map_or("-".into(), |p| format!("{:.1} MiB", p as f64 / 1048576.0)),
+                        last as f64 / 1048576.0,
+                        (last as f64 / b as f64 - 1.0) * 100.0,
+                        st.rss_back_within_s
+                            .map_or(String::new(), |v| format!("; within after {v:.0} s"))
+                    ),
+                    _ => "-".into(),
+                },
+                st.rss_back_within_s.is_some(),
+            ));
+        }
+        if let Some(bps) = r.server.bytes_per_session {
+            rep.notes.push(format!(
+                "{}: server RSS per connected session {bps:.0} B ({} sessions on a {} ms tick; \
+                 the `idle` scenario measures it at a 60 s tick)",
+                r.target, r.connect.ok, r.shape.tick_ms
+            ));
+        }
+        rep.runs.push(r);
+    }
+    let (Some(q), Some(c)) = (
+        find(&rep.runs, Kind::Quotecast),
+        find(&rep.runs, Kind::Ceiling),
+    ) else {
+        return Ok(());
+    };
+    let connects = q.connect.per_s / c.connect.per_s.max(1e-9);
+    rep.checks.push(check(
+        &format!("connects/s vs ceiling at {} sessions", q.connect.ok),
+        ">= 0.80x",
+        format!(
+            "{:.0} vs {:.0} = {connects:.2}x",
+            q.connect.per_s, c.connect.per_s
+        ),
+        connects >= 0.8,
+    ));
+    let (qs, cs) = (
+        q.storm.as_ref().and_then(|s| s.storm_s),
+        c.storm.as_ref().and_then(|s| s.storm_s),
+    );
+    let x = crate::ratio(qs, cs);
+    rep.checks.push(check(
+        "reconnect storm: drop to all sessions back with snapshots, vs ceiling",
+        "<= 1.3x",
+        format!(
+            "{} vs {} = {}",
+            qs.map_or("-".into(), |v| format!("{v:.2} s")),
+            cs.map_or("-".into(), |v| format!("{v:.2} s")),
+            x.map_or("-".into(), |v| format!("{v:.2}x"))
+        ),
+        x.is_some_and(|v| v <= 1.3),
+    ));
+    let r = crate::ratio_of(q, c);
+    rep.ratios.push(r);
+    Ok(())
+}
+
+/// One target: started, connected, stormed, measured, closed, watched,
+/// stopped.
+async fn storm_run(o: &Opts, kind: Kind, spec: &Spec) -> Result<RunReport, String> {
+    let s = &spec.shape;
+    crate::check_fd_room(o, s.sessions)?;
+    let load_before = procinfo::loadavg();
+    progress(format!(
+        "{}: storm, {} (load {load_before})",
+        kind.name(),
+        report::shape_label(s)
+    ));
+    let mut t = crate::start_target(o, kind, s, None).await?;
+    let run = storm_on(o, &mut t, spec, load_before).await;
+    let stopped = t.stop().await;
+    let run = run?;
+    stopped?;
+    Ok(run)
+}
+
+/// How the target will drop every session, and the credentials to come back.
+struct Dropper {
+    /// Quotecast: the token the sessions connect with, to revoke.
+    revoke: Option<i64>,
+    connect_token: Option<String>,
+    reconnect_token: Option<String>,
+}
+
+impl Dropper {
+    async fn of(t: &Target) -> Result<Self, String> {
+        match t.kind {
+            Kind::Quotecast => {
+                let (id, first) = t.issue_token("storm-drop").await?;
+                let (_, second) = t.issue_token("storm-back").await?;
+                Ok(Dropper {
+                    revoke: Some(id),
+                    connect_token: Some(first),
+                    reconnect_token: Some(second),
+                })
+            }
+            Kind::Ceiling => Ok(Dropper {
+                revoke: None,
+                connect_token: None,
+                reconnect_token: None,
+            }),
+        }
+    }
+
+    fn how(&self) -> &'static str {
+        match self.revoke {
+            Some(_) => "their token revoked with the CLI; the revocation sweep closes them",
+            None => "SIGUSR1: the ceiling closes every connection",
+        }
+    }
+
+    async fn drop_all(&self, t: &Target) -> Result<(), String> {
+        match self.revoke {
+            Some(id) => t
+                .run_cli(&["token", "revoke", &id.to_string()])
+                .await
+                .map(drop),
+            None => t.signal(libc::SIGUSR1),
+        }
+    }
+}
+
+async fn storm_on(
+    o: &Opts,
+    t: &mut Target,
+    spec: &Spec,
+    load_before: String,
+) -> Result<RunReport, String> {
+    let s = &spec.shape;
+    let ids = t
+        .create_watchlists(s.watchlists, s.symbols, s.distinct)
+        .await?;
+    let dropper = Dropper::of(t).await?;
+    let mut plan = crate::plan_for(o, t, ids);
+    plan.subscriptions = s.subscriptions;
+    plan.token = dropper.connect_token.clone();
+    plan.reconnect = Some(Reconnect {
+        token: dropper.reconnect_token.clone(),
+        concurrency: o.storm_concurrency,
+        limit_ms: o.storm_limit_ms,
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = t.sample();
+
+    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
+    let before_connect = t.sample();
+    let cs = clients.connect().await?;
+    let after_connect = t.sample();
+    progress(format!(
+        "  connected {} of {} in {:.2} s",
+        cs.ok, cs.requested, cs.seconds
+    ));
+    if let Some(e) = crate::limit_error(&cs, t) {
+        let _ = clients.close().await;
+        return Err(e);
+    }
+    tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
+    let loaded = t.sample();
+
+    let storm_start = t.sample();
+    let asked = Instant::now();
+    dropper.drop_all(t).await?;
+    // The drop may wait for the server's next revocation sweep.
+    let storm = clients
+        .await_storm(Duration::from_millis(o.storm_limit_ms) + Duration::from_secs(30))
+        .await?;
+    let storm_end = t.sample();
+    let storm_wall = asked.elapsed().as_secs_f64();
+    let report = storm_report(&storm, dropper.how());
+    progress(format!(
+        "  storm: {} of {} dropped, {} back in {}, {} failed",
+        storm.dropped,
+        storm.sessions,
+        storm.reconnected,
+        report.storm_s.map_or("-".into(), |v| format!("{v:.2} s")),
+        storm.failed
+    ));
+
+    // Quotes must flow again on the new sockets.
+    tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
+    let window_start = t.sample();
+    clients.start_window()?;
+    tokio::time::sleep(Duration::from_secs_f64(spec.duration)).await;
+    let window = clients.end_window().await?;
+    let window_end = t.sample();
+
+    let close = clients.close().await?;
+    let closed = Instant::now();
+    drop(clients);
+    let drained = t.wait_drained(Duration::from_secs(15)).await;
+    let metrics_end = t.metrics().await;
+    let rss_after_close = watch_rss(t, closed, o.rss_watch, o.rss_step).await;
+
+    let mut server = ServerReport {
+        pid: t.pid,
+        messages_dropped_run: crate::dropped_between(&metrics_start, &metrics_end),
+        ..Default::default()
+    };
+    if let (Some(b), Some(l)) = (&baseline, &loaded) {
+        server.rss_baseline = Some(b.rss_bytes);
+        server.rss_loaded = Some(l.rss_bytes);
+        server.fds_loaded = Some(l.fds);
+        if cs.ok > 0 {
+            server.bytes_per_session =
+                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / cs.ok as f64);
+        }
+    }
+    server.rss_after_close = rss_after_close.last().map(|x| x.1);
+    crate::window_cpu(&mut server, &window_start, &window_end, &window);
+    let mut delivery = DeliveryReport::of(&window, Some(&close));
+    if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {
+        delivery.expected_msgs_per_s = storm.reconnected as f64 * 1000.0 / s.tick_ms as f64;
+    }
+    let baseline_rss = baseline.as_ref().map(|b| b.rss_bytes);
+    let storm = StormReport {
+        server_cpu_percent: match (&storm_start, &storm_end) {
+            (Some(a), Some(b)) => Some((b.cpu_s - a.cpu_s) / storm_wall.max(1e-3) * 100.0),
+            _ => None,
+        },
+        rss_baseline: baseline_rss,
+        // VmHWM is updated lazily and the kernel's RSS counts are
+        // approximate: a sample may read above it.
+        rss_peak: [
+            t.pid.and_then(procinfo::peak_rss),
+            loaded.as_ref().map(|l| l.rss_bytes),
+            rss_after_close.iter().map(|x| x.1).max(),
+        ]
+        .into_iter()
+        .flatten()
+        .max(),
+        rss_back_within_s: baseline_rss.and_then(|b| {
+            rss_after_close
+                .iter()
+                .find(|(_, rss)| *rss as f64 <= b as f64 * RSS_BACK)
+                .map(|(t, _)| *t)
+        }),
+        rss_after_close,
+        ..report
+    };
+    Ok(RunReport {
+        target: t.kind.name(),
+        shape: s.clone(),
+        load_before,
+        connect: connect_report(&cs, &before_connect, &after_connect),
+        delivery,
+        server,
+        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_procs: o.procs.max(1),
+        after_close: AfterClose {
+            clean_closes: close.clean,
+            unclean_closes: close.unclean,
+            close_s: close.seconds,
+            sessions: drained.map(|d| d.0),
+            workers: drained.map(|d| d.1),
+            drained_s: drained.map(|d| d.2),
+        },
+        upstream: None,
+        churn: None,
+        storm: Some(storm),
+    })
+}
+
+/// The clients' side of the storm; the server's figures are filled in after.
+fn storm_report(st: &StormStats, drop_by: &str) -> StormReport {
+    let span = |a: Option<i64>, b: Option<i64>| Some((b? - a?) as f64 / 1e6);
+    let storm_s = span(st.first_drop_us, st.last_back_us);
+    StormReport {
+        drop_by: drop_by.to_owned(),
+        sessions: st.sessions,
+        dropped: st.dropped,
+        reconnected: st.reconnected,
+        failed: st.failed,
+        retries: st.retries,
+        pending: st.pending,
+        drop_window_s: span(st.first_drop_us, st.last_drop_us),
+        storm_s,
+        sessions_per_s: storm_s
+            .filter(|&v| v > 0.0)
+            .map(|v| st.reconnected as f64 / v),
+        reconnect_latency: Percentiles::of(&st.latency),
+        errors: st.errors.clone(),
+        close_codes: st.close_codes.clone(),
+        server_cpu_percent: None,
+        rss_baseline: None,
+        rss_peak: None,
+        rss_after_close: Vec::new(),
+        rss_back_within_s: None,
+    }
+}
+
+/// The server's RSS at `since`, then every `step` seconds up to `watch`
+/// seconds after it: (seconds after `since`, bytes).
+async fn watch_rss(t: &Target, since: Instant, watch: f64, step: f64) -> Vec<(f64, u64)> {
+    let step = step.max(0.1);
+    let mut trace = Vec::new();
+    for k in 0.. {
+        let at = k as f64 * step;
+        if at > watch + 1e-9 {
+            break;
+        }
+        tokio::time::sleep_until((since + Duration::from_secs_f64(at)).into()).await;
+        match t.pid.and_then(procinfo::sample) {
+            Some(x) => trace.push((since.elapsed().as_secs_f64(), x.rss_bytes)),
+            None => break,
+        }
+    }
+    trace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storm_time_runs_from_the_first_drop_to_the_last_session_back() {
+        let st = StormStats {
+            sessions: 4,
+            dropped: 4,
+            reconnected: 4,
+            first_drop_us: Some(1_000_000),
+            last_drop_us: Some(1_200_000),
+            last_back_us: Some(3_000_000),
+            ..Default::default()
+        };
+        let r = storm_report(&st, "test");
+        assert_eq!(r.storm_s, Some(2.0));
+        assert_eq!(r.drop_window_s, Some(0.2));
+        assert_eq!(r.sessions_per_s, Some(2.0));
+        let none = storm_report(&StormStats::default(), "test");
+        assert_eq!((none.storm_s, none.sessions_per_s), (None, None));
+    }
+}
