@@ -17,6 +17,7 @@ pub mod admin;
 mod caller;
 mod error;
 pub mod health;
+pub mod json;
 pub mod openapi;
 pub mod quotes;
 pub mod tickets;

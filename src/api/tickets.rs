@@ -1,6 +1,7 @@
 //! `POST /api/v1/ws-tickets`: single-use WebSocket credentials for browsers,
 //! which cannot set headers on a WebSocket.
 
+use super::json::Object;
 use super::openapi::{Authenticated, JsonBody};
 use super::{ApiError, ErrorBody};
 use crate::access::{self, Access};
@@ -15,6 +16,7 @@ use utoipa::ToSchema;
 pub struct TicketRequest {
     /// The watchlist whose v1 socket the ticket opens; absent: a ticket for
     /// `GET /ws/v1`, whose subscriptions are checked one by one.
+    #[serde(default, deserialize_with = "super::json::optional_integer")]
     #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
     watchlist_id: Option<i64>,
 }
@@ -53,9 +55,10 @@ pub struct Ticket {
 pub async fn ws_ticket(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<TicketRequest>,
+    body: web::Json<Object<TicketRequest>>,
 ) -> Result<web::Json<Ticket>, ApiError> {
-    let id = body.watchlist_id;
+    let Object(request) = body.into_inner();
+    let id = request.watchlist_id;
     let me = caller.user.id;
     if let Some(id) = id {
         state

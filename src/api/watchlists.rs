@@ -2,6 +2,7 @@
 //! watchlist is public. Writes: the owner only. Every change is passed on to
 //! the live sessions through the control plane.
 
+use super::json::Object;
 use super::openapi::{Authenticated, JsonBody};
 use super::{ApiError, ErrorBody};
 use crate::access::{self, Access};
@@ -246,9 +247,9 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResp
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<CreateWatchlist>,
+    body: web::Json<Object<CreateWatchlist>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let name = WatchlistName::parse(&body.name)?;
     let description = Description::parse("description", body.description.as_deref().unwrap_or(""))?;
     let items: Vec<ItemInput> = body
@@ -349,10 +350,10 @@ pub async fn update(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<UpdateWatchlist>,
+    body: web::Json<Object<UpdateWatchlist>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let patch = WatchlistPatch {
         name: body
             .name
@@ -483,10 +484,10 @@ pub async fn add_item(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<ItemIn>,
+    body: web::Json<Object<ItemIn>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let item = body.into_inner().parse()?;
+    let item = body.into_inner().0.parse()?;
     let me = caller.user.id;
     let max = state.settings.limits.max_items_per_watchlist;
     let (added, all) = state
@@ -529,11 +530,11 @@ pub async fn patch_item(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    body: web::Json<PatchItem>,
+    body: web::Json<Object<PatchItem>>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, symbol) = path.into_inner();
     let symbol = path_symbol(&symbol)?;
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let patch = ItemPatch {
         quantity: body
             .quantity
