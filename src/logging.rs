@@ -130,10 +130,13 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Level, target and message of each record seen.
+    type Seen = Arc<Mutex<Vec<(Level, String, String)>>>;
+
     /// Keeps every record it is given that its level lets through.
     struct Recorder {
         max: Level,
-        seen: Arc<Mutex<Vec<(Level, String, String)>>>,
+        seen: Seen,
     }
 
     impl Log for Recorder {
@@ -152,12 +155,7 @@ mod tests {
         fn flush(&self) {}
     }
 
-    fn logger(
-        max: Level,
-    ) -> (
-        ClientNoise<Recorder>,
-        Arc<Mutex<Vec<(Level, String, String)>>>,
-    ) {
+    fn logger(max: Level) -> (ClientNoise<Recorder>, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rec = Recorder {
             max,
