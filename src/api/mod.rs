@@ -74,6 +74,11 @@ async fn unrouted(req: HttpRequest) -> HttpResponse {
 }
 
 /// Every route of the service.
+///
+/// A new API handler carries `#[utoipa::path(...)]` above its actix route
+/// attribute (`#[get("/things")]`) and joins its scope below with
+/// `.service(handler)`; `tests/openapi.rs` fails for a route registered any
+/// other way and left out of the document.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
