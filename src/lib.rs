@@ -51,6 +51,8 @@
 //!   [`sweeps`] is periodic housekeeping; [`net`] the few socket calls actix
 //!   does not make.
 //! * [`config`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
+//! * [`logging`]: env_logger, with actix-http's per-connection errors (a
+//!   client's malformed request) rate-limited, so no client sets the log's pace.
 //! * `testkit` (tests only): fakes for the unit tests of the fetcher, the
 //!   supervisor and the worker (a scriptable provider, a recording bus,
 //!   fake sessions).
@@ -75,6 +77,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod feed;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

@@ -79,27 +79,43 @@ pub enum Known {
 /// One point of an intraday series: (unix seconds, price).
 pub type Point = (i64, f64);
 
-/// The SPEC's Quote object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The SPEC's Quote object. Unknown values are `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Quote)]
 pub struct WireQuote<'a> {
     pub symbol: &'a str,
+    #[schema(required = true)]
     pub name: Option<&'a str>,
+    #[schema(required = true)]
     pub price: Option<f64>,
+    #[schema(required = true)]
     pub previous_close: Option<f64>,
+    #[schema(required = true)]
     pub change: Option<f64>,
+    #[schema(required = true)]
     pub change_percent: Option<f64>,
+    #[schema(required = true)]
     pub volume: Option<i64>,
+    #[schema(required = true)]
     pub currency: Option<&'a str>,
+    #[schema(required = true)]
     pub market_state: Option<&'a str>,
+    /// RFC 3339, UTC.
     #[serde(serialize_with = "ser_time")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub market_time: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub quantity: Option<f64>,
+    #[schema(required = true)]
     pub purchase_price: Option<f64>,
+    #[schema(required = true)]
     pub unrealized_pl: Option<f64>,
+    /// `unknown_symbol` when the upstream does not know the symbol.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
     /// Today's series, in snapshots asked for with `intraday`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<(i64, f64)>>)]
     pub intraday: Option<&'a [Point]>,
 }
 

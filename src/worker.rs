@@ -126,14 +126,17 @@ pub struct PriceWorker {
 }
 
 /// A row of `GET /admin/v1/workers`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub watchlist_id: i64,
     pub sessions: usize,
     pub symbols: Vec<String>,
+    #[schema(format = DateTime)]
     pub started_at: String,
     pub ticks: u64,
+    #[schema(format = DateTime, required = true)]
     pub last_tick_at: Option<String>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub seq: u64,
     pub epoch: String,

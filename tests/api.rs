@@ -294,6 +294,22 @@ async fn malformed_and_hostile_input(b: Backend) {
             422,
             "invalid_value",
         ),
+        // A body is an object: serde would read an array as the fields in
+        // order, and this created a watchlist (found by schemathesis).
+        (
+            Method::POST,
+            "/api/v1/watchlists".into(),
+            raw("[\"by position\", null, null, null]"),
+            422,
+            "invalid_value",
+        ),
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".into(),
+            raw("[]"),
+            422,
+            "invalid_value",
+        ),
         (
             Method::POST,
             "/api/v1/watchlists".into(),
@@ -388,6 +404,32 @@ async fn malformed_and_hostile_input(b: Backend) {
             raw("{\"watchlist_id\": 424242}"),
             404,
             "not_found",
+        ),
+        // JSON has one kind of number: 424242.0 is the integer 424242 (found
+        // by schemathesis: it was refused 422), 1.5 is no id.
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".into(),
+            raw("{\"watchlist_id\": 424242.0}"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/api/v1/ws-tickets".into(),
+            raw("{\"watchlist_id\": 1.5}"),
+            422,
+            "invalid_value",
+        ),
+        // The number as written, not a neighbour: 1000000000000000.1 (the
+        // double just above the 1e15 limit) was read as 1e15 and accepted
+        // (found by schemathesis).
+        (
+            Method::POST,
+            format!("/api/v1/watchlists/{id}/items"),
+            raw("{\"symbol\": \"A\", \"quantity\": 1000000000000000.1}"),
+            422,
+            "invalid_value",
         ),
         (
             Method::GET,

@@ -98,6 +98,9 @@ struct Server {
     child: Child,
     base: String,
     stdout: mpsc::Receiver<String>,
+    /// Kept, so the server never blocks on a full pipe; read by tests of
+    /// what it logs.
+    stderr: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -123,6 +126,7 @@ impl Server {
             child,
             base,
             stdout,
+            stderr,
         }
     }
 
@@ -151,6 +155,23 @@ impl Server {
             .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Everything the server logs from now until it exits (call after
+    /// [`Server::terminate`]).
+    fn rest_of_stderr(&self) -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        let mut lines = Vec::new();
+        loop {
+            match self
+                .stderr
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => lines.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr still open: {lines:?}"),
+            }
+        }
     }
 
     async fn terminate(&mut self) -> std::process::ExitStatus {
@@ -444,4 +465,55 @@ fn migrate_is_idempotent() {
     let out = s.run(&["migrate"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 migrations applied"));
+}
+
+/// A client's malformed requests do not set the pace of the log: actix-http's
+/// one ERROR line per broken connection becomes one WARN a minute, the rest
+/// DEBUG (still there when asked for).
+#[actix_web::test]
+async fn malformed_requests_log_one_warning_not_an_error_each() {
+    use std::io::{Read, Write};
+    const N: usize = 20;
+    let connection_errors = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains("actix_http::h1::dispatcher"))
+            .cloned()
+            .collect()
+    };
+    for (rust_log, want) in [("info", 1), ("info,actix_http::h1::dispatcher=debug", N)] {
+        let s = Scratch::new();
+        let mut cmd = s.cmd(&["serve"]);
+        cmd.env("RUST_LOG", rust_log);
+        let mut server = Server::start(cmd);
+        for request in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n",
+        ]
+        .into_iter()
+        .cycle()
+        .take(N)
+        {
+            let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+            conn.write_all(request).unwrap();
+            let mut answer = String::new();
+            conn.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        }
+        assert_eq!(server.terminate().await.code(), Some(0));
+        let lines = server.rest_of_stderr();
+        let noise = connection_errors(&lines);
+        assert_eq!(noise.len(), want, "RUST_LOG={rust_log}: {lines:#?}");
+        assert!(noise[0].contains(" WARN "), "{noise:#?}");
+        assert!(
+            noise[1..].iter().all(|l| l.contains(" DEBUG ")),
+            "{noise:#?}"
+        );
+        assert!(
+            noise.iter().all(|l| l.contains("request parse error")),
+            "{noise:#?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains(" ERROR ")), "{lines:#?}");
+    }
 }

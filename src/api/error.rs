@@ -1,13 +1,15 @@
 //! The API layer's one error type and its one mapping to HTTP: every error
-//! answers `{"error":{"code","message"}}` with the fitting status. actix's own
-//! extractor failures are routed here too (see [`super::routes`]), so no client mistake is answered in plain text.
+//! answers [`ErrorBody`], `{"error":{"code","message"}}`, with the fitting
+//! status. actix's own extractor failures are routed here too (see
+//! [`super::routes`]), so no client mistake is answered in plain text.
 
 use crate::access::AccessError;
 use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::domain::DomainError;
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -45,34 +47,74 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The `code` of an error answer: what kind of failure it is, for programs
+/// (the `message` is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    MalformedJson,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Duplicate,
+    PayloadTooLarge,
+    InvalidValue,
+    LimitExceeded,
+    TooManySessions,
+    TooManyRequests,
+    Unavailable,
+    InternalError,
+}
+
+/// Every error answer of the HTTP API: `{"error":{"code","message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "no such watchlist"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// Human-readable; not meant to be parsed.
+    pub message: String,
+}
+
 impl ApiError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Duplicate(_) => "duplicate",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Invalid(_) => "invalid_value",
-            ApiError::LimitExceeded(_) => "limit_exceeded",
-            ApiError::TooManySessions(_) => "too_many_sessions",
-            ApiError::RateLimited { .. } => "too_many_requests",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::MalformedJson(_) => ErrorCode::MalformedJson,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Duplicate(_) => ErrorCode::Duplicate,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::Invalid(_) => ErrorCode::InvalidValue,
+            ApiError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            ApiError::TooManySessions(_) => ErrorCode::TooManySessions,
+            ApiError::RateLimited { .. } => ErrorCode::TooManyRequests,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
     /// The JSON body of this error.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> ErrorBody {
         let message = match self {
             // Internal details go to the log, not to the client.
             ApiError::Internal(_) => "internal error".to_owned(),
             other => other.to_string(),
         };
-        json!({"error": {"code": self.code(), "message": message}})
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+            },
+        }
     }
 }
 

@@ -1,25 +1,35 @@
 //! The HTTP API: REST under `/api/v1`, admin under `/admin/v1`, health,
-//! metrics, the dashboard, and the WebSocket upgrade route (handled in
+//! metrics, the dashboard, and the WebSocket upgrade routes (handled in
 //! [`crate::session::endpoint`]).
+//!
+//! [`routes`] registers every route. The REST, admin and health handlers go
+//! through [`openapi::Documented`], which adds each one's description to the
+//! OpenAPI document as it registers it; the few routes outside the document
+//! are registered apart, each with the reason.
 //!
 //! Errors are [`ApiError`] everywhere. actix's extractor failures (bad JSON,
 //! oversized body, bad path or query) are turned into it by the handlers
-//! configured in [`routes`], and unknown routes answer JSON 404 too.
+//! configured in [`routes`]; unknown routes answer JSON 404, and a known
+//! route asked with another method answers JSON 405 with `Allow`.
 
 pub mod account;
 pub mod admin;
 mod caller;
 mod error;
 pub mod health;
+pub mod json;
+pub mod openapi;
 pub mod quotes;
 pub mod tickets;
 pub mod watchlists;
 
 pub use caller::Admin;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa_actix_web::scope;
 
 /// Largest JSON body accepted (SPEC: 413 beyond 64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -47,17 +57,28 @@ fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("bad query string: {err}")).into()
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(
-        "method not allowed on this route".into(),
-    ))
+/// Every request no route took: 405 (with `Allow`) when the path is a
+/// route's and only the method is wrong, else 404.
+async fn unrouted(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    match req.resource_map().match_pattern(req.path()) {
+        Some(pattern) => {
+            let documented = req
+                .app_data::<web::Data<openapi::ApiDocument>>()
+                .and_then(|doc| doc.methods(&pattern).map(<[Method]>::to_vec));
+            // Every route outside the document is a GET.
+            openapi::method_not_allowed(&documented.unwrap_or_else(|| vec![Method::GET]))
+        }
+        None => ApiError::NotFound("no such route".into()).error_response(),
+    }
 }
 
 /// Every route of the service.
+///
+/// A new API handler carries `#[utoipa::path(...)]` above its actix route
+/// attribute (`#[get("/things")]`) and joins its scope below with
+/// `.service(handler)`; `tests/openapi.rs` fails for a route registered any
+/// other way and left out of the document.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -67,62 +88,53 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .app_data(web::QueryConfig::default().error_handler(query_error))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(admin::metrics))
-    .service(
-        web::scope("/api/v1")
-            .route("/me", web::get().to(account::me))
-            .route("/quotes", web::get().to(quotes::quotes))
-            .route("/quotes/{symbol}/intraday", web::get().to(quotes::intraday))
-            .route("/ws-tickets", web::post().to(tickets::ws_ticket))
-            .service(
-                web::resource("/watchlists")
-                    .route(web::get().to(watchlists::list))
-                    .route(web::post().to(watchlists::create))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/watchlists/{id}")
-                    .route(web::get().to(watchlists::get))
-                    .route(web::patch().to(watchlists::update))
-                    .route(web::delete().to(watchlists::delete))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/watchlists/{id}/items")
-                    .route(web::get().to(watchlists::list_items))
-                    .route(web::post().to(watchlists::add_item))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/watchlists/{id}/items/{symbol}")
-                    .route(web::patch().to(watchlists::patch_item))
-                    .route(web::delete().to(watchlists::delete_item))
-                    .default_service(web::to(method_not_allowed)),
-            ),
-    )
-    .service(
-        web::scope("/admin/v1")
-            .route("/stats", web::get().to(admin::stats))
-            .route("/cluster", web::get().to(admin::cluster))
-            .route("/workers", web::get().to(admin::workers))
-            .route("/sessions", web::get().to(admin::sessions))
-            .route("/sessions/{id}", web::delete().to(admin::kick))
-            .route(
-                "/workers/{watchlist_id}/refresh",
-                web::post().to(admin::refresh),
-            ),
-    )
-    .route(
-        "/ws/v1/watchlists/{id}",
-        web::get().to(crate::session::endpoint::connect_watchlist),
-    )
-    .route(
-        "/ws/v1",
-        web::get().to(crate::session::endpoint::connect_multi),
-    )
-    .configure(crate::dashboard::routes)
-    .default_service(web::to(not_found));
+    .app_data(web::QueryConfig::default().error_handler(query_error));
+
+    let mut api = openapi::Documented::new(cfg);
+    api.service(health::healthz)
+        .service(health::readyz)
+        .service(
+            scope("/api/v1")
+                .service(openapi::openapi_json)
+                .service(account::me)
+                .service(quotes::quotes)
+                .service(quotes::intraday)
+                .service(tickets::ws_ticket)
+                .service(watchlists::list)
+                .service(watchlists::create)
+                .service(watchlists::get)
+                .service(watchlists::update)
+                .service(watchlists::delete)
+                .service(watchlists::list_items)
+                .service(watchlists::add_item)
+                .service(watchlists::patch_item)
+                .service(watchlists::delete_item),
+        )
+        .service(
+            scope("/admin/v1")
+                .service(admin::stats)
+                .service(admin::cluster)
+                .service(admin::workers)
+                .service(admin::sessions)
+                .service(admin::kick)
+                .service(admin::refresh),
+        );
+    api.finish();
+
+    // Outside the document. Prometheus scrapers read `/metrics`, which is
+    // text, not JSON.
+    cfg.route("/metrics", web::get().to(admin::metrics))
+        // WebSocket upgrades: a protocol OpenAPI cannot describe (README and
+        // SPEC do); their refusals are the same JSON errors as everywhere.
+        .route(
+            "/ws/v1/watchlists/{id}",
+            web::get().to(crate::session::endpoint::connect_watchlist),
+        )
+        .route(
+            "/ws/v1",
+            web::get().to(crate::session::endpoint::connect_multi),
+        )
+        // The dashboard's static files.
+        .configure(crate::dashboard::routes)
+        .default_service(web::to(unrouted));
 }

@@ -2,7 +2,9 @@
 //! watchlist is public. Writes: the owner only. Every change is passed on to
 //! the live sessions through the control plane.
 
-use super::ApiError;
+use super::json::Object;
+use super::openapi::{Authenticated, JsonBody};
+use super::{ApiError, ErrorBody};
 use crate::access::{self, Access};
 use crate::auth::Caller;
 use crate::control::ControlEvent;
@@ -13,17 +15,25 @@ use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
 use crate::quote::format_ts;
 use crate::state::AppState;
 use crate::worker::ItemView;
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashSet;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+/// An item of a watchlist: a symbol and, optionally, a position in it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Item)]
 pub struct ItemOut {
+    /// Upper-case.
     pub symbol: String,
+    #[schema(required = true)]
     pub quantity: Option<f64>,
+    #[schema(required = true)]
     pub purchase_price: Option<f64>,
     pub memo: String,
+    /// The item's place in the watchlist, from 0.
     pub position: i64,
+    #[schema(format = DateTime)]
     pub added_at: String,
 }
 
@@ -40,14 +50,18 @@ impl From<Item> for ItemOut {
     }
 }
 
-#[derive(Serialize)]
+/// A watchlist with its items, in order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Watchlist)]
 pub struct WatchlistOut {
     pub id: i64,
     pub owner_id: i64,
     pub name: String,
     pub description: String,
     pub is_public: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub items: Vec<ItemOut>,
 }
@@ -68,12 +82,20 @@ impl WatchlistOut {
 }
 
 /// An item as a client sends it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewItem)]
 pub struct ItemIn {
+    /// Stored upper-cased; at most once per watchlist.
+    #[schema(value_type = Symbol)]
     symbol: String,
+    /// Shares held.
+    #[schema(minimum = 0.0, maximum = 1e15)]
     quantity: Option<f64>,
+    /// Price paid per share.
+    #[schema(minimum = 0.0, maximum = 1e15)]
     purchase_price: Option<f64>,
+    #[schema(max_length = 500)]
     memo: Option<String>,
 }
 
@@ -96,19 +118,27 @@ impl ItemIn {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWatchlist {
+    /// Unique among the owner's watchlists.
+    #[schema(value_type = WatchlistName)]
     name: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    /// Default false: only the owner sees it.
     is_public: Option<bool>,
+    /// Each symbol at most once.
     items: Option<Vec<ItemIn>>,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; absent or `null` ones stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWatchlist {
+    #[schema(value_type = Option<WatchlistName>)]
     name: Option<String>,
+    #[schema(max_length = 1000)]
     description: Option<String>,
     is_public: Option<bool>,
 }
@@ -118,13 +148,18 @@ fn explicit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::E
     Option::<f64>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+/// The fields to change; absent ones stay as they are. `null` clears
+/// `quantity` or `purchase_price`, and leaves `memo` as it is.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchItem {
     #[serde(default, deserialize_with = "explicit")]
+    #[schema(value_type = Option<f64>, minimum = 0.0, maximum = 1e15)]
     quantity: Option<Option<f64>>,
     #[serde(default, deserialize_with = "explicit")]
+    #[schema(value_type = Option<f64>, minimum = 0.0, maximum = 1e15)]
     purchase_price: Option<Option<f64>>,
+    #[schema(max_length = 500)]
     memo: Option<String>,
 }
 
@@ -156,6 +191,14 @@ fn notify_changed(state: &AppState, watchlist_id: i64, items: &[Item]) {
     });
 }
 
+/// The caller's own watchlists, with their items.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "list_watchlists",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's watchlists.", body = [WatchlistOut]), Authenticated),
+)]
+#[get("/watchlists")]
 pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let owner = caller.user.id;
     let out = state
@@ -178,12 +221,35 @@ pub async fn list(caller: Caller, state: web::Data<AppState>) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// A new watchlist of the caller's, with its first items.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "create_watchlist",
+    security(("bearer" = [])),
+    request_body = CreateWatchlist,
+    responses(
+        (status = 201, description = "Created.", body = WatchlistOut, links(
+            ("GetWatchlist" = (operation_id = "get_watchlist", parameters(("id" = "$response.body#/id")))),
+            ("UpdateWatchlist" = (operation_id = "update_watchlist", parameters(("id" = "$response.body#/id")))),
+            ("DeleteWatchlist" = (operation_id = "delete_watchlist", parameters(("id" = "$response.body#/id")))),
+            ("ListItems" = (operation_id = "list_items", parameters(("id" = "$response.body#/id")))),
+            ("AddItem" = (operation_id = "add_item", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 409, description = "The caller has a watchlist of this name, or a symbol \
+            appears twice (`duplicate`).", body = ErrorBody),
+        (status = 422, description = "An invalid value (`invalid_value`), or the caller's \
+            watchlists or the items would be over their limit (`limit_exceeded`).", body = ErrorBody),
+        JsonBody,
+        Authenticated,
+    ),
+)]
+#[post("/watchlists")]
 pub async fn create(
     caller: Caller,
     state: web::Data<AppState>,
-    body: web::Json<CreateWatchlist>,
+    body: web::Json<Object<CreateWatchlist>>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let name = WatchlistName::parse(&body.name)?;
     let description = Description::parse("description", body.description.as_deref().unwrap_or(""))?;
     let items: Vec<ItemInput> = body
@@ -227,6 +293,20 @@ pub async fn create(
     Ok(HttpResponse::Created().json(out))
 }
 
+/// A watchlist with its items: the owner's, or anyone's when public.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "get_watchlist",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id.")),
+    responses(
+        (status = 200, description = "The watchlist.", body = WatchlistOut),
+        (status = 403, description = "The watchlist is private and not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        Authenticated,
+    ),
+)]
+#[get("/watchlists/{id}")]
 pub async fn get(
     caller: Caller,
     state: web::Data<AppState>,
@@ -245,14 +325,35 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// Changes a watchlist's name, description or visibility (owner only).
+///
+/// Live sessions of others on it close when it turns private.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "update_watchlist",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id.")),
+    request_body = UpdateWatchlist,
+    responses(
+        (status = 200, description = "The watchlist as it is now.", body = WatchlistOut),
+        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The caller has another watchlist of this name \
+            (`duplicate`).", body = ErrorBody),
+        (status = 422, description = "An invalid value (`invalid_value`).", body = ErrorBody),
+        JsonBody,
+        Authenticated,
+    ),
+)]
+#[patch("/watchlists/{id}")]
 pub async fn update(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<UpdateWatchlist>,
+    body: web::Json<Object<UpdateWatchlist>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let patch = WatchlistPatch {
         name: body
             .name
@@ -289,6 +390,22 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// Deletes a watchlist (owner only).
+///
+/// Its live sessions close with 4404; its worker stops.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "delete_watchlist",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        Authenticated,
+    ),
+)]
+#[delete("/watchlists/{id}")]
 pub async fn delete(
     caller: Caller,
     state: web::Data<AppState>,
@@ -309,6 +426,20 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The items of a watchlist, in order.
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "list_items",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id.")),
+    responses(
+        (status = 200, description = "The items.", body = [ItemOut]),
+        (status = 403, description = "The watchlist is private and not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        Authenticated,
+    ),
+)]
+#[get("/watchlists/{id}/items")]
 pub async fn list_items(
     caller: Caller,
     state: web::Data<AppState>,
@@ -326,14 +457,37 @@ pub async fn list_items(
     Ok(HttpResponse::Ok().json(items.into_iter().map(ItemOut::from).collect::<Vec<_>>()))
 }
 
+/// Adds an item at the end of a watchlist (owner only).
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "add_item",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id.")),
+    request_body = ItemIn,
+    responses(
+        (status = 201, description = "Added.", body = ItemOut, links(
+            ("UpdateItem" = (operation_id = "update_item", parameters(("id" = "$request.path.id"), ("symbol" = "$response.body#/symbol")))),
+            ("DeleteItem" = (operation_id = "delete_item", parameters(("id" = "$request.path.id"), ("symbol" = "$response.body#/symbol")))),
+        )),
+        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The symbol is in the watchlist already (`duplicate`).",
+            body = ErrorBody),
+        (status = 422, description = "An invalid value (`invalid_value`), or the watchlist is \
+            full (`limit_exceeded`).", body = ErrorBody),
+        JsonBody,
+        Authenticated,
+    ),
+)]
+#[post("/watchlists/{id}/items")]
 pub async fn add_item(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    body: web::Json<ItemIn>,
+    body: web::Json<Object<ItemIn>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let item = body.into_inner().parse()?;
+    let item = body.into_inner().0.parse()?;
     let me = caller.user.id;
     let max = state.settings.limits.max_items_per_watchlist;
     let (added, all) = state
@@ -355,15 +509,32 @@ fn path_symbol(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::NotFound("no such item".into()))
 }
 
+/// Changes an item's quantity, purchase price or memo (owner only).
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "update_item",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id."), ("symbol" = Symbol, Path, description = "The item's symbol (any case).")),
+    request_body = PatchItem,
+    responses(
+        (status = 200, description = "The item as it is now.", body = ItemOut),
+        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist, or no such item in it (`not_found`).", body = ErrorBody),
+        (status = 422, description = "An invalid value (`invalid_value`).", body = ErrorBody),
+        JsonBody,
+        Authenticated,
+    ),
+)]
+#[patch("/watchlists/{id}/items/{symbol}")]
 pub async fn patch_item(
     caller: Caller,
     state: web::Data<AppState>,
     path: web::Path<(i64, String)>,
-    body: web::Json<PatchItem>,
+    body: web::Json<Object<PatchItem>>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, symbol) = path.into_inner();
     let symbol = path_symbol(&symbol)?;
-    let body = body.into_inner();
+    let Object(body) = body.into_inner();
     let patch = ItemPatch {
         quantity: body
             .quantity
@@ -397,6 +568,20 @@ pub async fn patch_item(
     Ok(HttpResponse::Ok().json(ItemOut::from(item)))
 }
 
+/// Removes an item (owner only).
+#[utoipa::path(
+    tag = "watchlists",
+    operation_id = "delete_item",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The watchlist's id."), ("symbol" = Symbol, Path, description = "The item's symbol (any case).")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
+        (status = 404, description = "No such watchlist, or no such item in it (`not_found`).", body = ErrorBody),
+        Authenticated,
+    ),
+)]
+#[delete("/watchlists/{id}/items/{symbol}")]
 pub async fn delete_item(
     caller: Caller,
     state: web::Data<AppState>,

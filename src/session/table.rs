@@ -41,15 +41,18 @@ pub struct SessionEntry {
 }
 
 /// A row of `GET /admin/v1/sessions`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SessionInfo {
     pub id: u64,
     /// The instance the session is on.
     pub node_id: String,
     pub user: String,
+    #[schema(required = true)]
     pub watchlist_id: Option<i64>,
     pub subscriptions: Vec<i64>,
+    #[schema(required = true)]
     pub peer: Option<String>,
+    #[schema(format = DateTime)]
     pub connected_at: String,
     pub sent: u64,
     pub dropped: u64,
