@@ -308,8 +308,10 @@ impl Actor for FakeSession {
 impl Handler<Deliver> for FakeSession {
     type Result = ();
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        let v = serde_json::from_str(&msg.frame).expect("frames are JSON");
-        let _ = self.seen.send(Seen::Frame(v));
+        for frame in msg.body.into_frames() {
+            let v = serde_json::from_str(&frame).expect("frames are JSON");
+            let _ = self.seen.send(Seen::Frame(v));
+        }
     }
 }
 

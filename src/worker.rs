@@ -29,7 +29,7 @@ use crate::feed::{
 use crate::metrics::Metrics;
 use crate::protocol::{self, EndReason, Frame, QuotesHead, Since, SnapshotHead};
 use crate::quote::{Known, Point, Position, Total, WireQuote};
-use crate::session::messages::{SessionStats, Subscription, SubscriptionEnded};
+use crate::session::messages::{Body, SessionStats, Subscription, SubscriptionEnded};
 use crate::session::relay::{Batch, RelayHandle, Target};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
@@ -268,7 +268,7 @@ impl PriceWorker {
     /// Hands one frame to every subscriber, as one batch per relay (HTTP
     /// worker thread). The frame is shared, never re-encoded. Lagging
     /// subscriptions get a snapshot instead.
-    fn broadcast(&mut self, frame: Frame, status: bool) {
+    fn broadcast(&mut self, body: Body) {
         let started = Instant::now();
         let lagging = self
             .subscribers
@@ -277,9 +277,8 @@ impl PriceWorker {
         let catch_up = lagging.then(|| self.snapshot_frame(false));
         for (relay, targets) in self.groups() {
             let batch = Batch {
-                frame: frame.clone(),
+                body: body.clone(),
                 catch_up: catch_up.clone(),
-                status,
                 targets,
             };
             relay.send(batch, &self.deps.metrics);
@@ -296,7 +295,7 @@ impl PriceWorker {
         while self.history.len() > self.deps.history_size {
             self.history.pop_front();
         }
-        self.broadcast(frame, false);
+        self.broadcast(Body::Frame(frame));
     }
 
     fn groups(&mut self) -> Groups {
@@ -321,12 +320,11 @@ impl PriceWorker {
 
     /// One frame for one session, through its relay like every other frame,
     /// so it cannot overtake a broadcast made before it.
-    fn send_to(&self, session_id: u64, frame: Frame, status: bool) {
+    fn send_to(&self, session_id: u64, body: Body) {
         if let Some(sub) = self.subscribers.get(&session_id) {
             let batch = Batch {
-                frame,
+                body,
                 catch_up: None,
-                status,
                 targets: Arc::from([sub.target.clone()]),
             };
             sub.relay.send(batch, &self.deps.metrics);
@@ -508,25 +506,20 @@ impl Handler<Subscribe> for PriceWorker {
         );
         self.groups = None;
         let missed = msg.since.as_ref().and_then(|s| self.missed_since(s));
+        let mut frames = Vec::with_capacity(2 + missed.as_ref().map_or(0, Vec::len));
         if msg.ack {
-            let ack = protocol::subscribed(self.watchlist_id, &self.epoch, missed.is_some());
-            self.send_to(session_id, ack, false);
+            frames.push(protocol::subscribed(
+                self.watchlist_id,
+                &self.epoch,
+                missed.is_some(),
+            ));
         }
         match missed {
-            Some(frames) => {
-                for f in frames {
-                    self.send_to(session_id, f, false);
-                }
-            }
-            None => {
-                let snap = self.snapshot_frame(msg.intraday);
-                self.send_to(session_id, snap, false);
-            }
+            Some(replay) => frames.extend(replay),
+            None => frames.push(self.snapshot_frame(msg.intraday)),
         }
-        if self.health.degraded {
-            let status = self.status_frame();
-            self.send_to(session_id, status, true);
-        }
+        let status = self.health.degraded.then(|| self.status_frame());
+        self.send_to(session_id, Body::Opening { frames, status });
     }
 }
 
@@ -566,7 +559,7 @@ impl Handler<QuoteTick> for PriceWorker {
                 self.last_error = Some(self.health.message.clone());
             }
             let status = self.status_frame();
-            self.broadcast(status, true);
+            self.broadcast(Body::Status(status));
         } else {
             self.health.retry_in_ms = tick.health.retry_in_ms;
         }
@@ -666,7 +659,7 @@ impl Handler<SendSnapshot> for PriceWorker {
             .get(&msg.session_id)
             .is_some_and(|s| s.intraday);
         let snap = self.snapshot_frame(intraday);
-        self.send_to(msg.session_id, snap, false);
+        self.send_to(msg.session_id, Body::Frame(snap));
     }
 }
 

@@ -832,3 +832,88 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     fake.clear_faults();
     ws.close().await;
 }
+
+/// A subscription's opening (`subscribed`, then the replay or the
+/// snapshot) is never dropped, however small the session queue, and does
+/// not crowd out the live messages after it: ten subscriptions made at once
+/// all open and go on without a gap, and a replay longer than the queue
+/// arrives whole. The `multiplex` benchmark found gaps after openings when
+/// one 16-message queue served a whole socket and each opening took two or
+/// more slots of it; now each subscription adds `session_queue` slots and
+/// an opening takes one.
+#[actix_web::test]
+async fn openings_are_never_dropped() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.realtime.session_queue = 2;
+        s.realtime.history_size = 64;
+        // Slow enough that a busy test machine does not make this session
+        // lag on its own (it would drop after two ticks).
+        s.upstream.poll_interval_ms = 200;
+    })
+    .await;
+    let alice = app.user("alice");
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let name = format!("W{i}");
+        ids.push(app.watchlist(&alice, &name, false, symbols(2, &name)).await);
+    }
+    let mut ws = multi(&app, &alice).await;
+    for id in &ids {
+        ws.send_json(json!({"type": "subscribe", "watchlist_id": id}))
+            .await;
+    }
+    // Each watchlist's first two messages: its ack, then its snapshot.
+    let mut opened: HashMap<i64, Vec<String>> = HashMap::new();
+    while opened.len() < ids.len() || opened.values().any(|v| v.len() < 2) {
+        let m = ws
+            .wait_for("a watchlist message", |v| v.get("watchlist_id").is_some())
+            .await;
+        let seen = opened
+            .entry(m["watchlist_id"].as_i64().unwrap())
+            .or_default();
+        if seen.len() < 2 {
+            seen.push(m["type"].as_str().unwrap().to_owned());
+        }
+    }
+    for (id, seen) in &opened {
+        assert_eq!(seen, &["subscribed", "snapshot"], "watchlist {id}");
+    }
+    let sessions = app.sessions().await;
+    assert_eq!(sessions[0]["dropped"], 0, "{sessions:?}");
+    ws.close().await;
+
+    // A replay of more messages than the queue holds.
+    let id = ids[0];
+    let mut keeper = app.ws(id, &alice).await;
+    let snap = keeper.wait_type("snapshot").await;
+    let epoch = snap["epoch"].as_str().unwrap().to_owned();
+    let left_at = snap["seq"].as_u64().unwrap();
+    let mut last = left_at;
+    while last < left_at + 10 {
+        last = keeper.wait_type("quotes").await["seq"].as_u64().unwrap();
+    }
+    let mut ws = multi(&app, &alice).await;
+    ws.send_json(
+        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
+    )
+    .await;
+    let ack = next_for(&mut ws, id).await;
+    assert_eq!(
+        (&ack["type"], &ack["recovered"]),
+        (&json!("subscribed"), &json!(true))
+    );
+    for expect in left_at + 1..=last {
+        let m = next_for(&mut ws, id).await;
+        assert_eq!(m["seq"].as_u64(), Some(expect), "gap in the replay: {m}");
+    }
+    let me = app
+        .sessions()
+        .await
+        .into_iter()
+        .find(|s| s["watchlist_id"].is_null())
+        .unwrap();
+    assert_eq!(me["dropped"], 0, "{me}");
+    ws.close().await;
+    keeper.close().await;
+    app.wait_counts(0, 0).await;
+}

@@ -6,17 +6,47 @@ use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Sent to a session actor: write this frame of subscription `sub` (unless
-/// that subscription has ended since: a frame of an old subscription still
-/// in flight is dropped, never shown under a new one).
+/// Sent to a session actor: write these frames of subscription `sub`
+/// (unless that subscription has ended since: a frame of an old
+/// subscription still in flight is dropped, never shown under a new one).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver {
     pub sub: u64,
-    pub frame: Frame,
+    pub body: Body,
+}
+
+/// What a [`Deliver`] carries.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// A live message (quotes, snapshot, ...).
+    Frame(Frame),
     /// A `status` frame: a session subscribed to several watchlists gets the
     /// same one from each worker and writes it once.
-    pub status: bool,
+    Status(Frame),
+    /// What a join opens with: the `subscribed` ack, the replay or the
+    /// snapshot, then the status when degraded. One message, so it takes one
+    /// slot of the session's queue however long the replay (up to
+    /// `realtime.history_size` frames, more than the queue holds), and
+    /// subscribing to many watchlists at once cannot overflow it.
+    Opening {
+        frames: Vec<Frame>,
+        status: Option<Frame>,
+    },
+}
+
+impl Body {
+    /// Its frames, in the order they are written (before a session drops a
+    /// repeated status).
+    pub fn into_frames(self) -> Vec<Frame> {
+        match self {
+            Body::Frame(f) | Body::Status(f) => vec![f],
+            Body::Opening { mut frames, status } => {
+                frames.extend(status);
+                frames
+            }
+        }
+    }
 }
 
 /// Sent to a session actor: write this frame, which is about the user, not

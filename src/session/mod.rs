@@ -38,7 +38,7 @@ use crate::worker::ItemView;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use frames::Inbound;
-use messages::{CloseSession, Deliver, Subscription, SubscriptionEnded, UserFrame};
+use messages::{Body, CloseSession, Deliver, Subscription, SubscriptionEnded, UserFrame};
 use relay::RelayHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -210,6 +210,7 @@ impl WsSession {
 
     /// Registers subscription `sub` with the watchlist's worker.
     fn join(&mut self, ctx: &mut ws::WebsocketContext<Self>, first: FirstSubscription, ack: bool) {
+        self.size_queue(ctx);
         let Some(sub) = self.subs.get_mut(&first.watchlist_id) else {
             return;
         };
@@ -229,6 +230,14 @@ impl WsSession {
             intraday: first.intraday,
             ack,
         });
+    }
+
+    /// Every subscription gets `realtime.session_queue` slots: a socket of
+    /// ten watchlists is sent ten messages a tick, and should lag no sooner
+    /// (in ticks) than a socket of one.
+    fn size_queue(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        let subs = self.subs.len().max(1);
+        ctx.set_mailbox_capacity(self.deps.rules.mailbox.saturating_mul(subs));
     }
 
     /// Drops a subscription and, if it had joined, unregisters it.
@@ -329,6 +338,7 @@ impl WsSession {
             ) => self.subscribe(ctx, watchlist_id, since, intraday),
             (ClientMessage::Unsubscribe { watchlist_id }, None) => {
                 if self.drop_sub(watchlist_id) {
+                    self.size_queue(ctx);
                     self.send(ctx, protocol::unsubscribed(watchlist_id, None));
                 } else {
                     self.refuse(ctx, Refusal::NotSubscribed, watchlist_id);
@@ -347,6 +357,15 @@ impl WsSession {
         } else {
             protocol::parse_client(text)
         }
+    }
+
+    /// Writes a `status` frame unless it is the one written last.
+    fn send_status(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: Frame) {
+        if self.last_status.as_ref() == Some(&frame) {
+            return;
+        }
+        self.last_status = Some(frame.clone());
+        self.send(ctx, frame);
     }
 
     fn snapshot_for(&self, watchlist_id: i64) {
@@ -425,13 +444,18 @@ impl Handler<Deliver> for WsSession {
         } else {
             sub.catch_up_asked = false;
         }
-        if msg.status {
-            if self.last_status.as_ref() == Some(&msg.frame) {
-                return;
+        match msg.body {
+            Body::Frame(frame) => self.send(ctx, frame),
+            Body::Status(frame) => self.send_status(ctx, frame),
+            Body::Opening { frames, status } => {
+                for frame in frames {
+                    self.send(ctx, frame);
+                }
+                if let Some(frame) = status {
+                    self.send_status(ctx, frame);
+                }
             }
-            self.last_status = Some(msg.frame.clone());
         }
-        self.send(ctx, msg.frame);
     }
 }
 

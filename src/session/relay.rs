@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Deliver, SessionStats, Subscription};
+use super::messages::{Body, Deliver, SessionStats, Subscription};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use actix::prelude::*;
@@ -38,11 +38,10 @@ impl Target {
     /// Queues a frame without waiting. A full session queue marks the
     /// subscription lagging (it gets a snapshot later) and counts a drop. A
     /// closed one is left alone: its `Leave` is on the way to the worker.
-    fn offer(&self, frame: Frame, status: bool, metrics: &Metrics) {
+    fn offer(&self, body: Body, metrics: &Metrics) {
         let msg = Deliver {
             sub: self.sub.id,
-            frame,
-            status,
+            body,
         };
         match self.deliver.try_send(msg) {
             Ok(()) => self.sub.lagged.store(false, Ordering::Relaxed),
@@ -64,10 +63,8 @@ impl Target {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Batch {
-    pub frame: Frame,
+    pub body: Body,
     pub catch_up: Option<Frame>,
-    /// `frame` is a `status` frame.
-    pub status: bool,
     pub targets: Arc<[Target]>,
 }
 
@@ -95,11 +92,11 @@ impl Handler<Batch> for Relay {
     type Result = ();
     fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
         for t in batch.targets.iter() {
-            let (frame, status) = match &batch.catch_up {
-                Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => (snap.clone(), false),
-                _ => (batch.frame.clone(), batch.status),
+            let body = match &batch.catch_up {
+                Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => Body::Frame(snap.clone()),
+                _ => batch.body.clone(),
             };
-            t.offer(frame, status, &self.metrics);
+            t.offer(body, &self.metrics);
         }
     }
 }
