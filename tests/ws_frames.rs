@@ -165,3 +165,46 @@ async fn protocol_errors_close_with_1002() {
     ws.send_frame(true, CONT, b"no message open").await;
     assert_eq!(ws.wait_close().await, Some(1002));
 }
+
+/// A client that floods pings (and `{"type":"ping"}` messages) and never
+/// reads the answers cannot make the server queue answers without end: once
+/// the answers stop draining, the server stops reading, the client's writes
+/// stall, and the session is cut off as stalled after `client_timeout_ms`.
+#[actix_web::test]
+async fn a_ping_flood_that_never_reads_is_throttled_then_cut_off() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.realtime.heartbeat_interval_ms = 200;
+        s.realtime.client_timeout_ms = 1000;
+        s.realtime.socket_send_buffer_bytes = 4096;
+    })
+    .await;
+    let mut ws = session(&app).await;
+    let mut burst = Vec::new();
+    for i in 0..500 {
+        if i % 2 == 0 {
+            burst.extend(raw_ws::frame(true, PING, &[b'p'; 125]));
+        } else {
+            burst.extend(raw_ws::frame(true, TEXT, br#"{"type":"ping"}"#));
+        }
+    }
+    // Write until a write stalls: the server has stopped reading. Its
+    // answers fill the socket buffers on both sides (a few MB with the
+    // kernel's autotuning) long before this bound.
+    const BOUND: usize = 256 << 20;
+    let mut sent = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.send(&burst)).await {
+            Err(_) => break,
+            Ok(Ok(())) => sent += burst.len(),
+            // Cut off already: also an end.
+            Ok(Err(_)) => break,
+        }
+        assert!(
+            sent < BOUND,
+            "the server read {sent} bytes of pings nobody answered"
+        );
+    }
+    eprintln!("{sent} bytes written before the server stopped reading");
+    // The server gives up on the session rather than hold it.
+    app.wait_counts(0, 0).await;
+}
