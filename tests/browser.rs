@@ -655,16 +655,8 @@ async fn an_upstream_status_applies_to_every_panel() {
     };
     let fake = FakeYahoo::start();
     let base = fake.base_url();
-    let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
-        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
-        s.upstream.base_url = base.parse().expect("fake base url");
-        s.upstream.request_timeout_ms = 1000;
-        s.upstream.backoff_base_ms = 100;
-        s.upstream.backoff_max_ms = 400;
-        s.upstream.rate_limit.capacity = 10_000.0;
-        s.upstream.rate_limit.refill_per_sec = 10_000.0;
-    })
-    .await;
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, move |s| support::use_fake_yahoo(s, &base)).await;
     let token = app.user("alice");
     let ids = [
         app.watchlist(&token, "One", false, items(&["AAPL"])).await,

@@ -689,14 +689,8 @@ async fn yahoo_app(
 ) -> TestApp {
     let base = fake.base_url();
     TestApp::spawn_with(Backend::Sqlite, move |s| {
-        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
-        s.upstream.base_url = base.parse().expect("fake base url");
+        support::use_fake_yahoo(s, &base);
         s.upstream.poll_interval_ms = 100;
-        s.upstream.request_timeout_ms = 1000;
-        s.upstream.backoff_base_ms = 100;
-        s.upstream.backoff_max_ms = 400;
-        s.upstream.rate_limit.capacity = 10_000.0;
-        s.upstream.rate_limit.refill_per_sec = 10_000.0;
         s.realtime.heartbeat_interval_ms = 1000;
         s.realtime.client_timeout_ms = 60_000;
         tweak(s);

@@ -20,14 +20,9 @@ async fn app_with(
 ) -> TestApp {
     let base = fake.base_url();
     TestApp::spawn_with(Backend::Sqlite, move |s| {
-        s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
-        s.upstream.base_url = base.parse().expect("fake base url");
+        support::use_fake_yahoo(s, &base);
         s.upstream.poll_interval_ms = 200;
-        s.upstream.request_timeout_ms = 1000;
-        s.upstream.backoff_base_ms = 100;
         s.upstream.backoff_max_ms = 1000;
-        s.upstream.rate_limit.capacity = 10_000.0;
-        s.upstream.rate_limit.refill_per_sec = 10_000.0;
         s.limits.max_watchlists_per_user = 1000;
         s.limits.max_sessions_per_user = 10_000;
         // These tests hold sockets without reading them for a while; liveness

@@ -7,7 +7,7 @@
 //! the routes come from the same calls in [`super::routes`]. This module
 //! owns the rest: the document's frame ([`base`]: info, the bearer scheme, the
 //! error envelope), the error answers operations share ([`Authenticated`],
-//! [`JsonBody`]), and the patterns that say in the document what the domain
+//! [`JsonBody`], [`ReadsWatchlist`], [`OwnsWatchlist`], [`OwnsItem`]), and the patterns that say in the document what the domain
 //! parsers accept.
 
 use super::{ApiError, ErrorBody};
@@ -222,6 +222,42 @@ pub enum JsonBody {
     /// The body is larger than 64 KiB (`payload_too_large`).
     #[response(status = 413)]
     TooLarge(ErrorBody),
+}
+
+/// The refusals of an operation that reads a watchlist.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only described, never built.
+pub enum ReadsWatchlist {
+    /// The watchlist is private and not the caller's (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such watchlist (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The refusals of an operation that changes a watchlist or its items.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only described, never built.
+pub enum OwnsWatchlist {
+    /// The watchlist is not the caller's (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such watchlist (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The refusals of an operation on one item of a watchlist.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only described, never built.
+pub enum OwnsItem {
+    /// The watchlist is not the caller's (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such watchlist, or no such item in it (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 /// Registers handlers and adds their operations to the document: the only

@@ -2,7 +2,7 @@
 //! which cannot set headers on a WebSocket.
 
 use super::json::Object;
-use super::openapi::{Authenticated, JsonBody};
+use super::openapi::{Authenticated, JsonBody, ReadsWatchlist};
 use super::{ApiError, ErrorBody};
 use crate::access::{self, Access};
 use crate::auth::Caller;
@@ -40,9 +40,7 @@ pub struct Ticket {
     request_body = TicketRequest,
     responses(
         (status = 200, description = "The ticket.", body = Ticket),
-        (status = 403, description = "The watchlist is private and not the caller's \
-            (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        ReadsWatchlist,
         (status = 422, description = "`watchlist_id` is not an integer (`invalid_value`).",
             body = ErrorBody),
         (status = 429, description = "Too many tickets outstanding (`too_many_sessions`).",

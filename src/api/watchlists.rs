@@ -3,7 +3,7 @@
 //! the live sessions through the control plane.
 
 use super::json::Object;
-use super::openapi::{Authenticated, JsonBody};
+use super::openapi::{Authenticated, JsonBody, OwnsItem, OwnsWatchlist, ReadsWatchlist};
 use super::{ApiError, ErrorBody};
 use crate::access::{self, Access};
 use crate::auth::Caller;
@@ -301,8 +301,7 @@ pub async fn create(
     params(("id" = i64, Path, description = "The watchlist's id.")),
     responses(
         (status = 200, description = "The watchlist.", body = WatchlistOut),
-        (status = 403, description = "The watchlist is private and not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        ReadsWatchlist,
         Authenticated,
     ),
 )]
@@ -336,8 +335,7 @@ pub async fn get(
     request_body = UpdateWatchlist,
     responses(
         (status = 200, description = "The watchlist as it is now.", body = WatchlistOut),
-        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        OwnsWatchlist,
         (status = 409, description = "The caller has another watchlist of this name \
             (`duplicate`).", body = ErrorBody),
         (status = 422, description = "An invalid value (`invalid_value`).", body = ErrorBody),
@@ -400,8 +398,7 @@ pub async fn update(
     params(("id" = i64, Path, description = "The watchlist's id.")),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        OwnsWatchlist,
         Authenticated,
     ),
 )]
@@ -434,8 +431,7 @@ pub async fn delete(
     params(("id" = i64, Path, description = "The watchlist's id.")),
     responses(
         (status = 200, description = "The items.", body = [ItemOut]),
-        (status = 403, description = "The watchlist is private and not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        ReadsWatchlist,
         Authenticated,
     ),
 )]
@@ -469,8 +465,7 @@ pub async fn list_items(
             ("UpdateItem" = (operation_id = "update_item", parameters(("id" = "$request.path.id"), ("symbol" = "$response.body#/symbol")))),
             ("DeleteItem" = (operation_id = "delete_item", parameters(("id" = "$request.path.id"), ("symbol" = "$response.body#/symbol")))),
         )),
-        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist (`not_found`).", body = ErrorBody),
+        OwnsWatchlist,
         (status = 409, description = "The symbol is in the watchlist already (`duplicate`).",
             body = ErrorBody),
         (status = 422, description = "An invalid value (`invalid_value`), or the watchlist is \
@@ -518,8 +513,7 @@ fn path_symbol(raw: &str) -> Result<String, ApiError> {
     request_body = PatchItem,
     responses(
         (status = 200, description = "The item as it is now.", body = ItemOut),
-        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist, or no such item in it (`not_found`).", body = ErrorBody),
+        OwnsItem,
         (status = 422, description = "An invalid value (`invalid_value`).", body = ErrorBody),
         JsonBody,
         Authenticated,
@@ -576,8 +570,7 @@ pub async fn patch_item(
     params(("id" = i64, Path, description = "The watchlist's id."), ("symbol" = Symbol, Path, description = "The item's symbol (any case).")),
     responses(
         (status = 204, description = "Removed."),
-        (status = 403, description = "The watchlist is not the caller's (`forbidden`).", body = ErrorBody),
-        (status = 404, description = "No such watchlist, or no such item in it (`not_found`).", body = ErrorBody),
+        OwnsItem,
         Authenticated,
     ),
 )]

@@ -13,7 +13,6 @@ use super::{Cluster, LUA_NOW_MS};
 use crate::domain::Symbol;
 use crate::feed::{Demand, PinnedSymbols, WorkerRegistry};
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use redis::Script;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -131,7 +130,7 @@ impl ClusterDemand {
         let Some(mut asks) = self.asks_rx.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let listener = tokio::spawn(listen_wake(self.cluster.clone(), self.woken.clone()));
+        let listener = tokio::spawn(self.cluster.clone().listen("wake", self.woken.clone()));
         let mut tick = tokio::time::interval(Duration::from_millis(self.cluster.poll_ms.max(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -231,25 +230,5 @@ impl Demand for ClusterDemand {
             }
         }
         .boxed()
-    }
-}
-
-/// Turns messages on `PREFIX:wake` into local wake-ups.
-async fn listen_wake(cluster: Arc<Cluster>, woken: Arc<Notify>) {
-    let channel = cluster.keys.key("wake");
-    loop {
-        match cluster.client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(&channel).await.is_ok() {
-                    let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
-                        woken.notify_one();
-                    }
-                }
-            }
-            Err(e) => log::debug!("wake listener: {e}"),
-        }
-        // A hint only: every tick fetches what is due anyway.
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

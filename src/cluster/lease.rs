@@ -14,7 +14,6 @@
 use super::{Cluster, LUA_NOW_MS};
 use crate::feed::PollerRole;
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use redis::Script;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -179,7 +178,7 @@ impl Lease {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let released = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_released(self.cluster.clone(), released.clone()));
+        let listener = tokio::spawn(self.cluster.clone().listen("lease_released", released.clone()));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -208,26 +207,6 @@ impl Lease {
                 .max(Duration::from_millis(1)),
             None => Duration::from_secs(3600),
         }
-    }
-}
-
-/// Wakes the lease loop when the holder hands the lease back.
-async fn listen_released(cluster: Arc<Cluster>, released: Arc<Notify>) {
-    let channel = cluster.keys.key("lease_released");
-    loop {
-        match cluster.client.get_async_pubsub().await {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(&channel).await.is_ok() {
-                    let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
-                        released.notify_one();
-                    }
-                }
-            }
-            Err(e) => log::debug!("lease listener: {e}"),
-        }
-        // A hint only: the periodic attempts cover its absence.
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -44,7 +44,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, Notify};
 
 /// How long any one Redis command may take before it counts as failed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -205,6 +206,29 @@ impl Cluster {
     /// The first id of this node's sessions: ids are unique cluster-wide.
     pub fn session_id_base(&self) -> u64 {
         self.node_num << 32
+    }
+
+    /// Turns messages on the channel `PREFIX:name` into wake-ups of
+    /// `notify`, for as long as the task runs (its owner aborts it),
+    /// resubscribing after a lost connection. Only ever a hint: whoever
+    /// waits on `notify` also acts on a timer, so a lost message costs
+    /// latency, not correctness.
+    pub(crate) async fn listen(self: Arc<Self>, name: &'static str, notify: Arc<Notify>) {
+        let channel = self.keys.key(name);
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if pubsub.subscribe(&channel).await.is_ok() {
+                        let mut messages = pubsub.on_message();
+                        while messages.next().await.is_some() {
+                            notify.notify_one();
+                        }
+                    }
+                }
+                Err(e) => log::debug!("listener on {channel}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 

@@ -234,6 +234,18 @@ impl Drop for TestDb {
     }
 }
 
+/// Points `s` at the fake Yahoo at `base`, with a request timeout and
+/// backoff short enough for tests and a rate budget that never throttles.
+pub fn use_fake_yahoo(s: &mut Settings, base: &str) {
+    s.upstream.provider = quotecast::config::ProviderKind::Yahoo;
+    s.upstream.base_url = base.parse().expect("fake base url");
+    s.upstream.request_timeout_ms = 1000;
+    s.upstream.backoff_base_ms = 100;
+    s.upstream.backoff_max_ms = 400;
+    s.upstream.rate_limit.capacity = 10_000.0;
+    s.upstream.rate_limit.refill_per_sec = 10_000.0;
+}
+
 /// Settings for tests: port 0, fast ticks and heartbeats, no demo data.
 pub fn test_settings(db_url: &str) -> Settings {
     let env = [
