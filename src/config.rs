@@ -37,6 +37,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub realtime: RealtimeSettings,
     pub limits: LimitSettings,
+    pub alerts: AlertSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +128,19 @@ pub struct LimitSettings {
     pub max_watchlists_per_user: i64,
     pub max_items_per_watchlist: i64,
     pub max_subscriptions_per_session: usize,
+    pub max_alerts_per_user: i64,
+}
+
+/// `[alerts]`: price alerts and their webhooks (see `crate::alerts`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub webhook_timeout_ms: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_ms: u64,
+    pub webhook_max_in_flight: usize,
+    pub allow_private_webhooks: bool,
+    pub reload_interval_ms: u64,
 }
 
 impl Settings {
@@ -281,6 +295,28 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if l.max_alerts_per_user < 1 {
+            return Err(ConfigError::new(
+                "limits.max_alerts_per_user",
+                "must be at least 1",
+            ));
+        }
+        let al = &self.alerts;
+        positive("alerts.webhook_timeout_ms", al.webhook_timeout_ms)?;
+        positive("alerts.webhook_backoff_ms", al.webhook_backoff_ms)?;
+        positive("alerts.reload_interval_ms", al.reload_interval_ms)?;
+        if al.webhook_max_attempts < 1 {
+            return Err(ConfigError::new(
+                "alerts.webhook_max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if al.webhook_max_in_flight < 1 {
+            return Err(ConfigError::new(
+                "alerts.webhook_max_in_flight",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -347,6 +383,10 @@ mod tests {
         assert_eq!(s.limits.max_items_per_watchlist, 100);
         assert_eq!(s.realtime.history_size, 64);
         assert_eq!(s.limits.max_subscriptions_per_session, 20);
+        assert_eq!(s.limits.max_alerts_per_user, 100);
+        assert_eq!(s.alerts.webhook_timeout_ms, 5000);
+        assert_eq!(s.alerts.webhook_max_attempts, 6);
+        assert!(!s.alerts.allow_private_webhooks);
     }
 
     #[test]

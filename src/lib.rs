@@ -25,6 +25,8 @@
 //! * [`protocol`]: the WebSocket messages and close codes.
 //!
 //! Around it:
+//! * [`alerts`]: price alerts: the rules, the evaluator fed by the poller's
+//!   rounds, stored events, webhook delivery from the outbox.
 //! * [`api`]: REST, admin and metrics handlers, and the one mapping of errors
 //!   to JSON responses.
 //! * [`auth`]: API tokens, the `Caller` extractor, WebSocket tickets.
@@ -44,6 +46,7 @@
 //! [`startup::StartupError`] and [`cli::CliError`].
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;

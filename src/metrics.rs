@@ -27,6 +27,15 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Time for a worker to hand one broadcast to all of its sessions.
     pub fanout_seconds: Histogram,
+    // ---- price alerts (`crate::alerts`)
+    /// Time to evaluate one round's symbols against the alerts in memory.
+    pub alert_eval_seconds: Histogram,
+    /// Alert events stored.
+    pub alert_events: IntCounter,
+    /// Rounds the alert evaluator could not take because it was behind.
+    pub alert_rounds_skipped: IntCounter,
+    /// Webhook delivery attempts by `outcome` (delivered, retry, failed).
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,6 +73,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(upstream_requests.clone()))
+            .expect("unique metric");
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "quotecast_webhook_attempts_total",
+                "Alert webhook delivery attempts by outcome (delivered, retry, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_attempts.clone()))
             .expect("unique metric");
         Self {
             sessions: gauge("quotecast_sessions", "Open WebSocket sessions"),
@@ -109,6 +129,20 @@ impl Metrics {
                     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                 ],
             ),
+            alert_eval_seconds: histogram(
+                "quotecast_alert_eval_seconds",
+                "Time to evaluate one round's symbols against the enabled price alerts",
+                vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.1,
+                ],
+            ),
+            alert_events: counter("quotecast_alert_events_total", "Price alert events stored"),
+            alert_rounds_skipped: counter(
+                "quotecast_alert_rounds_skipped_total",
+                "Rounds not evaluated for alerts because the evaluator was behind",
+            ),
+            webhook_attempts,
             upstream_requests,
             registry,
         }

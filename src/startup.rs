@@ -10,7 +10,10 @@
 //! * the fetcher and the periodic sweeps ([`crate::sweeps`]): end when the
 //!   shutdown signal fires; the arbiter is stopped only once the fetcher has
 //!   returned and its [`QuoteSaver`] has written the last quotes (or after
-//!   [`FETCHER_STOP_WAIT`]).
+//!   [`FETCHER_STOP_WAIT`]);
+//! * the alert evaluator and webhook deliverer ([`crate::alerts`]): end when
+//!   the shutdown signal fires; the arbiter is stopped once they have (or
+//!   after [`FETCHER_STOP_WAIT`]).
 
 use crate::auth::TicketStore;
 use crate::config::{ConfigError, ProviderKind, Settings};
@@ -58,6 +61,8 @@ pub enum StartupError {
     },
     #[error("upstream: {0}")]
     Upstream(String),
+    #[error("alerts: {0}")]
+    Alerts(String),
 }
 
 pub struct Application {
@@ -67,6 +72,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     arbiter: Arbiter,
     fetcher_done: oneshot::Receiver<()>,
+    alerts: crate::alerts::Alerts,
 }
 
 /// Longest wait for the fetcher's last database write at shutdown.
@@ -180,6 +186,26 @@ impl Application {
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(deps));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let control = LocalControl::new(Applier {
+            supervisor: supervisor.clone(),
+            sessions: sessions.clone(),
+        });
+        // Price alerts: evaluated on the rounds this instance publishes as
+        // the poller; their symbols are pinned into the demand.
+        let alerts = crate::alerts::start(
+            crate::alerts::AlertDeps {
+                db: db.clone(),
+                settings: settings.clone(),
+                pinned: pinned.clone(),
+                control: control.clone(),
+                metrics: metrics.clone(),
+            },
+            &arbiter.handle(),
+            shutdown_rx.clone(),
+        )
+        .map_err(|e| StartupError::Alerts(e.to_string()))?;
+        let alert_observer = alerts.observer;
+        let alerts = alerts.alerts;
         let (fetch_provider, fetch_metrics, fetch_stats) =
             (provider.clone(), metrics.clone(), upstream.clone());
         let fetcher_cfg = FetcherConfig {
@@ -203,7 +229,7 @@ impl Application {
                 provider: fetch_provider,
                 seams,
                 saver,
-                observers: Vec::new(),
+                observers: vec![alert_observer],
                 metrics: fetch_metrics,
                 stats: fetch_stats,
             };
@@ -212,10 +238,6 @@ impl Application {
             let _ = done.send(());
         });
 
-        let control = LocalControl::new(Applier {
-            supervisor: supervisor.clone(),
-            sessions: sessions.clone(),
-        });
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -235,6 +257,7 @@ impl Application {
             upstream,
             provider: provider.name(),
             started: Instant::now(),
+            alerts: alerts.clone(),
             shutting_down: AtomicBool::new(false),
         });
         arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));
@@ -269,6 +292,7 @@ impl Application {
             shutdown,
             arbiter,
             fetcher_done,
+            alerts,
         })
     }
 
@@ -297,7 +321,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let res = self.server.await;
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(FETCHER_STOP_WAIT, self.fetcher_done).await;
+        let _ = tokio::time::timeout(FETCHER_STOP_WAIT, async {
+            let _ = self.fetcher_done.await;
+            self.alerts.stopped().await;
+        })
+        .await;
         self.arbiter.stop();
         res
     }

@@ -1,6 +1,7 @@
 //! [`AppState`]: what the HTTP handlers share, built once by
 //! [`crate::startup`].
 
+use crate::alerts::Alerts;
 use crate::auth::TicketStore;
 use crate::config::Settings;
 use crate::control::ControlPlane;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub upstream: Arc<UpstreamStats>,
     pub provider: &'static str,
     pub started: Instant,
+    /// Price alerts: where the API reports alert changes.
+    pub alerts: Alerts,
     pub(crate) shutting_down: AtomicBool,
 }
 
