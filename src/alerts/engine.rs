@@ -79,11 +79,20 @@ impl RoundSamples {
 pub struct RoundFeed {
     tx: mpsc::Sender<RoundSamples>,
     metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
 }
 
 impl RoundFeed {
-    pub fn new(tx: mpsc::Sender<RoundSamples>, metrics: Arc<Metrics>) -> Self {
-        Self { tx, metrics }
+    pub fn new(
+        tx: mpsc::Sender<RoundSamples>,
+        metrics: Arc<Metrics>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            tx,
+            metrics,
+            progress,
+        }
     }
 }
 
@@ -92,11 +101,13 @@ impl RoundObserver for RoundFeed {
         if round.changed.is_empty() {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.tx.try_send(RoundSamples::of(tick, round))
-        {
-            self.metrics.alert_rounds_skipped.inc();
-            log::warn!("alert evaluator is behind; round {tick} not evaluated");
+        match self.tx.try_send(RoundSamples::of(tick, round)) {
+            Ok(()) => self.progress.fed.store(tick, Ordering::Relaxed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.alert_rounds_skipped.inc();
+                log::warn!("alert evaluator is behind; round {tick} not evaluated");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
@@ -337,11 +348,16 @@ fn store(conn: &mut DbConn, p: &Pending) -> Outcome {
     res.unwrap_or_else(Outcome::Failed)
 }
 
-/// Shared counters of the evaluator (read by tests and the API).
+/// How far the evaluator has got, by tick id. Rounds are handled in the
+/// order they are fed, so once `handled` reaches a tick read from `fed`,
+/// every round fed until then is handled.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Rounds fully handled: evaluated, decisions stored, events sent.
-    pub rounds: AtomicU64,
+    /// The last round handed to the evaluator.
+    pub fed: AtomicU64,
+    /// The last round fully handled: evaluated, decisions stored, events
+    /// sent.
+    pub handled: AtomicU64,
 }
 
 /// What the evaluator needs.
@@ -442,7 +458,10 @@ impl Engine {
         if !pending.is_empty() {
             self.store(pending).await;
         }
-        self.deps.progress.rounds.fetch_add(1, Ordering::Relaxed);
+        self.deps
+            .progress
+            .handled
+            .store(round.tick, Ordering::Relaxed);
     }
 
     /// Stores decisions (one transaction each, one trip to the blocking

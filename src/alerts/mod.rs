@@ -78,10 +78,16 @@ impl Alerts {
         let _ = self.commands.send(Command::Deleted(id));
     }
 
-    /// Rounds the evaluator has fully handled (evaluated, decisions stored,
-    /// events sent).
-    pub fn rounds_handled(&self) -> u64 {
-        self.progress.rounds.load(Ordering::Relaxed)
+    /// The tick of the last round handed to the evaluator.
+    pub fn fed_tick(&self) -> u64 {
+        self.progress.fed.load(Ordering::Relaxed)
+    }
+
+    /// The tick of the last round the evaluator has fully handled
+    /// (evaluated, decisions stored, events sent); rounds are handled in
+    /// the order they are fed.
+    pub fn handled_tick(&self) -> u64 {
+        self.progress.handled.load(Ordering::Relaxed)
     }
 
     /// Alert tasks (evaluator, deliverer) still running.
@@ -149,9 +155,9 @@ pub fn start(
     Ok(Started {
         alerts: Alerts {
             commands: cmd_tx,
-            progress,
+            progress: progress.clone(),
             alive,
         },
-        observer: Arc::new(RoundFeed::new(round_tx, deps.metrics)),
+        observer: Arc::new(RoundFeed::new(round_tx, deps.metrics, progress)),
     })
 }

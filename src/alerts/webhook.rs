@@ -16,8 +16,8 @@
 //! repeat by `event_id`).
 //!
 //! Lifecycle: spawned by [`super::start`] on the realtime arbiter; ends when
-//! the shutdown signal fires, dropping attempts in flight (they stay
-//! claimed, and are retried when the claim lapses).
+//! the shutdown signal fires, dropping attempts in flight and giving their
+//! claims back, so the next start (of any instance) makes them at once.
 
 use super::address::{self, CheckedResolver, WebhookUrl};
 use super::{event, TaskGuard};
@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use hmac::{Hmac, Mac};
 use rand::{Rng, RngCore};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -138,12 +139,18 @@ impl Deliverer {
     /// Runs until `shutdown` turns true (or its sender is dropped).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, _guard: TaskGuard) {
         let shared = &self.shared;
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        // Attempts running, each returning its event id; and their claims.
+        let mut in_flight: JoinSet<i64> = JoinSet::new();
+        let mut claims: HashMap<i64, i64> = HashMap::new();
         loop {
-            while in_flight.try_join_next().is_some() {}
+            while let Some(done) = in_flight.try_join_next() {
+                if let Ok(id) = done {
+                    claims.remove(&id);
+                }
+            }
             let room = shared.cfg.max_in_flight.saturating_sub(in_flight.len());
             let wait = if room > 0 {
-                self.claim(room, &mut in_flight).await
+                self.claim(room, &mut in_flight, &mut claims).await
             } else {
                 IDLE_RECHECK
             };
@@ -159,12 +166,33 @@ impl Deliverer {
             }
         }
         in_flight.abort_all();
+        while let Some(done) = in_flight.join_next().await {
+            if let Ok(id) = done {
+                claims.remove(&id);
+            }
+        }
+        if !claims.is_empty() {
+            let claims: Vec<(i64, i64)> = claims.into_iter().collect();
+            let now = now_micros();
+            if let Err(e) = shared
+                .db
+                .run(move |c| repo::release_claims(c, &claims, now))
+                .await
+            {
+                log::warn!("webhook claims not given back (they lapse instead): {e}");
+            }
+        }
         log::debug!("webhook deliverer stopped");
     }
 
     /// Claims up to `room` due deliveries and starts them; how long until
     /// the next one is due.
-    async fn claim(&self, room: usize, in_flight: &mut JoinSet<()>) -> Duration {
+    async fn claim(
+        &self,
+        room: usize,
+        in_flight: &mut JoinSet<i64>,
+        claims: &mut HashMap<i64, i64>,
+    ) -> Duration {
         let shared = &self.shared;
         let now = now_micros();
         let lease = shared.cfg.timeout + CLAIM_MARGIN;
@@ -181,9 +209,12 @@ impl Deliverer {
             Ok((events, next)) => {
                 for ev in events {
                     let shared = self.shared.clone();
+                    claims.insert(ev.id, until);
                     in_flight.spawn(async move {
+                        let id = ev.id;
                         attempt(&shared, ev).await;
                         shared.done.notify_one();
+                        id
                     });
                 }
                 let due_in = next.map_or(IDLE_RECHECK, |at| {

@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 mod caller;
 mod error;
 pub mod health;
@@ -74,6 +75,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/api/v1")
             .route("/me", web::get().to(account::me))
+            .route(
+                "/me/webhook-secret",
+                web::post().to(account::rotate_webhook_secret),
+            )
             .route("/quotes", web::get().to(quotes::quotes))
             .route("/quotes/{symbol}/intraday", web::get().to(quotes::intraday))
             .route("/ws-tickets", web::post().to(tickets::ws_ticket))
@@ -100,6 +105,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::resource("/watchlists/{id}/items/{symbol}")
                     .route(web::patch().to(watchlists::patch_item))
                     .route(web::delete().to(watchlists::delete_item))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            // Price alerts; `/alerts/events` before `/alerts/{id}`.
+            .service(
+                web::resource("/alerts")
+                    .route(web::get().to(alerts::list))
+                    .route(web::post().to(alerts::create))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/alerts/events")
+                    .route(web::get().to(alerts::events))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/alerts/{id}")
+                    .route(web::get().to(alerts::get))
+                    .route(web::patch().to(alerts::update))
+                    .route(web::delete().to(alerts::delete))
                     .default_service(web::to(method_not_allowed)),
             ),
     )

@@ -657,6 +657,26 @@ pub fn claim_deliveries(
     })
 }
 
+/// Gives back claims (`(event id, claim_until)`) whose attempts were
+/// abandoned (a shutdown), so they are due at once rather than when the
+/// claim would lapse. A claim already replaced by an attempt's record is
+/// left alone.
+pub fn release_claims(conn: &mut DbConn, claims: &[(i64, i64)], now: i64) -> Res<()> {
+    write_tx!(conn, |c| {
+        for (id, until) in claims {
+            diesel::update(
+                alert_events::table
+                    .filter(alert_events::id.eq(id))
+                    .filter(alert_events::webhook_status.eq(webhook_status::PENDING))
+                    .filter(alert_events::webhook_next_at.eq(until)),
+            )
+            .set(alert_events::webhook_next_at.eq(Some(now)))
+            .execute(c)?;
+        }
+        Ok::<_, DbError>(())
+    })
+}
+
 /// When the next pending delivery is due (claimed ones included).
 pub fn next_delivery_at(conn: &mut DbConn) -> Res<Option<i64>> {
     Ok(with_conn!(conn, |c| alert_events::table
