@@ -427,6 +427,26 @@ mod tests {
                 "soon",
                 "upstream.poll_interval_ms",
             ),
+            (
+                "QUOTECAST__ALERTS__WEBHOOK_MAX_ATTEMPTS",
+                "0",
+                "alerts.webhook_max_attempts",
+            ),
+            (
+                "QUOTECAST__ALERTS__WEBHOOK_TIMEOUT_MS",
+                "0",
+                "alerts.webhook_timeout_ms",
+            ),
+            (
+                "QUOTECAST__ALERTS__ALLOW_PRIVATE_WEBHOOKS",
+                "perhaps",
+                "alerts.allow_private_webhooks",
+            ),
+            (
+                "QUOTECAST__LIMITS__MAX_ALERTS_PER_USER",
+                "0",
+                "limits.max_alerts_per_user",
+            ),
         ];
         for (var, value, key) in cases {
             let err = load(&[(var, value)]).unwrap_err();

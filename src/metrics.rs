@@ -28,7 +28,8 @@ pub struct Metrics {
     /// Time for a worker to hand one broadcast to all of its sessions.
     pub fanout_seconds: Histogram,
     // ---- price alerts (`crate::alerts`)
-    /// Time to evaluate one round's symbols against the alerts in memory.
+    /// CPU time to evaluate one round's symbols against the alerts in
+    /// memory (the evaluating thread's, so preemption does not count).
     pub alert_eval_seconds: Histogram,
     /// Alert events stored.
     pub alert_events: IntCounter,
@@ -131,7 +132,7 @@ impl Metrics {
             ),
             alert_eval_seconds: histogram(
                 "quotecast_alert_eval_seconds",
-                "Time to evaluate one round's symbols against the enabled price alerts",
+                "CPU time of evaluating one round's symbols against the enabled price alerts",
                 vec![
                     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                     0.01, 0.1,

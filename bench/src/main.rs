@@ -10,6 +10,7 @@
 //! ceiling, [`ceiling`]) so quotecast's numbers read as a ratio to what this
 //! machine can do at all. `docs/BENCHMARKS.md` has the procedure and results.
 
+mod alerts;
 mod ceiling;
 mod client;
 mod hist;
@@ -55,6 +56,8 @@ enum Cmd {
     Upstream(Opts),
     /// 100,000 connect/snapshot/close cycles at concurrency 200: rate, no leaked sessions or workers, RSS back within 10%.
     Churn(Opts),
+    /// 10,000 price alerts on 500 symbols (1 s tick, no sessions): the server's alert evaluation time per round (budget 1 ms).
+    Alerts(Opts),
     /// One custom run shaped by the flags: quotecast, or the ceiling with --ceiling, or both with --both.
     Run(Opts),
     /// The ceiling broadcaster (started by the bench itself).
@@ -144,6 +147,9 @@ struct Opts {
     /// Churn: connect/disconnect cycles.
     #[arg(long)]
     cycles: Option<u64>,
+    /// Alerts: how many alerts to create (spread over --distinct symbols, default 500).
+    #[arg(long)]
+    alerts: Option<usize>,
     /// Churn: cycles after which the reference RSS is taken.
     #[arg(long)]
     warmup_cycles: Option<u64>,
@@ -207,6 +213,7 @@ fn main() -> ExitCode {
         Cmd::Idle(o) => scenario("idle", o),
         Cmd::Upstream(o) => scenario("upstream", o),
         Cmd::Churn(o) => scenario("churn", o),
+        Cmd::Alerts(o) => scenario("alerts", o),
         Cmd::Run(o) => scenario("run", o),
     };
     match res {
@@ -238,6 +245,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             "idle" => idle(&opts, &mut rep).await?,
             "upstream" => upstream(&opts, &mut rep).await?,
             "churn" => churn(&opts, &mut rep).await?,
+            "alerts" => alerts::scenario(&opts, &mut rep).await?,
             _ => custom(&opts, &mut rep).await?,
         }
         Ok::<_, String>(rep)

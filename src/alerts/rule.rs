@@ -243,6 +243,76 @@ pub enum Decision {
     Rearm,
 }
 
+/// What one tick's decision about a rule reads, in 32 bytes: the
+/// evaluator walks every alert of every symbol in a round, and with 10,000
+/// alerts what it costs is mostly how many cache lines that touches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trigger {
+    pub threshold: f64,
+    /// A fired `rearm` rule re-arms strictly beyond this (below it for the
+    /// upward conditions, above it for the downward ones).
+    pub rearm_at: f64,
+    /// Microseconds since the epoch; `i64::MIN`: never fired.
+    pub last_fired_at: i64,
+    pub cooldown_s: u32,
+    pub condition: Condition,
+    pub repeat: Repeat,
+    pub state: AlertState,
+    /// Set by the evaluator while a decision about the rule is being
+    /// stored: a busy trigger decides nothing.
+    pub busy: bool,
+}
+
+impl Trigger {
+    /// The value this trigger compares, if the sample has it.
+    fn value(&self, s: Sample) -> Option<f64> {
+        if self.condition.on_change_pct() {
+            s.change_pct
+        } else {
+            Some(s.price)
+        }
+    }
+
+    /// Decides what this tick means for the rule: `now` is the symbol's
+    /// sample at this tick, `prev` at its previous tick (if known), `now_us`
+    /// the time (microseconds since the epoch).
+    pub fn decide(&self, now: Sample, prev: Option<Sample>, now_us: i64) -> Option<Decision> {
+        if self.busy {
+            return None;
+        }
+        let v = self.value(now)?;
+        let t = self.threshold;
+        let up = self.condition.upward();
+        match self.state {
+            AlertState::Armed => {
+                let on_side = if up { v >= t } else { v <= t };
+                let triggered = on_side
+                    && (!self.condition.crossing()
+                        || prev.and_then(|p| self.value(p)).is_some_and(|p| {
+                            if up {
+                                p < t
+                            } else {
+                                p > t
+                            }
+                        }));
+                let cooled = self.last_fired_at == i64::MIN
+                    || now_us.saturating_sub(self.last_fired_at)
+                        >= i64::from(self.cooldown_s) * 1_000_000;
+                (triggered && cooled).then_some(Decision::Fire)
+            }
+            AlertState::Fired if self.repeat == Repeat::Rearm => {
+                let back = if up {
+                    v < self.rearm_at
+                } else {
+                    v > self.rearm_at
+                };
+                back.then_some(Decision::Rearm)
+            }
+            AlertState::Fired => None,
+        }
+    }
+}
+
 /// The part of an alert the evaluator needs, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -280,50 +350,33 @@ impl Rule {
         })
     }
 
-    /// The value this rule compares, if the sample has it.
-    fn value(&self, s: Sample) -> Option<f64> {
-        if self.condition.on_change_pct() {
-            s.change_pct
+    /// What a decision about this rule reads, packed.
+    pub fn trigger(&self) -> Trigger {
+        let t = self.threshold;
+        let d = if self.condition.on_change_pct() {
+            self.margin
         } else {
-            Some(s.price)
+            t.abs() * self.margin / 100.0
+        };
+        Trigger {
+            threshold: t,
+            rearm_at: if self.condition.upward() {
+                t - d
+            } else {
+                t + d
+            },
+            last_fired_at: self.last_fired_at.unwrap_or(i64::MIN),
+            cooldown_s: u32::try_from(self.cooldown_s.max(0)).unwrap_or(u32::MAX),
+            condition: self.condition,
+            repeat: self.repeat,
+            state: self.state,
+            busy: false,
         }
     }
 
-    /// Decides what this tick means for the rule: `now` is the symbol's
-    /// sample at this tick, `prev` at its previous tick (if known), `now_us`
-    /// the time (microseconds since the epoch).
+    /// Decides what this tick means for the rule (see [`Trigger::decide`]).
     pub fn decide(&self, now: Sample, prev: Option<Sample>, now_us: i64) -> Option<Decision> {
-        let v = self.value(now)?;
-        let t = self.threshold;
-        let up = self.condition.upward();
-        match self.state {
-            AlertState::Armed => {
-                let on_side = if up { v >= t } else { v <= t };
-                let triggered = on_side
-                    && (!self.condition.crossing()
-                        || prev.and_then(|p| self.value(p)).is_some_and(|p| {
-                            if up {
-                                p < t
-                            } else {
-                                p > t
-                            }
-                        }));
-                let cooled = self
-                    .last_fired_at
-                    .is_none_or(|f| now_us.saturating_sub(f) >= self.cooldown_s * 1_000_000);
-                (triggered && cooled).then_some(Decision::Fire)
-            }
-            AlertState::Fired if self.repeat == Repeat::Rearm => {
-                let d = if self.condition.on_change_pct() {
-                    self.margin
-                } else {
-                    t.abs() * self.margin / 100.0
-                };
-                let back = if up { v < t - d } else { v > t + d };
-                back.then_some(Decision::Rearm)
-            }
-            AlertState::Fired => None,
-        }
+        self.trigger().decide(now, prev, now_us)
     }
 
     /// The state after a decision was stored.
@@ -474,6 +527,16 @@ mod tests {
         // but cooling until 3, when it fires again.
         let series = prices(&[101.0, 98.0, 101.0, 101.0, 101.0]);
         assert_eq!(fires(r, &series), [0, 3]);
+    }
+
+    #[test]
+    fn triggers_are_small_and_busy_ones_decide_nothing() {
+        assert_eq!(std::mem::size_of::<Trigger>(), 32);
+        let r = rule(Condition::Above, 100.0, Repeat::Once);
+        let mut t = r.trigger();
+        assert_eq!(t.decide(price(101.0), None, 0), Some(Decision::Fire));
+        t.busy = true;
+        assert_eq!(t.decide(price(101.0), None, 0), None);
     }
 
     #[test]
