@@ -143,7 +143,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
     let symbols = o.distinct.unwrap_or(500).max(1);
     let tick_ms = o.tick_ms.unwrap_or(1000);
     let warmup = o.warmup.unwrap_or(5.0);
-    let duration = o.duration.unwrap_or(30.0);
+    let duration = o.duration.unwrap_or(60.0);
     let mut env = vec![(
         "QUOTECAST__LIMITS__MAX_ALERTS_PER_USER".to_owned(),
         (count + 10).to_string(),
