@@ -1,6 +1,7 @@
 //! What an alert is: its validated parts (condition, threshold, repeat mode,
 //! re-arm margin, cooldown, note) and the one function that decides, from a
-//! tick's price, whether it fires or re-arms ([`Rule::decide`]).
+//! tick's price, whether it fires or re-arms ([`Trigger::decide`], on the
+//! packed form of a [`Rule`] the evaluator walks).
 //!
 //! Semantics (the SPEC's "Price alerts", made exact):
 //! * `above` / `below` fire when the price is at or above (at or below) the
