@@ -639,7 +639,7 @@ async fn alert_symbols_join_and_leave_the_demand(b: Backend) {
     let not_fetched = async || {
         // Once the poller idles, a few more idle ticks with no request.
         let i = idle().await;
-        eventually("the poller idle", async || idle().await >= i + 1).await;
+        eventually("the poller idle", async || idle().await > i).await;
         let n = m.fake.times_served("PIN");
         let i = idle().await;
         eventually("three idle ticks", async || idle().await >= i + 3).await;
