@@ -49,6 +49,11 @@ export QUOTECAST__SERVER__DEMO_DATA=false
 # would answer 422 `limit_exceeded` to requests that are otherwise valid.
 export QUOTECAST__LIMITS__MAX_WATCHLISTS_PER_USER=1000000
 export QUOTECAST__LIMITS__MAX_ITEMS_PER_WATCHLIST=1000000
+export QUOTECAST__LIMITS__MAX_ALERTS_PER_USER=1000000
+# No generated webhook URL reaches the server as one it would accept (see
+# the hooks' file): the run sends nothing off this machine.
+export SCHEMATHESIS_HOOKS=schemathesis_hooks
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"
 # A symbol nobody watches is fetched with the poller's next round; a short
 # round keeps `GET /api/v1/quotes` from waiting seconds per request.
 export QUOTECAST__UPSTREAM__POLL_INTERVAL_MS=100

@@ -1,8 +1,11 @@
 //! Who may use a watchlist, decided here for every way in: REST, WebSocket
-//! tickets, WebSocket upgrades and subscriptions.
+//! tickets, WebSocket upgrades and subscriptions; and who may use a price
+//! alert.
 //!
 //! The rule: its owner may do anything with it; anyone signed in may read
-//! (and watch live) a public one; nobody else may touch it.
+//! (and watch live) a public one; nobody else may touch it. Alerts are
+//! their owner's only, answered as a private watchlist is (403 for someone
+//! else's, 404 for none).
 
 use crate::db::models::Watchlist;
 use crate::db::{repo, DbConn, DbError};
@@ -59,6 +62,15 @@ pub fn load(
     })?;
     check(&w, user_id, access)?;
     Ok(w)
+}
+
+/// The rule for a price alert: its owner's only.
+pub fn check_alert_owner(owner_id: i64, user_id: i64) -> Result<(), AccessError> {
+    if owner_id == user_id {
+        Ok(())
+    } else {
+        Err(AccessError::Denied("this alert is not yours"))
+    }
 }
 
 #[cfg(test)]

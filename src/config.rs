@@ -38,6 +38,7 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     pub limits: LimitSettings,
     pub cluster: ClusterSettings,
+    pub alerts: AlertSettings,
 }
 
 /// `[cluster]`: several instances sharing one Redis and one PostgreSQL.
@@ -153,6 +154,19 @@ pub struct LimitSettings {
     /// WebSocket upgrades a client address may start per second (burst:
     /// twice that); 0: no limit.
     pub connects_per_ip_per_s: u32,
+    pub max_alerts_per_user: i64,
+}
+
+/// `[alerts]`: price alerts and their webhooks (see `crate::alerts`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub webhook_timeout_ms: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_ms: u64,
+    pub webhook_max_in_flight: usize,
+    pub allow_private_webhooks: bool,
+    pub reload_interval_ms: u64,
 }
 
 impl Settings {
@@ -346,6 +360,28 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if l.max_alerts_per_user < 1 {
+            return Err(ConfigError::new(
+                "limits.max_alerts_per_user",
+                "must be at least 1",
+            ));
+        }
+        let al = &self.alerts;
+        positive("alerts.webhook_timeout_ms", al.webhook_timeout_ms)?;
+        positive("alerts.webhook_backoff_ms", al.webhook_backoff_ms)?;
+        positive("alerts.reload_interval_ms", al.reload_interval_ms)?;
+        if al.webhook_max_attempts < 1 {
+            return Err(ConfigError::new(
+                "alerts.webhook_max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if al.webhook_max_in_flight < 1 {
+            return Err(ConfigError::new(
+                "alerts.webhook_max_in_flight",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
@@ -414,6 +450,10 @@ mod tests {
         assert_eq!(s.limits.max_subscriptions_per_session, 20);
         assert_eq!(s.limits.connects_per_ip_per_s, 50);
         assert!(s.server.allowed_origins.is_empty());
+        assert_eq!(s.limits.max_alerts_per_user, 100);
+        assert_eq!(s.alerts.webhook_timeout_ms, 5000);
+        assert_eq!(s.alerts.webhook_max_attempts, 6);
+        assert!(!s.alerts.allow_private_webhooks);
     }
 
     #[test]
@@ -453,6 +493,26 @@ mod tests {
                 "QUOTECAST__UPSTREAM__POLL_INTERVAL_MS",
                 "soon",
                 "upstream.poll_interval_ms",
+            ),
+            (
+                "QUOTECAST__ALERTS__WEBHOOK_MAX_ATTEMPTS",
+                "0",
+                "alerts.webhook_max_attempts",
+            ),
+            (
+                "QUOTECAST__ALERTS__WEBHOOK_TIMEOUT_MS",
+                "0",
+                "alerts.webhook_timeout_ms",
+            ),
+            (
+                "QUOTECAST__ALERTS__ALLOW_PRIVATE_WEBHOOKS",
+                "perhaps",
+                "alerts.allow_private_webhooks",
+            ),
+            (
+                "QUOTECAST__LIMITS__MAX_ALERTS_PER_USER",
+                "0",
+                "limits.max_alerts_per_user",
             ),
         ];
         for (var, value, key) in cases {

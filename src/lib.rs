@@ -37,6 +37,8 @@
 //! * [`protocol`]: the WebSocket messages and close codes.
 //!
 //! Around it:
+//! * [`alerts`]: price alerts: the rules, the evaluator fed by the poller's
+//!   rounds, stored events, webhook delivery from the outbox.
 //! * [`api`]: REST, admin and metrics handlers, and the one mapping of errors
 //!   to JSON responses.
 //! * [`auth`]: API tokens and WebSocket tickets; [`access`]: who may use a
@@ -65,6 +67,7 @@
 //! HTTP), [`startup::StartupError`] and [`cli::CliError`].
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;

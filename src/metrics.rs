@@ -34,6 +34,16 @@ pub struct Metrics {
     pub bus_out: IntCounter,
     /// Failed cluster bus operations.
     pub bus_errors: IntCounter,
+    // ---- price alerts (`crate::alerts`)
+    /// CPU time to evaluate one round's symbols against the alerts in
+    /// memory (the evaluating thread's, so preemption does not count).
+    pub alert_eval_seconds: Histogram,
+    /// Alert events stored.
+    pub alert_events: IntCounter,
+    /// Rounds the alert evaluator could not take because it was behind.
+    pub alert_rounds_skipped: IntCounter,
+    /// Webhook delivery attempts by `outcome` (delivered, retry, failed).
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +81,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(upstream_requests.clone()))
+            .expect("unique metric");
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "quotecast_webhook_attempts_total",
+                "Alert webhook delivery attempts by outcome (delivered, retry, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_attempts.clone()))
             .expect("unique metric");
         Self {
             sessions: gauge("quotecast_sessions", "Open WebSocket sessions"),
@@ -132,6 +153,20 @@ impl Metrics {
                 "quotecast_bus_errors_total",
                 "Failed cluster bus operations",
             ),
+            alert_eval_seconds: histogram(
+                "quotecast_alert_eval_seconds",
+                "CPU time of evaluating one round's symbols against the enabled price alerts",
+                vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.1,
+                ],
+            ),
+            alert_events: counter("quotecast_alert_events_total", "Price alert events stored"),
+            alert_rounds_skipped: counter(
+                "quotecast_alert_rounds_skipped_total",
+                "Rounds not evaluated for alerts because the evaluator was behind",
+            ),
+            webhook_attempts,
             upstream_requests,
             registry,
         }

@@ -1,5 +1,7 @@
 //! The WebSocket wire protocol: what the server sends (built once per
-//! broadcast and shared as bytes) and what a client may send.
+//! broadcast and shared as bytes) and what a client may send. The `alert`
+//! frame is built with the event it carries, in [`crate::alerts::event`]
+//! (the same JSON is the webhook body).
 
 use crate::quote::{format_ts, Total, WireQuote};
 use bytestring::ByteString;

@@ -10,7 +10,10 @@
 //! * the fetcher and the periodic sweeps ([`crate::sweeps`]): end when the
 //!   shutdown signal fires; the arbiter is stopped only once the fetcher has
 //!   returned and its [`QuoteSaver`] has written the last quotes (or after
-//!   [`FETCHER_STOP_WAIT`]).
+//!   [`FETCHER_STOP_WAIT`]);
+//! * the alert evaluator and webhook deliverer ([`crate::alerts`]): end when
+//!   the shutdown signal fires; the arbiter is stopped once they have (or
+//!   after [`FETCHER_STOP_WAIT`]).
 
 use crate::auth::{TicketStore, Tickets};
 use crate::cluster::bus::{self, RedisBus};
@@ -69,6 +72,8 @@ pub enum StartupError {
     Upstream(String),
     #[error("{0}")]
     Cluster(String),
+    #[error("alerts: {0}")]
+    Alerts(String),
 }
 
 pub struct Application {
@@ -80,6 +85,7 @@ pub struct Application {
     fetcher_done: oneshot::Receiver<()>,
     /// Cluster mode: the lease task has handed the lease back.
     lease_done: Option<oneshot::Receiver<()>>,
+    alerts: crate::alerts::Alerts,
 }
 
 /// Longest wait for the fetcher's last database write at shutdown.
@@ -263,38 +269,6 @@ impl Application {
         let supervisor =
             Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Supervisor::new(deps));
 
-        let (fetch_provider, fetch_metrics, fetch_stats) =
-            (provider.clone(), metrics.clone(), upstream.clone());
-        let fetcher_cfg = FetcherConfig {
-            poll_interval: settings.poll_interval(),
-            closed_poll_interval: Duration::from_millis(up.closed_poll_interval_ms),
-            unknown_recheck: Duration::from_millis(up.unknown_recheck_ms),
-            batch_size: up.batch_size,
-            backoff_base: Duration::from_millis(up.backoff_base_ms),
-            backoff_max: Duration::from_millis(up.backoff_max_ms),
-            max_token_wait: settings.poll_interval().min(Duration::from_secs(1)),
-        };
-        let (done, fetcher_done) = oneshot::channel();
-        let fetcher_shutdown = shutdown_rx.clone();
-        let saver_db = db.clone();
-        arbiter.spawn(async move {
-            // The saver's task runs on this arbiter too; the fetcher holds its
-            // only handle, so the saver writes what is left and ends once the
-            // fetcher has returned.
-            let (saver, saver_task) = QuoteSaver::spawn(saver_db);
-            let deps = FetcherDeps {
-                provider: fetch_provider,
-                seams,
-                saver,
-                observers: Vec::new(),
-                metrics: fetch_metrics,
-                stats: fetch_stats,
-            };
-            Fetcher::new(deps, fetcher_cfg).run(fetcher_shutdown).await;
-            let _ = saver_task.await;
-            let _ = done.send(());
-        });
-
         let applier = Applier {
             supervisor: supervisor.clone(),
             sessions: sessions.clone(),
@@ -349,6 +323,57 @@ impl Application {
             parts: cluster_parts,
             lease_done,
         } = plane;
+        // Price alerts: evaluated on the rounds this instance publishes as
+        // the poller (in cluster mode, only the lease holder publishes, and
+        // a firing is stored conditionally on the alert's version, so one
+        // firing is one event for the cluster); their symbols are pinned
+        // into the demand, which every instance shares in cluster mode.
+        let alerts = crate::alerts::start(
+            crate::alerts::AlertDeps {
+                db: db.clone(),
+                settings: settings.clone(),
+                pinned: pinned.clone(),
+                control: control.clone(),
+                metrics: metrics.clone(),
+            },
+            &arbiter.handle(),
+            shutdown_rx.clone(),
+        )
+        .map_err(|e| StartupError::Alerts(e.to_string()))?;
+        let alert_observer = alerts.observer;
+        let alerts = alerts.alerts;
+        let (fetch_provider, fetch_metrics, fetch_stats) =
+            (provider.clone(), metrics.clone(), upstream.clone());
+        let fetcher_cfg = FetcherConfig {
+            poll_interval: settings.poll_interval(),
+            closed_poll_interval: Duration::from_millis(up.closed_poll_interval_ms),
+            unknown_recheck: Duration::from_millis(up.unknown_recheck_ms),
+            batch_size: up.batch_size,
+            backoff_base: Duration::from_millis(up.backoff_base_ms),
+            backoff_max: Duration::from_millis(up.backoff_max_ms),
+            max_token_wait: settings.poll_interval().min(Duration::from_secs(1)),
+        };
+        let (done, fetcher_done) = oneshot::channel();
+        let fetcher_shutdown = shutdown_rx.clone();
+        let saver_db = db.clone();
+        arbiter.spawn(async move {
+            // The saver's task runs on this arbiter too; the fetcher holds its
+            // only handle, so the saver writes what is left and ends once the
+            // fetcher has returned.
+            let (saver, saver_task) = QuoteSaver::spawn(saver_db);
+            let deps = FetcherDeps {
+                provider: fetch_provider,
+                seams,
+                saver,
+                observers: vec![alert_observer],
+                metrics: fetch_metrics,
+                stats: fetch_stats,
+            };
+            Fetcher::new(deps, fetcher_cfg).run(fetcher_shutdown).await;
+            let _ = saver_task.await;
+            let _ = done.send(());
+        });
+
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             db,
@@ -369,6 +394,7 @@ impl Application {
             upstream,
             provider: provider.name(),
             started: Instant::now(),
+            alerts: alerts.clone(),
             shutting_down: AtomicBool::new(false),
         });
         arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));
@@ -401,6 +427,7 @@ impl Application {
             arbiter,
             fetcher_done,
             lease_done,
+            alerts,
         })
     }
 
@@ -429,7 +456,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let res = self.server.await;
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(FETCHER_STOP_WAIT, self.fetcher_done).await;
+        let _ = tokio::time::timeout(FETCHER_STOP_WAIT, async {
+            let _ = self.fetcher_done.await;
+            self.alerts.stopped().await;
+        })
+        .await;
         if let Some(lease) = self.lease_done {
             let _ = tokio::time::timeout(FETCHER_STOP_WAIT, lease).await;
         }

@@ -1,6 +1,7 @@
 //! [`AppState`]: what the HTTP handlers share, built once by
 //! [`crate::startup`].
 
+use crate::alerts::Alerts;
 use crate::auth::Tickets;
 use crate::cluster::control::RedisControl;
 use crate::cluster::lease::Lease;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub upstream: Arc<UpstreamStats>,
     pub provider: &'static str,
     pub started: Instant,
+    /// Price alerts: where the API reports alert changes.
+    pub alerts: Alerts,
     pub(crate) shutting_down: AtomicBool,
 }
 

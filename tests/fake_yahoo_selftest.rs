@@ -233,6 +233,17 @@ async fn prices_can_be_pinned() {
     fake.set_prices_move(true);
     let quote = yahoo.quote(sym("AAPL")).await.unwrap().unwrap();
     assert_eq!(quote.price, Some(200.0 + 2.0 * fake_yahoo::PRICE_STEP));
+    fake.set_prices_move(false);
+    fake.set_previous_close("AAPL", Some(190.0));
+    fake.set_price("AAPL", 209.0);
+    let quote = yahoo.quote(sym("AAPL")).await.unwrap().unwrap();
+    assert_eq!(
+        (quote.price, quote.previous_close),
+        (Some(209.0), Some(190.0))
+    );
+    fake.set_previous_close("AAPL", None);
+    let quote = yahoo.quote(sym("AAPL")).await.unwrap().unwrap();
+    assert_eq!(quote.previous_close, Some(209.0));
 }
 
 #[tokio::test]

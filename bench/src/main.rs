@@ -10,6 +10,7 @@
 //! ceiling, [`ceiling`]) so quotecast's numbers read as a ratio to what this
 //! machine can do at all. `docs/BENCHMARKS.md` has the procedure and results.
 
+mod alerts;
 mod ceiling;
 mod client;
 mod cpu;
@@ -64,6 +65,8 @@ enum Cmd {
     Storm(Opts),
     /// Server CPU per delivered message at 2,000 sessions x 100 ms and 10,000 sessions x 1 s, quotecast and ceiling.
     Cpu(Opts),
+    /// 10,000 price alerts on 500 symbols (1 s tick, no sessions): the server's alert evaluation time per round (budget 1 ms).
+    Alerts(Opts),
     /// One custom run shaped by the flags: quotecast, or the ceiling with --ceiling, or both with --both.
     Run(Opts),
     /// The ceiling broadcaster (started by the bench itself).
@@ -153,6 +156,9 @@ struct Opts {
     /// Churn: connect/disconnect cycles.
     #[arg(long)]
     cycles: Option<u64>,
+    /// Alerts: how many alerts to create (spread over --distinct symbols, default 500).
+    #[arg(long)]
+    alerts: Option<usize>,
     /// Churn: cycles after which the reference RSS is taken.
     #[arg(long)]
     warmup_cycles: Option<u64>,
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
         Cmd::Multiplex(o) => scenario("multiplex", o),
         Cmd::Storm(o) => scenario("storm", o),
         Cmd::Cpu(o) => scenario("cpu", o),
+        Cmd::Alerts(o) => scenario("alerts", o),
         Cmd::Run(o) => scenario("run", o),
     };
     match res {
@@ -271,6 +278,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             "multiplex" => multiplex::scenario(&opts, &mut rep).await?,
             "storm" => storm::scenario(&opts, &mut rep).await?,
             "cpu" => cpu::scenario(&opts, &mut rep).await?,
+            "alerts" => alerts::scenario(&opts, &mut rep).await?,
             _ => custom(&opts, &mut rep).await?,
         }
         Ok::<_, String>(rep)

@@ -465,6 +465,43 @@ impl Target {
         }
     }
 
+    /// A JSON request to quotecast's API with the bench's token; the
+    /// answer's status and body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
+        let mut req = self.auth(self.http.request(method, format!("{}{path}", self.base)));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| format!("{path}: {e}"))?;
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))?
+        };
+        Ok((status, v))
+    }
+
+    /// The `/metrics` text (quotecast only).
+    pub async fn metrics_text(&self) -> Option<String> {
+        if self.kind != Kind::Quotecast {
+            return None;
+        }
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
     /// `GET /admin/v1/stats` (quotecast only).
     pub async fn stats(&self) -> Option<Value> {
         if self.kind != Kind::Quotecast {

@@ -236,12 +236,24 @@ impl FakeYahoo {
     }
 
     /// Sets a symbol's price: its next answer carries exactly `price` (which is
-    /// also its previous close), later ones move on from there.
+    /// also its previous close, unless one was set with
+    /// [`Self::set_previous_close`]), later ones move on from there.
     pub fn set_price(&self, symbol: &str, price: f64) {
         let mut state = self.state();
         let symbol = symbol.to_ascii_uppercase();
         state.served.insert(symbol.clone(), 0);
         state.base_prices.insert(symbol, price);
+    }
+
+    /// Pins a symbol's previous close (so its change is the price's distance
+    /// from it); `None` goes back to the previous close following the price.
+    pub fn set_previous_close(&self, symbol: &str, close: Option<f64>) {
+        let mut state = self.state();
+        let symbol = symbol.to_ascii_uppercase();
+        match close {
+            Some(c) => state.previous_closes.insert(symbol, c),
+            None => state.previous_closes.remove(&symbol),
+        };
     }
 
     /// Wait this long before every answer (faults included).
@@ -462,6 +474,8 @@ struct State {
     /// Per symbol: all answers, for tests.
     served_total: HashMap<String, u64>,
     base_prices: HashMap<String, f64>,
+    /// Previous closes pinned apart from the price.
+    previous_closes: HashMap<String, f64>,
     last_prices: HashMap<String, f64>,
     requests: Vec<RequestRecord>,
 }
@@ -484,6 +498,7 @@ impl Default for State {
             served: HashMap::new(),
             served_total: HashMap::new(),
             base_prices: HashMap::new(),
+            previous_closes: HashMap::new(),
             last_prices: HashMap::new(),
             requests: Vec::new(),
         }
@@ -549,7 +564,7 @@ impl State {
         Served {
             symbol: symbol.to_owned(),
             price,
-            previous_close: base,
+            previous_close: self.previous_closes.get(symbol).copied().unwrap_or(base),
             volume: 1_000_000 + 100 * *steps as i64,
             closed: self.closed.contains(symbol),
             market_state_field: self.market_state_field,

@@ -14,6 +14,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 mod caller;
 mod error;
 pub mod health;
@@ -47,7 +48,19 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     api.into()
 }
 
-fn path_error(_: PathError, _: &HttpRequest) -> actix_web::Error {
+fn path_error(_: PathError, req: &HttpRequest) -> actix_web::Error {
+    // `PATCH /alerts/events` falls through from `/alerts/events` (GET only)
+    // to `/alerts/{id}`, whose id does not parse: the path is a route's, and
+    // only the method is wrong.
+    if let Some(allowed) = route_methods(req) {
+        if !allowed.contains(req.method()) {
+            return actix_web::error::InternalError::from_response(
+                "method not allowed",
+                openapi::method_not_allowed(&allowed),
+            )
+            .into();
+        }
+    }
     // A path segment that does not parse (an id that is not a number) names
     // nothing that exists.
     ApiError::NotFound("not found".into()).into()
@@ -57,18 +70,22 @@ fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("bad query string: {err}")).into()
 }
 
+/// The methods of the first route whose pattern `req`'s path matches.
+fn route_methods(req: &HttpRequest) -> Option<Vec<Method>> {
+    let pattern = req.resource_map().match_pattern(req.path())?;
+    let documented = req
+        .app_data::<web::Data<openapi::ApiDocument>>()
+        .and_then(|doc| doc.methods(&pattern).map(<[Method]>::to_vec));
+    // Every route outside the document is a GET.
+    Some(documented.unwrap_or_else(|| vec![Method::GET]))
+}
+
 /// Every request no route took: 405 (with `Allow`) when the path is a
 /// route's and only the method is wrong, else 404.
 async fn unrouted(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
-    match req.resource_map().match_pattern(req.path()) {
-        Some(pattern) => {
-            let documented = req
-                .app_data::<web::Data<openapi::ApiDocument>>()
-                .and_then(|doc| doc.methods(&pattern).map(<[Method]>::to_vec));
-            // Every route outside the document is a GET.
-            openapi::method_not_allowed(&documented.unwrap_or_else(|| vec![Method::GET]))
-        }
+    match route_methods(&req) {
+        Some(allowed) => openapi::method_not_allowed(&allowed),
         None => ApiError::NotFound("no such route".into()).error_response(),
     }
 }
@@ -97,6 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             scope("/api/v1")
                 .service(openapi::openapi_json)
                 .service(account::me)
+                .service(account::rotate_webhook_secret)
                 .service(quotes::quotes)
                 .service(quotes::intraday)
                 .service(tickets::ws_ticket)
@@ -108,7 +126,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(watchlists::list_items)
                 .service(watchlists::add_item)
                 .service(watchlists::patch_item)
-                .service(watchlists::delete_item),
+                .service(watchlists::delete_item)
+                // Price alerts; `/alerts/events` before `/alerts/{id}`.
+                .service(alerts::list)
+                .service(alerts::create)
+                .service(alerts::events)
+                .service(alerts::get)
+                .service(alerts::update)
+                .service(alerts::delete),
         )
         .service(
             scope("/admin/v1")

@@ -7,7 +7,7 @@
 //! the routes come from the same calls in [`super::routes`]. This module
 //! owns the rest: the document's frame ([`base`]: info, the bearer scheme, the
 //! error envelope), the error answers operations share ([`Authenticated`],
-//! [`JsonBody`], [`ReadsWatchlist`], [`OwnsWatchlist`], [`OwnsItem`]), and the patterns that say in the document what the domain
+//! [`JsonBody`], [`ReadsWatchlist`], [`OwnsWatchlist`], [`OwnsItem`], [`OwnsAlert`]), and the patterns that say in the document what the domain
 //! parsers accept.
 
 use super::{ApiError, ErrorBody};
@@ -256,6 +256,18 @@ pub enum OwnsItem {
     #[response(status = 403)]
     Forbidden(ErrorBody),
     /// No such watchlist, or no such item in it (`not_found`).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
+/// The refusals of an operation on one alert.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Only described, never built.
+pub enum OwnsAlert {
+    /// The alert is not the caller's (`forbidden`).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such alert (`not_found`).
     #[response(status = 404)]
     NotFound(ErrorBody),
 }

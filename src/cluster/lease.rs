@@ -178,7 +178,11 @@ impl Lease {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let released = Arc::new(Notify::new());
-        let listener = tokio::spawn(self.cluster.clone().listen("lease_released", released.clone()));
+        let listener = tokio::spawn(
+            self.cluster
+                .clone()
+                .listen("lease_released", released.clone()),
+        );
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

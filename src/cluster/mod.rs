@@ -38,13 +38,13 @@ pub mod tickets;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use actix::ArbiterHandle;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, RedisResult};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use futures_util::StreamExt;
 use tokio::sync::{oneshot, Notify};
 
 /// How long any one Redis command may take before it counts as failed.

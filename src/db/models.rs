@@ -162,3 +162,86 @@ impl StoredQuote {
         Some((symbol, Known::Quote(q)))
     }
 }
+
+// ---- price alerts -----------------------------------------------------------
+
+/// A price alert rule. `condition`, `repeat_mode` and `state` hold the
+/// names of [`crate::alerts::rule`]'s enums; `version` grows with every
+/// change, and state changes are conditional on it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = alerts)]
+pub struct Alert {
+    pub id: i64,
+    pub user_id: i64,
+    pub symbol: String,
+    pub condition: String,
+    pub threshold: f64,
+    pub repeat_mode: String,
+    pub rearm_margin_pct: f64,
+    pub cooldown_s: i64,
+    pub webhook_url: Option<String>,
+    pub note: String,
+    pub enabled: bool,
+    pub state: String,
+    pub version: i64,
+    pub last_fired_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = alerts)]
+pub struct NewAlert<'a> {
+    pub user_id: i64,
+    pub symbol: &'a str,
+    pub condition: &'a str,
+    pub threshold: f64,
+    pub repeat_mode: &'a str,
+    pub rearm_margin_pct: f64,
+    pub cooldown_s: i64,
+    pub webhook_url: Option<&'a str>,
+    pub note: &'a str,
+    pub enabled: bool,
+    pub state: &'a str,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One firing of an alert, as stored before it is delivered; also the
+/// webhook outbox entry when `webhook_status` is set.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = alert_events)]
+pub struct AlertEvent {
+    pub id: i64,
+    pub alert_id: i64,
+    pub user_id: i64,
+    pub symbol: String,
+    pub condition: String,
+    pub threshold: f64,
+    pub price: f64,
+    pub change_percent: Option<f64>,
+    pub fired_at: i64,
+    pub tick: i64,
+    pub webhook_url: Option<String>,
+    pub webhook_status: Option<String>,
+    pub webhook_attempts: i64,
+    pub webhook_next_at: Option<i64>,
+    pub webhook_last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = alert_events)]
+pub struct NewAlertEvent<'a> {
+    pub alert_id: i64,
+    pub user_id: i64,
+    pub symbol: &'a str,
+    pub condition: &'a str,
+    pub threshold: f64,
+    pub price: f64,
+    pub change_percent: Option<f64>,
+    pub fired_at: i64,
+    pub tick: i64,
+    pub webhook_url: Option<&'a str>,
+    pub webhook_status: Option<&'a str>,
+    pub webhook_next_at: Option<i64>,
+}

@@ -408,3 +408,340 @@ pub fn upsert_latest_quotes(conn: &mut DbConn, rows: &[StoredQuote]) -> Res<()> 
         Ok::<_, DbError>(())
     })
 }
+
+// ---- price alerts ------------------------------------------------------------
+
+/// The stored names of a webhook delivery's states.
+pub mod webhook_status {
+    pub const PENDING: &str = "pending";
+    pub const DELIVERED: &str = "delivered";
+    pub const FAILED: &str = "failed";
+}
+
+/// Creates an alert, enforcing the per-user limit in the same transaction.
+pub fn create_alert(conn: &mut DbConn, row: &NewAlert<'_>, max_alerts: i64) -> Res<Alert> {
+    write_tx!(conn, |c| {
+        let count: i64 = alerts::table
+            .filter(alerts::user_id.eq(row.user_id))
+            .count()
+            .get_result(c)?;
+        if count >= max_alerts {
+            return Err(DbError::CapReached {
+                table: "alerts",
+                max: max_alerts,
+            });
+        }
+        Ok(diesel::insert_into(alerts::table)
+            .values(row)
+            .returning(Alert::as_returning())
+            .get_result(c)?)
+    })
+}
+
+pub fn list_alerts(conn: &mut DbConn, user_id: i64) -> Res<Vec<Alert>> {
+    Ok(with_conn!(conn, |c| alerts::table
+        .filter(alerts::user_id.eq(user_id))
+        .order(alerts::id.asc())
+        .select(Alert::as_select())
+        .load(c))?)
+}
+
+pub fn get_alert(conn: &mut DbConn, id: i64) -> Res<Alert> {
+    Ok(with_conn!(conn, |c| alerts::table
+        .find(id)
+        .select(Alert::as_select())
+        .first(c))?)
+}
+
+/// Every enabled alert: what the evaluator holds in memory.
+pub fn enabled_alerts(conn: &mut DbConn) -> Res<Vec<Alert>> {
+    Ok(with_conn!(conn, |c| alerts::table
+        .filter(alerts::enabled.eq(true))
+        .order(alerts::id.asc())
+        .select(Alert::as_select())
+        .load(c))?)
+}
+
+/// Fields of an alert to change (`None`: as it is); `webhook_url:
+/// Some(None)` clears the URL.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = alerts)]
+pub struct AlertChanges {
+    pub threshold: Option<f64>,
+    pub enabled: Option<bool>,
+    pub note: Option<String>,
+    pub webhook_url: Option<Option<String>>,
+    pub state: Option<String>,
+}
+
+/// Applies `changes` if the alert is still at `version` (else `None`: it
+/// changed meanwhile, read it again); the version grows by one.
+pub fn update_alert_if(
+    conn: &mut DbConn,
+    id: i64,
+    version: i64,
+    changes: &AlertChanges,
+) -> Res<Option<Alert>> {
+    let target = alerts::table
+        .filter(alerts::id.eq(id))
+        .filter(alerts::version.eq(version));
+    let bump = (
+        alerts::version.eq(version + 1),
+        alerts::updated_at.eq(now_micros()),
+    );
+    Ok(with_conn!(conn, |c| diesel::update(target)
+        .set((changes, bump))
+        .returning(Alert::as_returning())
+        .get_result(c)
+        .optional())?)
+}
+
+/// Deletes an alert; its events stay (history, and webhooks still owed).
+pub fn delete_alert(conn: &mut DbConn, id: i64) -> Res<()> {
+    let n = with_conn!(conn, |c| diesel::delete(alerts::table.find(id)).execute(c))?;
+    if n == 0 {
+        return Err(DbError::NotFound);
+    }
+    Ok(())
+}
+
+/// Serializes the writers of `alert_events` until the transaction ends, so
+/// that ids become visible in the order they were taken and a reader paging
+/// with `after=` never skips one committed late. SQLite's write transaction
+/// already does; PostgreSQL's sequences do not.
+trait EventOrder {
+    fn lock_event_order(&mut self) -> QueryResult<()>;
+}
+
+impl EventOrder for diesel::SqliteConnection {
+    fn lock_event_order(&mut self) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
+impl EventOrder for diesel::PgConnection {
+    fn lock_event_order(&mut self) -> QueryResult<()> {
+        /// Any constant; only this lock uses it.
+        const ALERT_EVENTS_LOCK: i64 = 0x7163_6576;
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({ALERT_EVENTS_LOCK})"))
+            .execute(self)
+            .map(|_| ())
+    }
+}
+
+/// An alert firing: the rule's new state and the event, written together.
+#[derive(Debug, Clone)]
+pub struct Firing<'a> {
+    /// The version the evaluator saw; the firing is stored only if the
+    /// alert is still at it.
+    pub version: i64,
+    /// The rule's state after firing.
+    pub state: &'a str,
+    /// Whether the rule stays enabled (`once` rules do not).
+    pub enabled: bool,
+    pub event: NewAlertEvent<'a>,
+}
+
+/// Stores a firing in one transaction: the alert's state change,
+/// conditional on the version the evaluator saw, and the event. `None`
+/// when the alert changed meanwhile (edited, deleted, or fired by another
+/// evaluator): nothing is stored then.
+pub fn fire_alert(conn: &mut DbConn, firing: &Firing<'_>) -> Res<Option<AlertEvent>> {
+    let ev = &firing.event;
+    write_tx!(conn, |c| {
+        c.lock_event_order()?;
+        let n = diesel::update(
+            alerts::table
+                .filter(alerts::id.eq(ev.alert_id))
+                .filter(alerts::version.eq(firing.version)),
+        )
+        .set((
+            alerts::state.eq(firing.state),
+            alerts::enabled.eq(firing.enabled),
+            alerts::last_fired_at.eq(Some(ev.fired_at)),
+            alerts::version.eq(firing.version + 1),
+            alerts::updated_at.eq(now_micros()),
+        ))
+        .execute(c)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let stored: AlertEvent = diesel::insert_into(alert_events::table)
+            .values(ev)
+            .returning(AlertEvent::as_returning())
+            .get_result(c)?;
+        Ok::<_, DbError>(Some(stored))
+    })
+}
+
+/// Sets a fired alert's state back to `state` (re-armed) if it is still at
+/// `version`; false when it changed meanwhile.
+pub fn set_alert_state_if(conn: &mut DbConn, id: i64, version: i64, state: &str) -> Res<bool> {
+    let n = with_conn!(conn, |c| diesel::update(
+        alerts::table
+            .filter(alerts::id.eq(id))
+            .filter(alerts::version.eq(version))
+    )
+    .set((
+        alerts::state.eq(state),
+        alerts::version.eq(version + 1),
+        alerts::updated_at.eq(now_micros()),
+    ))
+    .execute(c))?;
+    Ok(n == 1)
+}
+
+/// A user's events with ids above `after`, oldest first, at most `limit`.
+pub fn list_events(
+    conn: &mut DbConn,
+    user_id: i64,
+    after: i64,
+    limit: i64,
+) -> Res<Vec<AlertEvent>> {
+    Ok(with_conn!(conn, |c| alert_events::table
+        .filter(alert_events::user_id.eq(user_id))
+        .filter(alert_events::id.gt(after))
+        .order(alert_events::id.asc())
+        .limit(limit)
+        .select(AlertEvent::as_select())
+        .load(c))?)
+}
+
+pub fn get_event(conn: &mut DbConn, id: i64) -> Res<AlertEvent> {
+    Ok(with_conn!(conn, |c| alert_events::table
+        .find(id)
+        .select(AlertEvent::as_select())
+        .first(c))?)
+}
+
+/// Claims up to `limit` pending deliveries due at `now`: each is moved to
+/// `claim_until`, conditional on being unchanged, so that of several
+/// instances claiming at once only one gets it. A claimed delivery that is
+/// never reported (the process died) is due again at `claim_until`.
+pub fn claim_deliveries(
+    conn: &mut DbConn,
+    now: i64,
+    claim_until: i64,
+    limit: i64,
+) -> Res<Vec<AlertEvent>> {
+    use webhook_status::PENDING;
+    write_tx!(conn, |c| {
+        let due: Vec<(i64, Option<i64>)> = alert_events::table
+            .filter(alert_events::webhook_status.eq(PENDING))
+            .filter(alert_events::webhook_next_at.le(now))
+            .order((alert_events::webhook_next_at.asc(), alert_events::id.asc()))
+            .limit(limit)
+            .select((alert_events::id, alert_events::webhook_next_at))
+            .load(c)?;
+        let mut claimed = Vec::with_capacity(due.len());
+        for (id, at) in due {
+            let n = diesel::update(
+                alert_events::table
+                    .filter(alert_events::id.eq(id))
+                    .filter(alert_events::webhook_status.eq(PENDING))
+                    .filter(alert_events::webhook_next_at.eq(at)),
+            )
+            .set(alert_events::webhook_next_at.eq(Some(claim_until)))
+            .execute(c)?;
+            if n == 1 {
+                claimed.push(id);
+            }
+        }
+        Ok::<_, DbError>(
+            alert_events::table
+                .filter(alert_events::id.eq_any(&claimed))
+                .order(alert_events::id.asc())
+                .select(AlertEvent::as_select())
+                .load(c)?,
+        )
+    })
+}
+
+/// Gives back claims (`(event id, claim_until)`) whose attempts were
+/// abandoned (a shutdown), so they are due at once rather than when the
+/// claim would lapse. A claim already replaced by an attempt's record is
+/// left alone.
+pub fn release_claims(conn: &mut DbConn, claims: &[(i64, i64)], now: i64) -> Res<()> {
+    write_tx!(conn, |c| {
+        for (id, until) in claims {
+            diesel::update(
+                alert_events::table
+                    .filter(alert_events::id.eq(id))
+                    .filter(alert_events::webhook_status.eq(webhook_status::PENDING))
+                    .filter(alert_events::webhook_next_at.eq(until)),
+            )
+            .set(alert_events::webhook_next_at.eq(Some(now)))
+            .execute(c)?;
+        }
+        Ok::<_, DbError>(())
+    })
+}
+
+/// When the next pending delivery is due (claimed ones included).
+pub fn next_delivery_at(conn: &mut DbConn) -> Res<Option<i64>> {
+    Ok(with_conn!(conn, |c| alert_events::table
+        .filter(alert_events::webhook_status.eq(webhook_status::PENDING))
+        .select(diesel::dsl::min(alert_events::webhook_next_at))
+        .first(c))?)
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone)]
+pub struct Attempted<'a> {
+    pub event_id: i64,
+    /// One of [`webhook_status`].
+    pub status: &'a str,
+    /// When to try again (pending only).
+    pub next_at: Option<i64>,
+    pub error: Option<&'a str>,
+}
+
+/// Records an attempt: one more attempt, the new status and error.
+pub fn record_attempt(conn: &mut DbConn, a: &Attempted<'_>) -> Res<()> {
+    with_conn!(conn, |c| diesel::update(
+        alert_events::table.find(a.event_id)
+    )
+    .set((
+        alert_events::webhook_attempts.eq(alert_events::webhook_attempts + 1),
+        alert_events::webhook_status.eq(Some(a.status)),
+        alert_events::webhook_next_at.eq(a.next_at),
+        alert_events::webhook_last_error.eq(a.error),
+    ))
+    .execute(c))?;
+    Ok(())
+}
+
+/// The user's webhook secret; `candidate` becomes it if the user has none
+/// yet (the first caller to store one wins).
+pub fn webhook_secret(conn: &mut DbConn, user_id: i64, candidate: &str) -> Res<String> {
+    let current: Option<String> = with_conn!(conn, |c| users::table
+        .find(user_id)
+        .select(users::webhook_secret)
+        .first(c))?;
+    if let Some(s) = current {
+        return Ok(s);
+    }
+    with_conn!(conn, |c| diesel::update(
+        users::table
+            .find(user_id)
+            .filter(users::webhook_secret.is_null())
+    )
+    .set(users::webhook_secret.eq(Some(candidate)))
+    .execute(c))?;
+    let stored: Option<String> = with_conn!(conn, |c| users::table
+        .find(user_id)
+        .select(users::webhook_secret)
+        .first(c))?;
+    stored.ok_or(DbError::NotFound)
+}
+
+/// Replaces the user's webhook secret.
+pub fn set_webhook_secret(conn: &mut DbConn, user_id: i64, secret: &str) -> Res<()> {
+    let n = with_conn!(conn, |c| diesel::update(users::table.find(user_id))
+        .set(users::webhook_secret.eq(Some(secret)))
+        .execute(c))?;
+    if n == 0 {
+        return Err(DbError::NotFound);
+    }
+    Ok(())
+}

@@ -3,6 +3,47 @@
 // from the migrations; see diesel.toml.
 
 diesel::table! {
+    alert_events (id) {
+        id -> BigInt,
+        alert_id -> BigInt,
+        user_id -> BigInt,
+        symbol -> Text,
+        condition -> Text,
+        threshold -> Double,
+        price -> Double,
+        change_percent -> Nullable<Double>,
+        fired_at -> BigInt,
+        tick -> BigInt,
+        webhook_url -> Nullable<Text>,
+        webhook_status -> Nullable<Text>,
+        webhook_attempts -> BigInt,
+        webhook_next_at -> Nullable<BigInt>,
+        webhook_last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    alerts (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        symbol -> Text,
+        condition -> Text,
+        threshold -> Double,
+        repeat_mode -> Text,
+        rearm_margin_pct -> Double,
+        cooldown_s -> BigInt,
+        webhook_url -> Nullable<Text>,
+        note -> Text,
+        enabled -> Bool,
+        state -> Text,
+        version -> BigInt,
+        last_fired_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     api_tokens (id) {
         id -> BigInt,
         user_id -> BigInt,
@@ -35,6 +76,7 @@ diesel::table! {
         name -> Text,
         is_admin -> Bool,
         created_at -> BigInt,
+        webhook_secret -> Nullable<Text>,
     }
 }
 
@@ -63,11 +105,15 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(alert_events -> users (user_id));
+diesel::joinable!(alerts -> users (user_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(watchlist_items -> watchlists (watchlist_id));
 diesel::joinable!(watchlists -> users (owner_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    alert_events,
+    alerts,
     api_tokens,
     latest_quotes,
     users,
