@@ -16,7 +16,7 @@ use std::io::Write;
 use std::time::Duration;
 use support::fake_yahoo::{FakeYahoo, Fault};
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{eventually, items, throughout, Backend, Event, TestApp, Ws};
+use support::{eventually, items, throughout, Api, Backend, Event, TestApp, Ws};
 
 /// A browser, or `None` when the test is skipped.
 async fn browser(test: &str) -> Option<Browser> {

@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use support::fake_yahoo::{FakeYahoo, Fault};
-use support::{Backend, TestApp, Ws, DEADLINE};
+use support::{code, numbered, Api, Backend, TestApp, Ws, DEADLINE};
 
 fn multi_url(app: &TestApp) -> String {
     format!("ws://{}/ws/v1", app.addr)
@@ -22,8 +22,20 @@ async fn multi(app: &TestApp, token: &str) -> Ws {
 async fn subscribe(ws: &mut Ws, id: i64) -> Value {
     ws.send_json(json!({"type": "subscribe", "watchlist_id": id}))
         .await;
-    ws.wait_for("subscribed", |v| {
-        v["type"] == "subscribed" && v["watchlist_id"] == id
+    wait_type_for(ws, "subscribed", id).await
+}
+
+/// Subscribes to watchlist `id` from a position (`{"epoch", "seq"}`), without
+/// waiting.
+async fn subscribe_since(ws: &mut Ws, id: i64, since: Value) {
+    ws.send_json(json!({"type": "subscribe", "watchlist_id": id, "since": since}))
+        .await;
+}
+
+/// Waits for a message of type `kind` about watchlist `id`, skipping others.
+async fn wait_type_for(ws: &mut Ws, kind: &str, id: i64) -> Value {
+    ws.wait_for(&format!("{kind} of watchlist {id}"), |v| {
+        v["type"] == kind && v["watchlist_id"] == id
     })
     .await
 }
@@ -125,94 +137,53 @@ async fn refusals_keep_the_socket_open(b: Backend) {
     let bobs = app.watchlist(&bob, "Bob's", false, json!([])).await;
     let mut ws = multi(&app, &alice).await;
 
-    let refused = async |ws: &mut Ws, msg: Value, code: &str, id: i64| {
+    // `{"type": kind, "watchlist_id": id}` is refused with `code`.
+    let refused = async |ws: &mut Ws, kind: &str, id: i64, code: &str| {
+        let msg = json!({"type": kind, "watchlist_id": id});
         ws.send_json(msg.clone()).await;
         let e = ws.wait_type("error").await;
         assert_eq!(e["code"], code, "{msg} -> {e}");
         assert_eq!(e["watchlist_id"], id, "{e}");
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     };
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": 424242}),
-        "not_found",
-        424242,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": bobs}),
-        "forbidden",
-        bobs,
-    )
-    .await;
+    refused(&mut ws, "subscribe", 424242, "not_found").await;
+    refused(&mut ws, "subscribe", bobs, "forbidden").await;
     subscribe(&mut ws, mine).await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": mine}),
-        "already_subscribed",
-        mine,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "unsubscribe", "watchlist_id": other}),
-        "not_subscribed",
-        other,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "snapshot", "watchlist_id": other}),
-        "not_subscribed",
-        other,
-    )
-    .await;
+    refused(&mut ws, "subscribe", mine, "already_subscribed").await;
+    refused(&mut ws, "unsubscribe", other, "not_subscribed").await;
+    refused(&mut ws, "snapshot", other, "not_subscribed").await;
     subscribe(&mut ws, other).await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": third}),
-        "limit_exceeded",
-        third,
-    )
-    .await;
+    refused(&mut ws, "subscribe", third, "limit_exceeded").await;
     // Many refusals do not close the socket (ten bad messages would).
     for _ in 0..12 {
-        refused(
-            &mut ws,
-            json!({"type": "subscribe", "watchlist_id": mine}),
-            "already_subscribed",
-            mine,
-        )
-        .await;
+        refused(&mut ws, "subscribe", mine, "already_subscribed").await;
     }
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     // A snapshot on request, for a watchlist it holds.
     ws.send_json(json!({"type": "snapshot", "watchlist_id": mine}))
         .await;
-    let snap = ws
-        .wait_for("snapshot", |v| {
-            v["type"] == "snapshot" && v["watchlist_id"] == mine
-        })
-        .await;
+    let snap = wait_type_for(&mut ws, "snapshot", mine).await;
     assert_eq!(snap["quotes"][0]["symbol"], "M0");
 
     // Malformed subscription messages are bad messages, with their own code.
-    ws.send_json(json!({"type": "subscribe"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "subscribe", "watchlist_id": "7"}))
-        .await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "snapshot"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "subscribe", "watchlist_id": third, "since": {"epoch": "x".repeat(65), "seq": 1}}))
-        .await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "frobnicate"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "unknown_type");
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    let too_long = json!({"epoch": "x".repeat(65), "seq": 1});
+    for (msg, want) in [
+        (json!({"type": "subscribe"}), "invalid_message"),
+        (
+            json!({"type": "subscribe", "watchlist_id": "7"}),
+            "invalid_message",
+        ),
+        (json!({"type": "snapshot"}), "invalid_message"),
+        (
+            json!({"type": "subscribe", "watchlist_id": third, "since": too_long}),
+            "invalid_message",
+        ),
+        (json!({"type": "frobnicate"}), "unknown_type"),
+    ] {
+        ws.send_json(msg.clone()).await;
+        assert_eq!(ws.wait_type("error").await["code"], want, "{msg}");
+    }
+    ws.ping().await;
     ws.close().await;
     app.wait_counts(0, 0).await;
 }
@@ -294,10 +265,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
     }
 
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     let ack = next_for(&mut ws, id).await;
     assert_eq!(ack["type"], "subscribed", "{ack}");
     assert_eq!(ack["recovered"], true, "{ack}");
@@ -328,8 +296,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
         json!({"epoch": epoch, "seq": current + 1000}),
     ] {
         let mut ws = multi(&app, &alice).await;
-        ws.send_json(json!({"type": "subscribe", "watchlist_id": id, "since": since}))
-            .await;
+        subscribe_since(&mut ws, id, since.clone()).await;
         let ack = next_for(&mut ws, id).await;
         assert_eq!(
             (ack["type"].as_str(), &ack["recovered"]),
@@ -347,10 +314,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
         }
     }
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     assert_eq!(next_for(&mut ws, id).await["recovered"], false);
     assert_eq!(next_for(&mut ws, id).await["type"], "snapshot");
     ws.close().await;
@@ -390,12 +354,8 @@ async fn v1_since(b: Backend) {
 
     for bad in ["nocolon", "e:notanumber", ":5", "e:-1"] {
         let url = format!("{}?since={bad}", app.ws_url(id));
-        let (status, body) = app.try_ws(&url, Some(&alice)).await.err().expect("refused");
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (400, Some("bad_request")),
-            "{bad}"
-        );
+        let (status, body) = app.ws_refused(&url, Some(&alice)).await;
+        assert_eq!((status, code(&body)), (400, "bad_request"), "{bad}");
     }
     keeper.close().await;
     app.wait_counts(0, 0).await;
@@ -418,42 +378,23 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
     app.wait_counts(2, 2).await;
 
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{shared}"),
-            &alice,
-            json!({"is_public": false}),
-        )
+        .patch_watchlist(&alice, shared, json!({"is_public": false}))
         .await;
     assert_eq!(s, 200);
-    let m = ws
-        .wait_for("unsubscribed", |v| {
-            v["type"] == "unsubscribed" && v["watchlist_id"] == shared
-        })
-        .await;
+    let m = wait_type_for(&mut ws, "unsubscribed", shared).await;
     assert_eq!(m["reason"], "forbidden");
     // The owner keeps watching it.
-    own.wait_for("quotes", |v| {
-        v["type"] == "quotes" && v["watchlist_id"] == shared
-    })
-    .await;
+    wait_type_for(&mut own, "quotes", shared).await;
 
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{doomed}"), &alice)
-        .await;
-    assert_eq!(s, 204);
-    let m = ws
-        .wait_for("unsubscribed", |v| {
-            v["type"] == "unsubscribed" && v["watchlist_id"] == doomed
-        })
-        .await;
+    assert_eq!(app.delete_watchlist(&alice, doomed).await.0, 204);
+    let m = wait_type_for(&mut ws, "unsubscribed", doomed).await;
     assert_eq!(m["reason"], "deleted");
     app.wait_counts(2, 1).await;
     // Open, with nothing subscribed; it can subscribe again where allowed.
     ws.send_json(json!({"type": "subscribe", "watchlist_id": shared}))
         .await;
     assert_eq!(ws.wait_type("error").await["code"], "forbidden");
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     let sessions = app.sessions().await;
     let bobs = sessions.iter().find(|s| s["user"] == "bob").unwrap();
     assert_eq!(bobs["subscriptions"], json!([]));
@@ -476,31 +417,17 @@ async fn tickets_for_the_multi_endpoint(b: Backend) {
     subscribe(&mut ws, id).await;
     ws.close().await;
     // Single use.
-    let (s, _) = app.try_ws(&url, None).await.err().expect("used");
-    assert_eq!(s, 401);
+    assert_eq!(app.ws_refused(&url, None).await.0, 401);
+    // Bound to its watchlist.
     let bound = app.ticket(&alice, id).await;
     let url = format!("{}?ticket={bound}", multi_url(&app));
-    let (s, body) = app
-        .try_ws(&url, None)
-        .await
-        .err()
-        .expect("bound ticket refused");
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (403, Some("forbidden"))
-    );
-    let (s, _) = app
-        .try_ws(&multi_url(&app), None)
-        .await
-        .err()
-        .expect("no credentials");
-    assert_eq!(s, 401);
-    let (s, _) = app
-        .try_ws(&format!("{}?since=a:1", multi_url(&app)), Some(&alice))
-        .await
-        .err()
-        .expect("since belongs in subscribe");
-    assert_eq!(s, 400);
+    let (s, body) = app.ws_refused(&url, None).await;
+    assert_eq!((s, code(&body)), (403, "forbidden"));
+    // No credentials.
+    assert_eq!(app.ws_refused(&multi_url(&app), None).await.0, 401);
+    // `since` belongs in `subscribe`.
+    let url = format!("{}?since=a:1", multi_url(&app));
+    assert_eq!(app.ws_refused(&url, Some(&alice)).await.0, 400);
     app.wait_counts(0, 0).await;
 }
 
@@ -564,18 +491,10 @@ async fn totals_match_the_quotes(b: Backend) {
     }
     // An item change recomputes them at once.
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}/items/AAPL"),
-            &alice,
-            json!({"quantity": 4}),
-        )
+        .patch_item(&alice, id, "AAPL", json!({"quantity": 4}))
         .await;
     assert_eq!(s, 200);
-    let snap = ws
-        .wait_for("snapshot", |v| {
-            v["type"] == "snapshot" && v["watchlist_id"] == id
-        })
-        .await;
+    let snap = wait_type_for(&mut ws, "snapshot", id).await;
     let usd = snap["totals"]
         .as_array()
         .unwrap()
@@ -662,10 +581,7 @@ async fn intraday_series(b: Backend) {
     let (s, body) = app
         .get("/api/v1/quotes/not%20a%20symbol/intraday", &alice)
         .await;
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (422, Some("invalid_value"))
-    );
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
     ws.close().await;
     plain.close().await;
 }
@@ -744,24 +660,9 @@ async fn rest_quotes_fetch_symbols_nobody_watches() {
         "{intraday}"
     );
 
-    let many: Vec<String> = (0..51).map(|i| format!("S{i}")).collect();
-    let (s, body) = app
-        .get(
-            &format!("/api/v1/quotes?symbols={}", many.join(",")),
-            &alice,
-        )
-        .await;
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (422, Some("invalid_value"))
-    );
-    let fifty: Vec<String> = (0..50).map(|i| format!("S{i}")).collect();
-    let (s, body) = app
-        .get(
-            &format!("/api/v1/quotes?symbols={}", fifty.join(",")),
-            &alice,
-        )
-        .await;
+    let (s, body) = app.quotes(&alice, &numbered("S", 51)).await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app.quotes(&alice, &numbered("S", 50)).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["quotes"].as_array().unwrap().len(), 50);
 }
@@ -808,11 +709,7 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     }
     // A change makes every subscriber get a snapshot.
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}/items/L00"),
-            &alice,
-            json!({"quantity": 2}),
-        )
+        .patch_item(&alice, id, "L00", json!({"quantity": 2}))
         .await;
     assert_eq!(s, 200);
     // Now it reads again: whatever was in flight, then a snapshot that says
@@ -887,10 +784,7 @@ async fn openings_are_never_dropped() {
         last = keeper.wait_type("quotes").await["seq"].as_u64().unwrap();
     }
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     let ack = next_for(&mut ws, id).await;
     assert_eq!(
         (&ack["type"], &ack["recovered"]),

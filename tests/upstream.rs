@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::fake_yahoo::{Endpoint, FakeYahoo, Fault, RequestRecord};
-use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{eventually, items, quote, Api, Backend, TestApp, Ws, DEADLINE, POLL};
 
 /// A test app on the yahoo provider pointed at `fake`, with a fast tick and
 /// short backoff.
@@ -354,8 +354,7 @@ async fn connection_refused_degrades() {
         d["message"].as_str().unwrap().contains("unreachable"),
         "{d}"
     );
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     ws.close().await;
     app.wait_counts(0, 0).await;
 }
