@@ -29,7 +29,7 @@ async fn health_and_me(b: Backend) {
     let (s, body) = app.get("/api/v1/me", &"x".repeat(5000)).await;
     assert_eq!((s, code(&body)), (401, "unauthorized"));
     let res = app
-        .client
+        .client()
         .get(app.url("/api/v1/me"))
         .header("authorization", "Basic YWxpY2U6cHc=")
         .send()

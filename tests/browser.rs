@@ -50,7 +50,7 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
 
 /// Opens the dashboard with a sign-in link and waits until it is signed in.
 async fn sign_in(b: &Browser, app: &TestApp, token: &str) {
-    b.goto(&format!("{}/#token={token}", app.base)).await;
+    b.goto(&format!("{}/#token={token}", app.base())).await;
     b.wait_js(
         "signed in",
         "return !!window.quotecast && window.quotecast.signedIn",
@@ -271,7 +271,7 @@ async fn signs_in_from_a_link_and_from_the_form() {
     assert_eq!(text(&b, "who-name").await, "alice");
     assert_eq!(text(&b, "signin-error").await, "");
     // A reload signs in again from local storage, without the link.
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     b.wait_js(
         "signed in after a reload",
         "return window.quotecast.signedIn",
@@ -471,7 +471,7 @@ async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
     assert_eq!(wait_live(&b, second).await["subscribes"], 1);
 
     // The choice is remembered: a reload reopens only the panel left open.
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     wait_live(&b, second).await;
     wait_page_socket(&app, &[second]).await;
     let open = b
@@ -517,7 +517,7 @@ async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
     .await;
     let old = wait_page_socket(&app, &[id]).await["id"].as_u64().unwrap();
     let (status, body) = app
-        .delete(&format!("/admin/v1/sessions/{old}"), &app.admin_token)
+        .delete(&format!("/admin/v1/sessions/{old}"), app.admin_token())
         .await;
     assert_eq!(status, 204, "{body}");
 
@@ -654,9 +654,7 @@ async fn an_upstream_status_applies_to_every_panel() {
         return;
     };
     let fake = FakeYahoo::start();
-    let base = fake.base_url();
-    let app =
-        TestApp::spawn_with(Backend::Sqlite, move |s| support::use_fake_yahoo(s, &base)).await;
+    let app = TestApp::on_fake_yahoo(&fake, |_| {}).await;
     let token = app.user("alice");
     let ids = [
         app.watchlist(&token, "One", false, items(&["AAPL"])).await,
@@ -798,7 +796,7 @@ async fn the_page_logs_no_errors() {
     .await;
     let sid = wait_sessions(&app, 1).await[0]["id"].as_u64().unwrap();
     let (status, _) = app
-        .delete(&format!("/admin/v1/sessions/{sid}"), &app.admin_token)
+        .delete(&format!("/admin/v1/sessions/{sid}"), app.admin_token())
         .await;
     assert_eq!(status, 204);
     b.wait_js(
@@ -861,7 +859,7 @@ async fn a_phone_sized_window_does_not_scroll_sideways() {
     let no_sideways_scroll = "const d = document.documentElement; \
         return {scroll: d.scrollWidth, body: document.body.scrollWidth, inner: innerWidth}";
 
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     b.wait_js(
         "the sign-in form",
         "return !document.getElementById('signin').hidden",
@@ -1102,7 +1100,7 @@ async fn a_first_visit_opens_the_demo_watchlists_by_themselves() {
         b.find(&format!("close-{id}")).await.click().await;
     }
     wait_sessions(&app, 0).await;
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     b.wait_js("signed in again", "return window.quotecast.signedIn")
         .await;
     b.find(&format!("open-{}", ids[0])).await;
@@ -1202,7 +1200,7 @@ async fn screenshot_of_a_live_dashboard() {
 #[actix_web::test]
 async fn dashboard_answers_carry_the_security_headers() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let index = app.client.get(app.url("/")).send().await.unwrap();
+    let index = app.client().get(app.url("/")).send().await.unwrap();
     let html = index.text().await.unwrap();
     // Every module the page loads, and the style sheet.
     let mut paths = vec![
@@ -1211,7 +1209,7 @@ async fn dashboard_answers_carry_the_security_headers() {
         "/app.js".to_owned(),
     ];
     let app_js = app
-        .client
+        .client()
         .get(app.url("/app.js"))
         .send()
         .await
@@ -1226,7 +1224,7 @@ async fn dashboard_answers_carry_the_security_headers() {
     assert!(paths.len() > 4, "{paths:?}");
     assert!(html.contains("src=\"/app.js\""), "{html}");
     for path in &paths {
-        let res = app.client.get(app.url(path)).send().await.unwrap();
+        let res = app.client().get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let h = |name: &str| {
             res.headers()

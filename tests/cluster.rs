@@ -463,9 +463,9 @@ async fn the_control_plane_reaches_every_instance() {
     let bobs = rows.iter().find(|r| r["user"] == "bob").unwrap()["id"]
         .as_u64()
         .unwrap();
-    assert_eq!(a.kick(&a.admin_token, bobs).await.0, 204);
+    assert_eq!(a.kick(a.admin_token(), bobs).await.0, 204);
     assert_eq!(kicked.wait_close().await, Some(1008));
-    assert_eq!(a.kick(&a.admin_token, 424242).await.0, 404);
+    assert_eq!(a.kick(a.admin_token(), 424242).await.0, 404);
 
     // Refresh at A of a worker on B: a closed market is fetched at once.
     fake.set_market_closed("AAPL", true);
@@ -486,7 +486,7 @@ async fn the_control_plane_reaches_every_instance() {
     })
     .await;
     let before = fake.times_served("AAPL");
-    assert_eq!(a.refresh(&a.admin_token, id).await.0, 202);
+    assert_eq!(a.refresh(a.admin_token(), id).await.0, 202);
     eventually("AAPL fetched on request", async || {
         fake.times_served("AAPL") > before
     })

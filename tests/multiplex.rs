@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use support::fake_yahoo::{FakeYahoo, Fault};
-use support::{code, numbered, Api, Backend, TestApp, Ws, DEADLINE};
+use support::{code, numbered, positions, Api, Backend, TestApp, Ws, DEADLINE};
 
 fn multi_url(app: &TestApp) -> String {
     format!("ws://{}/ws/v1", app.addr)
@@ -48,14 +48,6 @@ async fn next_for(ws: &mut Ws, id: i64) -> Value {
     .await
 }
 
-fn symbols(n: usize, prefix: &str) -> Value {
-    Value::Array(
-        (0..n)
-            .map(|i| json!({"symbol": format!("{prefix}{i}"), "quantity": 1}))
-            .collect(),
-    )
-}
-
 /// Three subscriptions on one socket: each watchlist's messages come in
 /// order, `subscribed`, then a snapshot, then quotes with seq counting up
 /// by one, every one with its epoch; `tick` increases.
@@ -63,9 +55,9 @@ async fn three_subscriptions_contiguous_seq(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let ids = [
-        app.watchlist(&alice, "A", false, symbols(3, "A")).await,
-        app.watchlist(&alice, "B", false, symbols(2, "B")).await,
-        app.watchlist(&alice, "C", false, symbols(4, "C")).await,
+        app.watchlist(&alice, "A", false, positions("A", 3)).await,
+        app.watchlist(&alice, "B", false, positions("B", 2)).await,
+        app.watchlist(&alice, "C", false, positions("C", 4)).await,
     ];
     let mut ws = multi(&app, &alice).await;
     for id in ids {
@@ -131,7 +123,9 @@ async fn refusals_keep_the_socket_open(b: Backend) {
     let app = TestApp::spawn_with(b, |s| s.limits.max_subscriptions_per_session = 2).await;
     let alice = app.user("alice");
     let bob = app.user("bob");
-    let mine = app.watchlist(&alice, "Mine", false, symbols(1, "M")).await;
+    let mine = app
+        .watchlist(&alice, "Mine", false, positions("M", 1))
+        .await;
     let other = app.watchlist(&alice, "Other", false, json!([])).await;
     let third = app.watchlist(&alice, "Third", false, json!([])).await;
     let bobs = app.watchlist(&bob, "Bob's", false, json!([])).await;
@@ -193,8 +187,8 @@ async fn refusals_keep_the_socket_open(b: Backend) {
 async fn unsubscribe_ends_the_last_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let a = app.watchlist(&alice, "A", false, symbols(1, "A")).await;
-    let bb = app.watchlist(&alice, "B", false, symbols(1, "B")).await;
+    let a = app.watchlist(&alice, "A", false, positions("A", 1)).await;
+    let bb = app.watchlist(&alice, "B", false, positions("B", 1)).await;
     let mut one = multi(&app, &alice).await;
     let mut two = multi(&app, &alice).await;
     subscribe(&mut one, a).await;
@@ -237,7 +231,7 @@ async fn unsubscribe_ends_the_last_worker(b: Backend) {
 async fn recovery_replays_exactly_what_was_missed(b: Backend) {
     let app = TestApp::spawn_with(b, |s| s.realtime.history_size = 16).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, symbols(3, "R")).await;
+    let id = app.watchlist(&alice, "W", false, positions("R", 3)).await;
     // A v1 socket keeps the worker (and its epoch) alive and records
     // everything the watchlist sends.
     let mut keeper = app.ws(id, &alice).await;
@@ -329,7 +323,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
 async fn v1_since(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, symbols(2, "V")).await;
+    let id = app.watchlist(&alice, "W", false, positions("V", 2)).await;
     let mut keeper = app.ws(id, &alice).await;
     let snap = keeper.wait_type("snapshot").await;
     assert_eq!(snap["upstream"], "ok");
@@ -368,8 +362,12 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let bob = app.user("bob");
-    let shared = app.watchlist(&alice, "Shared", true, symbols(1, "S")).await;
-    let doomed = app.watchlist(&alice, "Doomed", true, symbols(1, "D")).await;
+    let shared = app
+        .watchlist(&alice, "Shared", true, positions("S", 1))
+        .await;
+    let doomed = app
+        .watchlist(&alice, "Doomed", true, positions("D", 1))
+        .await;
     let mut ws = multi(&app, &bob).await;
     subscribe(&mut ws, shared).await;
     subscribe(&mut ws, doomed).await;
@@ -603,12 +601,9 @@ async fn yahoo_app(
     fake: &FakeYahoo,
     tweak: impl FnOnce(&mut quotecast::config::Settings),
 ) -> TestApp {
-    let base = fake.base_url();
-    TestApp::spawn_with(Backend::Sqlite, move |s| {
-        support::use_fake_yahoo(s, &base);
+    TestApp::on_fake_yahoo(fake, |s| {
         s.upstream.poll_interval_ms = 100;
-        s.realtime.heartbeat_interval_ms = 1000;
-        s.realtime.client_timeout_ms = 60_000;
+        support::relaxed_liveness(s);
         tweak(s);
     })
     .await
@@ -679,11 +674,8 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     })
     .await;
     let alice = app.user("alice");
-    let many: Vec<Value> = (0..60)
-        .map(|i| json!({"symbol": format!("L{i:02}"), "quantity": 1}))
-        .collect();
     let id = app
-        .watchlist(&alice, "Big", false, Value::Array(many))
+        .watchlist(&alice, "Big", false, positions("L", 60))
         .await;
     let mut ws = multi(&app, &alice).await;
     subscribe(&mut ws, id).await;
@@ -709,7 +701,7 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     }
     // A change makes every subscriber get a snapshot.
     let (s, _) = app
-        .patch_item(&alice, id, "L00", json!({"quantity": 2}))
+        .patch_item(&alice, id, "L0", json!({"quantity": 2}))
         .await;
     assert_eq!(s, 200);
     // Now it reads again: whatever was in flight, then a snapshot that says
@@ -746,7 +738,10 @@ async fn openings_are_never_dropped() {
     let mut ids = Vec::new();
     for i in 0..10 {
         let name = format!("W{i}");
-        ids.push(app.watchlist(&alice, &name, false, symbols(2, &name)).await);
+        ids.push(
+            app.watchlist(&alice, &name, false, positions(&name, 2))
+                .await,
+        );
     }
     let mut ws = multi(&app, &alice).await;
     for id in &ids {

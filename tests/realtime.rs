@@ -8,7 +8,9 @@ use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{code, eventually, items, quote, Api, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{
+    code, eventually, items, positions, quote, Api, Backend, TestApp, Ws, DEADLINE, POLL,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -524,7 +526,7 @@ async fn admin_kick_and_refresh(b: Backend) {
     let alice = app.user("alice");
     let (id, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     let sid = app.sessions().await[0]["id"].as_u64().unwrap();
-    let admin = app.admin_token.as_str();
+    let admin = app.admin_token();
     let (s, body) = app.kick(&alice, sid).await;
     assert_eq!((s, code(&body)), (403, "forbidden"));
     assert_eq!(app.refresh(&alice, id).await.0, 403);
@@ -615,11 +617,8 @@ async fn stalled_reader_is_dropped(b: Backend) {
     })
     .await;
     let alice = app.user("alice");
-    let items: Vec<Value> = (0..100)
-        .map(|i| json!({"symbol": format!("STALL{i}"), "quantity": 1}))
-        .collect();
     let id = app
-        .watchlist(&alice, "big", false, Value::Array(items))
+        .watchlist(&alice, "big", false, positions("STALL", 100))
         .await;
 
     // A small receive window so the server's side fills quickly.
@@ -798,7 +797,7 @@ async fn metrics_endpoint(b: Backend) {
     let alice = app.user("alice");
     let (_, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     ws.wait_type("quotes").await;
-    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let res = app.client().get(app.url("/metrics")).send().await.unwrap();
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()

@@ -1,9 +1,9 @@
 //! The REST API as tests call it, on any running server: a [`super::TestApp`]
 //! in this process, a `quotecast` process of a cluster test
-//! ([`super::cluster::Node`]) or of a CLI test. A server gives
-//! [`Api::request`] and its admin token; the verbs and the typed calls
-//! (watchlists, items, admin) are built on them, so every test spells a
-//! call the same way whatever it runs against.
+//! ([`super::cluster::Node`]). A server gives its [`Http`] (address, client,
+//! admin token); requests, the verbs and the typed calls (watchlists, items,
+//! admin) are built on it, so every test spells a call the same way
+//! whatever it runs against.
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -21,38 +21,65 @@ pub fn code(body: &Value) -> &str {
         .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
-/// A request to `url` with an optional bearer token and body, to send.
-pub fn build(
-    client: &reqwest::Client,
-    method: Method,
-    url: String,
-    token: Option<&str>,
-    body: Option<Body>,
-) -> reqwest::RequestBuilder {
-    let mut req = client.request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    match body {
-        Some(Body::Json(v)) => req.json(&v),
-        Some(Body::Raw(s)) => req.header("content-type", "application/json").body(s),
-        None => req,
-    }
+/// A server as tests reach it: its base URL (`http://host:port`), an HTTP
+/// client, and the token of an admin of it.
+pub struct Http {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
 }
 
 pub trait Api {
+    fn http(&self) -> &Http;
+
+    fn base(&self) -> &str {
+        &self.http().base
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http().client
+    }
+
+    fn admin_token(&self) -> &str {
+        &self.http().admin_token
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
     /// One request with an optional bearer token: the status and the JSON
-    /// answer (`Null` when empty).
+    /// answer (`Null` when empty); panics when the answer is not JSON.
     async fn request(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<Body>,
-    ) -> (u16, Value);
-
-    /// The token of an admin of this server.
-    fn admin_token(&self) -> &str;
+    ) -> (u16, Value) {
+        let mut req = self.client().request(method.clone(), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Some(Body::Json(v)) => req.json(&v),
+            Some(Body::Raw(s)) => req.header("content-type", "application/json").body(s),
+            None => req,
+        };
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {}: {e}", self.url(path)));
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{method} {path}: answer is not JSON: {text:?}"))
+        };
+        (status, value)
+    }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.request(Method::GET, path, Some(token), None).await

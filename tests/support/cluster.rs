@@ -8,7 +8,7 @@
 //! `QUOTECAST_REQUIRE_PG=1` (as in CI); otherwise a missing one skips the
 //! test, loudly.
 
-use super::{connect_ws, Api, Backend, Body, TestDb, Ws, DEADLINE, POLL};
+use super::{connect_ws, Api, Backend, Http, TestDb, Ws, DEADLINE, POLL};
 use quotecast::db::{Db, DbUrl};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -150,11 +150,9 @@ pub struct Node {
     pub name: String,
     child: Option<Child>,
     pub addr: SocketAddr,
-    pub base: String,
-    pub admin_token: String,
+    pub http: Http,
     /// Everything it wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
-    client: reqwest::Client,
 }
 
 impl Node {
@@ -198,10 +196,17 @@ impl Node {
             name: name.to_owned(),
             child: Some(child),
             addr,
-            base: format!("http://{addr}"),
-            admin_token: admin_token.to_owned(),
+            http: Http {
+                base: format!("http://{addr}"),
+                // A node that stops answering (paused, killed) fails the
+                // request rather than hang the test.
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("http client"),
+                admin_token: admin_token.to_owned(),
+            },
             log,
-            client: reqwest::Client::new(),
         }
     }
 
@@ -259,8 +264,8 @@ impl Node {
     /// One unlabelled series of its `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
+            .client()
+            .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics")
@@ -276,27 +281,8 @@ impl Node {
 }
 
 impl Api for Node {
-    async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Body>,
-    ) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        let req = super::api::build(&self.client, method, url, token, body);
-        match req.timeout(Duration::from_secs(5)).send().await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let text = res.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(e) => panic!("{} {path}: {e}", self.name),
-        }
-    }
-
-    fn admin_token(&self) -> &str {
-        &self.admin_token
+    fn http(&self) -> &Http {
+        &self.http
     }
 }
 

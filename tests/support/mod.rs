@@ -15,10 +15,10 @@ pub mod cluster;
 pub mod raw_ws;
 pub mod webdriver;
 
-// Not every test file checks error codes.
+pub use api::{Api, Http};
+// Not every test file checks error codes or sends raw bodies.
 #[allow(unused_imports)]
-pub use api::code;
-pub use api::{Api, Body};
+pub use api::{code, Body};
 use futures_util::{SinkExt, StreamExt};
 use quotecast::config::Settings;
 use quotecast::db::Db;
@@ -258,6 +258,14 @@ pub fn use_fake_yahoo(s: &mut Settings, base: &str) {
     s.upstream.rate_limit.refill_per_sec = 10_000.0;
 }
 
+/// For tests that hold sockets without reading them for a while: a
+/// heartbeat every second and a minute before a silent peer is dropped
+/// (liveness has its own tests).
+pub fn relaxed_liveness(s: &mut Settings) {
+    s.realtime.heartbeat_interval_ms = 1000;
+    s.realtime.client_timeout_ms = 60_000;
+}
+
 /// Settings for tests: port 0, fast ticks and heartbeats, no demo data.
 pub fn test_settings(db_url: &str) -> Settings {
     let env = [
@@ -287,11 +295,9 @@ pub fn test_settings(db_url: &str) -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub base: String,
-    pub client: reqwest::Client,
+    pub http: Http,
     pub state: actix_web::web::Data<AppState>,
     pub handle: AppHandle,
-    pub admin_token: String,
     pub db_url: String,
     server: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     // Dropped last: the database outlives the server.
@@ -311,6 +317,20 @@ impl TestApp {
         Self::start(settings, db).await
     }
 
+    /// Starts the app on SQLite with `fake` as its upstream (see
+    /// [`use_fake_yahoo`]) and settings adjusted by `tweak`.
+    pub async fn on_fake_yahoo(
+        fake: &fake_yahoo::FakeYahoo,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let base = fake.base_url();
+        Self::spawn_with(Backend::Sqlite, move |s| {
+            use_fake_yahoo(s, &base);
+            tweak(s);
+        })
+        .await
+    }
+
     pub async fn start(settings: Settings, db: TestDb) -> TestApp {
         let db_url = settings.database.url.to_string();
         let app = Application::build(settings)
@@ -324,11 +344,13 @@ impl TestApp {
         let admin_token = user_token(&state.db, &format!("admin-{}", rand::random::<u32>()), true);
         TestApp {
             addr,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            http: Http {
+                base: format!("http://{addr}"),
+                client: reqwest::Client::new(),
+                admin_token,
+            },
             state,
             handle,
-            admin_token,
             db_url,
             server: Some(server),
             _db: db,
@@ -353,10 +375,6 @@ impl TestApp {
     /// A new user (through the same code as `quotecast user add`) and its token.
     pub fn user(&self, name: &str) -> String {
         user_token(&self.state.db, name, false)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
     }
 
     /// A private watchlist named `W` of these items; its id.
@@ -436,7 +454,7 @@ impl TestApp {
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let res = self
-            .client
+            .client()
             .get(self.url("/metrics"))
             .send()
             .await
@@ -504,30 +522,8 @@ impl TestApp {
 }
 
 impl Api for TestApp {
-    async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Body>,
-    ) -> (u16, Value) {
-        let res = api::build(&self.client, method, self.url(path), token, body)
-            .send()
-            .await
-            .expect("request sent");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {text:?}"))
-        };
-        (status, value)
-    }
-
-    fn admin_token(&self) -> &str {
-        &self.admin_token
+    fn http(&self) -> &Http {
+        &self.http
     }
 }
 
@@ -553,6 +549,12 @@ pub fn items<S: AsRef<str>>(symbols: &[S]) -> Value {
 /// `n` symbols `{prefix}0`, `{prefix}1`, ...
 pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Watchlist items of [`numbered`] symbols, each a position of one.
+pub fn positions(prefix: &str, n: usize) -> Value {
+    let item = |symbol| json!({"symbol": symbol, "quantity": 1});
+    Value::Array(numbered(prefix, n).into_iter().map(item).collect())
 }
 
 /// The quote of `symbol` in a `snapshot` or `quotes` message.
