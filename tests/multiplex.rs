@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use support::fake_yahoo::{FakeYahoo, Fault};
-use support::{code, numbered, positions, Api, Backend, TestApp, Ws, DEADLINE};
+use support::{code, items, numbered, positions, Api, Backend, TestApp, Ws, DEADLINE};
 
 fn multi_url(app: &TestApp) -> String {
     format!("ws://{}/ws/v1", app.addr)
@@ -524,12 +524,7 @@ async fn intraday_series(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
-            &alice,
-            "W",
-            false,
-            json!([{"symbol": "AAPL"}, {"symbol": "7203.T"}]),
-        )
+        .private_watchlist(&alice, items(&["AAPL", "7203.T"]))
         .await;
     let mut ws = multi(&app, &alice).await;
     // Let a few ticks land first, so the series has ticks after its bars.
