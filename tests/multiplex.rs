@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use support::fake_yahoo::{FakeYahoo, Fault};
-use support::{code, items, numbered, positions, Api, Backend, TestApp, Ws, DEADLINE};
+use support::{code, items, numbered, positions, quote, Api, Backend, TestApp, Ws, DEADLINE};
 
 fn multi_url(app: &TestApp) -> String {
     format!("ws://{}/ws/v1", app.addr)
@@ -219,9 +219,7 @@ async fn unsubscribe_ends_the_last_worker(b: Backend) {
     one.send_json(json!({"type": "ping"})).await;
     let next = one.wait_for("anything", |_| true).await;
     assert_eq!(next["type"], "pong", "{next}");
-    one.close().await;
-    two.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([one, two]).await;
 }
 
 /// A client that reconnects with the epoch and seq of the last message it
@@ -311,9 +309,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
     subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     assert_eq!(next_for(&mut ws, id).await["recovered"], false);
     assert_eq!(next_for(&mut ws, id).await["type"], "snapshot");
-    ws.close().await;
-    keeper.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, keeper]).await;
 }
 
 /// v1 sockets take `?since=EPOCH:SEQ` with the same meaning, and are told
@@ -396,9 +392,7 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
     let sessions = app.sessions().await;
     let bobs = sessions.iter().find(|s| s["user"] == "bob").unwrap();
     assert_eq!(bobs["subscriptions"], json!([]));
-    ws.close().await;
-    own.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, own]).await;
 }
 
 /// Tickets: `{}` gives a ticket for `/ws/v1`; one issued for a watchlist
@@ -500,13 +494,7 @@ async fn totals_match_the_quotes(b: Backend) {
         .find(|t| t["currency"] == "USD")
         .unwrap()
         .clone();
-    let aapl = snap["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "AAPL")
-        .unwrap()
-        .clone();
+    let aapl = quote(&snap, "AAPL");
     assert!(
         (usd["cost"].as_f64().unwrap() - 602.0).abs() < 1e-9,
         "{usd}"
@@ -791,7 +779,5 @@ async fn openings_are_never_dropped() {
         .find(|s| s["watchlist_id"].is_null())
         .unwrap();
     assert_eq!(me["dropped"], 0, "{me}");
-    ws.close().await;
-    keeper.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, keeper]).await;
 }

@@ -561,10 +561,7 @@ async fn session_limits(b: Backend) {
     a1.close().await;
     app.wait_counts(2, 1).await;
     let a3 = app.ws(id, &alice).await;
-    for ws in [a2, b1, a3] {
-        ws.close().await;
-    }
-    app.wait_counts(0, 0).await;
+    app.close_all([a2, b1, a3]).await;
 }
 
 /// Churn: 1,000 connect/disconnect cycles over 20 watchlists end at zero.
@@ -741,10 +738,7 @@ async fn relays_live_with_the_server(b: Backend) {
         ws.wait_type("quotes").await;
     }
     assert_eq!(app.metric("quotecast_relays").await, threads);
-    for ws in sockets {
-        ws.close().await;
-    }
-    app.wait_counts(0, 0).await;
+    app.close_all(sockets).await;
     let state = app.state.clone();
     app.stop().await;
     eventually("the relays to end with the server", async || {

@@ -412,6 +412,15 @@ impl TestApp {
         (id, sockets.pop().expect("one socket"))
     }
 
+    /// Closes `sockets`, one after another, and waits until no session and
+    /// no worker is left.
+    pub async fn close_all(&self, sockets: impl IntoIterator<Item = Ws>) -> Value {
+        for ws in sockets {
+            ws.close().await;
+        }
+        self.wait_counts(0, 0).await
+    }
+
     pub async fn stats(&self) -> Value {
         self.admin("/admin/v1/stats").await
     }
