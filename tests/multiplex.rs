@@ -579,25 +579,16 @@ on_both_backends!(
     intraday_series,
 );
 
-/// The fake Yahoo pointed at by an app with a fast tick.
-async fn yahoo_app(
-    fake: &FakeYahoo,
-    tweak: impl FnOnce(&mut quotecast::config::Settings),
-) -> TestApp {
-    TestApp::on_fake_yahoo(fake, |s| {
-        s.upstream.poll_interval_ms = 100;
-        support::relaxed_liveness(s);
-        tweak(s);
-    })
-    .await
-}
-
 /// A symbol nobody watches is fetched for a REST caller, once: it has a
 /// price, and it is not polled afterwards. More than 50 symbols is 422.
 #[actix_web::test]
 async fn rest_quotes_fetch_symbols_nobody_watches() {
     let fake = FakeYahoo::start();
-    let app = yahoo_app(&fake, |_| {}).await;
+    let app = TestApp::on_fake_yahoo(&fake, |s| {
+        s.upstream.poll_interval_ms = 100;
+        support::relaxed_liveness(s);
+    })
+    .await;
     let alice = app.user("alice");
     let asks_for = |symbol: &str| {
         let symbol = symbol.to_owned();
@@ -650,7 +641,8 @@ async fn rest_quotes_fetch_symbols_nobody_watches() {
 #[actix_web::test]
 async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     let fake = FakeYahoo::start();
-    let app = yahoo_app(&fake, |s| {
+    let app = TestApp::on_fake_yahoo(&fake, |s| {
+        support::relaxed_liveness(s);
         s.realtime.session_queue = 2;
         s.realtime.socket_send_buffer_bytes = 4096;
         s.upstream.poll_interval_ms = 20;
