@@ -1,5 +1,5 @@
 //! The REST API as tests call it, on any running server: a [`super::TestApp`]
-//! in this process, a `quotecast` process of a cluster test
+//! in this process, or a `quotecast` process of a cluster test
 //! ([`super::cluster::Node`]). A server gives its [`Http`] (address, client,
 //! admin token); requests, the verbs and the typed calls (watchlists, items,
 //! admin) are built on it, so every test spells a call the same way
@@ -29,6 +29,7 @@ pub struct Http {
     pub admin_token: String,
 }
 
+/// The calls; a server implements [`Api::http`], the rest comes with it.
 pub trait Api {
     fn http(&self) -> &Http;
 

@@ -477,19 +477,19 @@ impl TestApp {
     }
 
     pub async fn workers(&self) -> Vec<Value> {
-        self.admin("/admin/v1/workers")
-            .await
-            .as_array()
-            .unwrap()
-            .clone()
+        self.admin_rows("/admin/v1/workers").await
     }
 
     pub async fn sessions(&self) -> Vec<Value> {
-        self.admin("/admin/v1/sessions")
-            .await
-            .as_array()
-            .unwrap()
-            .clone()
+        self.admin_rows("/admin/v1/sessions").await
+    }
+
+    /// The rows of an admin list.
+    async fn admin_rows(&self, path: &str) -> Vec<Value> {
+        match self.admin(path).await {
+            Value::Array(rows) => rows,
+            other => panic!("{path}: not a list: {other}"),
+        }
     }
 
     pub fn ws_url(&self, watchlist_id: i64) -> String {
