@@ -5,13 +5,7 @@ mod support;
 use quotecast::db::{models::StoredQuote, repo};
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::{items, Backend, Body, TestApp};
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
+use support::{code, items, numbered, Api, Backend, Body, TestApp};
 
 async fn health_and_me(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -35,7 +29,7 @@ async fn health_and_me(b: Backend) {
     let (s, body) = app.get("/api/v1/me", &"x".repeat(5000)).await;
     assert_eq!((s, code(&body)), (401, "unauthorized"));
     let res = app
-        .client
+        .client()
         .get(app.url("/api/v1/me"))
         .header("authorization", "Basic YWxpY2U6cHc=")
         .send()
@@ -88,11 +82,7 @@ async fn watchlist_crud(b: Backend) {
     assert_eq!(got["items"].as_array().unwrap().len(), 2);
 
     let (s, patched) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}"),
-            &alice,
-            json!({"name": "Renamed", "is_public": true}),
-        )
+        .patch_watchlist(&alice, id, json!({"name": "Renamed", "is_public": true}))
         .await;
     assert_eq!(s, 200, "{patched}");
     assert_eq!(patched["name"], "Renamed");
@@ -106,11 +96,7 @@ async fn watchlist_crud(b: Backend) {
         .await;
     assert_eq!((s, code(&body)), (409, "duplicate"));
     let (s, body) = app
-        .patch(
-            &format!("/api/v1/watchlists/{other}"),
-            &alice,
-            json!({"name": "Renamed"}),
-        )
+        .patch_watchlist(&alice, other, json!({"name": "Renamed"}))
         .await;
     assert_eq!((s, code(&body)), (409, "duplicate"));
     // Another user may use the same name.
@@ -118,10 +104,7 @@ async fn watchlist_crud(b: Backend) {
     app.watchlist(&bob, "Renamed", false, json!([])).await;
 
     // Delete removes the items too.
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
-        .await;
-    assert_eq!(s, 204);
+    assert_eq!(app.delete_watchlist(&alice, id).await.0, 204);
     let (s, body) = app.get(&format!("/api/v1/watchlists/{id}"), &alice).await;
     assert_eq!((s, code(&body)), (404, "not_found"));
     let left = app.db().run_sync(move |c| repo::get_items(c, id)).unwrap();
@@ -129,22 +112,18 @@ async fn watchlist_crud(b: Backend) {
         left.is_empty(),
         "items of a deleted watchlist remain: {left:?}"
     );
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
-        .await;
-    assert_eq!(s, 404);
+    assert_eq!(app.delete_watchlist(&alice, id).await.0, 404);
 }
 
 async fn items_crud(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app.private_watchlist(&alice, json!([])).await;
-    let items = format!("/api/v1/watchlists/{id}/items");
 
     let (s, item) = app
-        .post(
-            &items,
+        .add_item(
             &alice,
+            id,
             json!({"symbol": "^n225", "quantity": 1.5, "purchase_price": 38000, "memo": "index"}),
         )
         .await;
@@ -152,52 +131,41 @@ async fn items_crud(b: Backend) {
     assert_eq!(item["symbol"], "^N225");
     assert_eq!(item["quantity"], 1.5);
 
-    let (s, body) = app.post(&items, &alice, json!({"symbol": "^N225"})).await;
-    assert_eq!((s, code(&body)), (409, "duplicate"));
-    let (s, body) = app
-        .post(&items, &alice, json!({"symbol": "BAD SYMBOL"}))
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .post(&items, &alice, json!({"symbol": "A".repeat(21)}))
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .post(&items, &alice, json!({"symbol": "X", "quantity": -1}))
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .post(
-            &items,
-            &alice,
+    for (bad, status, want) in [
+        (json!({"symbol": "^N225"}), 409, "duplicate"),
+        (json!({"symbol": "BAD SYMBOL"}), 422, "invalid_value"),
+        (json!({"symbol": "A".repeat(21)}), 422, "invalid_value"),
+        (json!({"symbol": "X", "quantity": -1}), 422, "invalid_value"),
+        (
             json!({"symbol": "X", "purchase_price": "12"}),
-        )
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .post(
-            &items,
-            &alice,
+            422,
+            "invalid_value",
+        ),
+        (
             json!({"symbol": "X", "memo": "m".repeat(501)}),
-        )
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .post(&items, &alice, json!({"symbol": "X", "extra": true}))
-        .await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
+            422,
+            "invalid_value",
+        ),
+        (json!({"symbol": "X", "extra": true}), 422, "invalid_value"),
+    ] {
+        let (s, body) = app.add_item(&alice, id, bad.clone()).await;
+        assert_eq!((s, code(&body)), (status, want), "{bad}");
+    }
 
     // PATCH changes only what is given; null clears.
-    let one = format!("{items}/%5EN225");
-    let (s, p) = app.patch(&one, &alice, json!({"quantity": 3})).await;
+    let one = "%5EN225";
+    let (s, p) = app
+        .patch_item(&alice, id, one, json!({"quantity": 3}))
+        .await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["quantity"], 3.0);
     assert_eq!(p["purchase_price"], 38000.0);
     assert_eq!(p["memo"], "index");
     let (s, p) = app
-        .patch(
-            &one,
+        .patch_item(
             &alice,
+            id,
+            one,
             json!({"purchase_price": null, "memo": "メモ"}),
         )
         .await;
@@ -205,35 +173,24 @@ async fn items_crud(b: Backend) {
     assert_eq!(p["purchase_price"], Value::Null);
     assert_eq!(p["quantity"], 3.0);
     assert_eq!(p["memo"], "メモ");
-    let (s, p) = app.patch(&one, &alice, json!({})).await;
+    let (s, p) = app.patch_item(&alice, id, one, json!({})).await;
     assert_eq!(s, 200, "an empty patch changes nothing: {p}");
-    let (s, body) = app.patch(&one, &alice, json!({"quantity": -5})).await;
-    assert_eq!((s, code(&body)), (422, "invalid_value"));
-    let (s, body) = app
-        .patch(&format!("{items}/MSFT"), &alice, json!({"quantity": 1}))
-        .await;
-    assert_eq!((s, code(&body)), (404, "not_found"));
-    let (s, body) = app
-        .patch(
-            &format!("{items}/bad%20sym"),
-            &alice,
-            json!({"quantity": 1}),
-        )
-        .await;
-    assert_eq!((s, code(&body)), (404, "not_found"));
+    for (symbol, patch, status, want) in [
+        (one, json!({"quantity": -5}), 422, "invalid_value"),
+        ("MSFT", json!({"quantity": 1}), 404, "not_found"),
+        ("bad%20sym", json!({"quantity": 1}), 404, "not_found"),
+    ] {
+        let (s, body) = app.patch_item(&alice, id, symbol, patch).await;
+        assert_eq!((s, code(&body)), (status, want), "{symbol}");
+    }
 
-    let (s, _) = app.delete(&one, &alice).await;
-    assert_eq!(s, 204);
-    let (s, body) = app.delete(&one, &alice).await;
+    assert_eq!(app.delete_item(&alice, id, one).await.0, 204);
+    let (s, body) = app.delete_item(&alice, id, one).await;
     assert_eq!((s, code(&body)), (404, "not_found"));
 
     // Items of a watchlist that does not exist.
     let (s, body) = app
-        .post(
-            "/api/v1/watchlists/999999/items",
-            &alice,
-            json!({"symbol": "AAPL"}),
-        )
+        .add_item(&alice, 999999, json!({"symbol": "AAPL"}))
         .await;
     assert_eq!((s, code(&body)), (404, "not_found"));
 }
@@ -478,6 +435,20 @@ async fn malformed_and_hostile_input(b: Backend) {
     assert_eq!(s, 200);
 }
 
+/// Each call, made with `token`, is refused with 403 `forbidden`.
+async fn all_forbidden(
+    app: &TestApp,
+    token: &str,
+    calls: impl IntoIterator<Item = (Method, String, Option<Value>)>,
+) {
+    for (method, path, body) in calls {
+        let (s, got) = app
+            .request(method.clone(), &path, Some(token), body.map(Body::Json))
+            .await;
+        assert_eq!((s, code(&got)), (403, "forbidden"), "{method} {path}");
+    }
+}
+
 async fn other_users_watchlists(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
@@ -490,89 +461,64 @@ async fn other_users_watchlists(b: Backend) {
         .await;
 
     // Private: nothing at all for bob.
-    for (method, path, body) in [
-        (Method::GET, format!("/api/v1/watchlists/{private}"), None),
-        (
-            Method::PATCH,
-            format!("/api/v1/watchlists/{private}"),
-            Some(json!({"name": "mine"})),
-        ),
-        (
-            Method::DELETE,
-            format!("/api/v1/watchlists/{private}"),
-            None,
-        ),
-        (
-            Method::GET,
-            format!("/api/v1/watchlists/{private}/items"),
-            None,
-        ),
-        (
-            Method::POST,
-            format!("/api/v1/watchlists/{private}/items"),
-            Some(json!({"symbol": "X"})),
-        ),
-        (
-            Method::PATCH,
-            format!("/api/v1/watchlists/{private}/items/AAPL"),
-            Some(json!({"quantity": 1})),
-        ),
-        (
-            Method::DELETE,
-            format!("/api/v1/watchlists/{private}/items/AAPL"),
-            None,
-        ),
-        (
-            Method::POST,
-            "/api/v1/ws-tickets".to_string(),
-            Some(json!({"watchlist_id": private})),
-        ),
-    ] {
-        let (s, got) = app
-            .request(method.clone(), &path, Some(&bob), body.map(Body::Json))
-            .await;
-        assert_eq!((s, code(&got)), (403, "forbidden"), "{method} {path}");
-    }
+    let at = format!("/api/v1/watchlists/{private}");
+    all_forbidden(
+        &app,
+        &bob,
+        [
+            (Method::GET, at.clone(), None),
+            (Method::PATCH, at.clone(), Some(json!({"name": "mine"}))),
+            (Method::DELETE, at.clone(), None),
+            (Method::GET, format!("{at}/items"), None),
+            (
+                Method::POST,
+                format!("{at}/items"),
+                Some(json!({"symbol": "X"})),
+            ),
+            (
+                Method::PATCH,
+                format!("{at}/items/AAPL"),
+                Some(json!({"quantity": 1})),
+            ),
+            (Method::DELETE, format!("{at}/items/AAPL"), None),
+            (
+                Method::POST,
+                "/api/v1/ws-tickets".to_string(),
+                Some(json!({"watchlist_id": private})),
+            ),
+        ],
+    )
+    .await;
     // Public: readable, not writable.
-    let (s, got) = app.get(&format!("/api/v1/watchlists/{public}"), &bob).await;
+    let at = format!("/api/v1/watchlists/{public}");
+    let (s, got) = app.get(&at, &bob).await;
     assert_eq!(s, 200);
     assert_eq!(got["items"][0]["symbol"], "MSFT");
-    let (s, _) = app
-        .get(&format!("/api/v1/watchlists/{public}/items"), &bob)
-        .await;
-    assert_eq!(s, 200);
+    assert_eq!(app.get(&format!("{at}/items"), &bob).await.0, 200);
     let (s, _) = app
         .post("/api/v1/ws-tickets", &bob, json!({"watchlist_id": public}))
         .await;
     assert_eq!(s, 200);
-    for (method, path, body) in [
-        (
-            Method::PATCH,
-            format!("/api/v1/watchlists/{public}"),
-            Some(json!({"is_public": false})),
-        ),
-        (Method::DELETE, format!("/api/v1/watchlists/{public}"), None),
-        (
-            Method::POST,
-            format!("/api/v1/watchlists/{public}/items"),
-            Some(json!({"symbol": "X"})),
-        ),
-        (
-            Method::PATCH,
-            format!("/api/v1/watchlists/{public}/items/MSFT"),
-            Some(json!({"memo": "hi"})),
-        ),
-        (
-            Method::DELETE,
-            format!("/api/v1/watchlists/{public}/items/MSFT"),
-            None,
-        ),
-    ] {
-        let (s, got) = app
-            .request(method.clone(), &path, Some(&bob), body.map(Body::Json))
-            .await;
-        assert_eq!((s, code(&got)), (403, "forbidden"), "{method} {path}");
-    }
+    all_forbidden(
+        &app,
+        &bob,
+        [
+            (Method::PATCH, at.clone(), Some(json!({"is_public": false}))),
+            (Method::DELETE, at.clone(), None),
+            (
+                Method::POST,
+                format!("{at}/items"),
+                Some(json!({"symbol": "X"})),
+            ),
+            (
+                Method::PATCH,
+                format!("{at}/items/MSFT"),
+                Some(json!({"memo": "hi"})),
+            ),
+            (Method::DELETE, format!("{at}/items/MSFT"), None),
+        ],
+    )
+    .await;
     // Bob's list has only his own watchlists.
     let (_, list) = app.get("/api/v1/watchlists", &bob).await;
     assert_eq!(list, json!([]));
@@ -599,13 +545,7 @@ async fn limits(b: Backend) {
         .post("/api/v1/watchlists", &alice, json!({"name": "too many items", "items": [{"symbol": "A"}, {"symbol": "B"}, {"symbol": "C"}]}))
         .await;
     assert_eq!((s, code(&body)), (422, "limit_exceeded"));
-    let (s, body) = app
-        .post(
-            &format!("/api/v1/watchlists/{id}/items"),
-            &alice,
-            json!({"symbol": "C"}),
-        )
-        .await;
+    let (s, body) = app.add_item(&alice, id, json!({"symbol": "C"})).await;
     assert_eq!((s, code(&body)), (422, "limit_exceeded"));
     app.watchlist(&alice, "two", false, json!([])).await;
     let (s, body) = app
@@ -665,13 +605,7 @@ async fn quotes_from_the_store(b: Backend) {
         .request(Method::GET, "/api/v1/quotes?symbols=AAPL", None, None)
         .await;
     assert_eq!(s, 401);
-    let many: Vec<String> = (0..101).map(|i| format!("S{i}")).collect();
-    let (s, body) = app
-        .get(
-            &format!("/api/v1/quotes?symbols={}", many.join(",")),
-            &alice,
-        )
-        .await;
+    let (s, body) = app.quotes(&alice, &numbered("S", 101)).await;
     assert_eq!((s, code(&body)), (422, "invalid_value"));
 }
 

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::time::Duration;
 use support::fake_yahoo::{FakeYahoo, Fault};
 use support::webdriver::{base64_decode, Browser, LaunchError};
-use support::{eventually, items, throughout, Backend, Event, TestApp, Ws};
+use support::{eventually, items, throughout, Api, Backend, Event, TestApp, Ws};
 
 /// A browser, or `None` when the test is skipped.
 async fn browser(test: &str) -> Option<Browser> {
@@ -48,9 +48,24 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
     Some((TestApp::spawn(Backend::Sqlite).await, browser))
 }
 
+/// [`start`], then alice with one watchlist `name` of `items`, signed in on
+/// the page (a first visit: its panel opens by itself): the app, the
+/// browser, alice's token and the watchlist's id; `None` when skipped.
+async fn signed_in_with(
+    test: &str,
+    name: &str,
+    items: Value,
+) -> Option<(TestApp, Browser, String, i64)> {
+    let (app, b) = start(test).await?;
+    let token = app.user("alice");
+    let id = app.watchlist(&token, name, false, items).await;
+    sign_in(&b, &app, &token).await;
+    Some((app, b, token, id))
+}
+
 /// Opens the dashboard with a sign-in link and waits until it is signed in.
 async fn sign_in(b: &Browser, app: &TestApp, token: &str) {
-    b.goto(&format!("{}/#token={token}", app.base)).await;
+    b.goto(&format!("{}/#token={token}", app.base())).await;
     b.wait_js(
         "signed in",
         "return !!window.quotecast && window.quotecast.signedIn",
@@ -60,7 +75,7 @@ async fn sign_in(b: &Browser, app: &TestApp, token: &str) {
 
 /// Clicks `open-{id}` in the sidebar and waits for the panel to be live.
 async fn open_panel(b: &Browser, id: i64) -> Value {
-    b.find(&format!("open-{id}")).await.click().await;
+    b.click(&format!("open-{id}")).await;
     wait_live(b, id).await
 }
 
@@ -77,8 +92,8 @@ async fn wait_live(b: &Browser, id: i64) -> Value {
 /// has none.
 fn cell_value(testid: &str) -> String {
     format!(
-        "((c) => c && c.dataset.value !== undefined ? Number(c.dataset.value) : null)\
-         (document.querySelector('[data-testid=\"{testid}\"]'))"
+        "((c) => c && c.dataset.value !== undefined ? Number(c.dataset.value) : null)({})",
+        by_testid(testid)
     )
 }
 
@@ -107,9 +122,33 @@ async fn wait_price_change(b: &Browser, id: i64, symbol: &str, old: f64) -> f64 
         .expect("numeric price")
 }
 
-/// The rendered text of the element with this test id.
-async fn text(b: &Browser, testid: &str) -> String {
-    b.find(testid).await.text().await
+/// The JS expression for the element with this test id (null if none).
+fn by_testid(testid: &str) -> String {
+    format!("document.querySelector('[data-testid=\"{testid}\"]')")
+}
+
+/// Waits until the element with this test id has some text; returns it.
+async fn wait_text(b: &Browser, what: &str, testid: &str) -> Value {
+    b.wait_js(what, &format!("return {}.textContent", by_testid(testid)))
+        .await
+}
+
+/// Waits until the text of the element with this test id starts with
+/// `prefix`.
+async fn wait_text_starting(b: &Browser, testid: &str, prefix: &str) {
+    let js = format!(
+        "return {}.textContent.startsWith({})",
+        by_testid(testid),
+        Value::from(prefix)
+    );
+    b.wait_js(&format!("{testid} to start with {prefix:?}"), &js)
+        .await;
+}
+
+/// Waits until the page shows the sign-in form.
+async fn wait_signin_form(b: &Browser, what: &str) {
+    b.wait_js(what, "return !document.getElementById('signin').hidden")
+        .await;
 }
 
 /// Waits until the server holds exactly `n` sessions; returns them.
@@ -153,8 +192,7 @@ async fn wait_page_socket(app: &TestApp, subs: &[i64]) -> Value {
 
 /// The page's connection state (`window.quotecast.connection`).
 async fn connection(b: &Browser) -> Value {
-    b.execute("return window.quotecast.connection", json!([]))
-        .await
+    b.eval("return window.quotecast.connection").await
 }
 
 /// Keeps a v1 socket on a watchlist open, reading it in the background so
@@ -169,21 +207,18 @@ fn keep_open(mut ws: Ws) -> actix_web::rt::task::JoinHandle<()> {
 /// Starts recording every state word panel `id` shows, however briefly,
 /// into `window.__conn`.
 async fn record_states(b: &Browser, id: i64) {
-    b.execute(
-        &format!(
-            "const el = document.querySelector('[data-testid=\"conn-state-{id}\"]'); \
+    b.eval(&format!(
+        "const el = document.querySelector('[data-testid=\"conn-state-{id}\"]'); \
              window.__conn = []; \
              new MutationObserver(() => {{ const w = el.firstChild.nodeValue; \
                if (window.__conn[window.__conn.length - 1] !== w) window.__conn.push(w); }}) \
                .observe(el, {{subtree: true, characterData: true, childList: true}});"
-        ),
-        json!([]),
-    )
+    ))
     .await;
 }
 
 async fn recorded_states(b: &Browser) -> Vec<String> {
-    let seen = b.execute("return window.__conn", json!([])).await;
+    let seen = b.eval("return window.__conn").await;
     seen.as_array()
         .unwrap()
         .iter()
@@ -219,9 +254,9 @@ async fn signs_in_from_a_link_and_from_the_form() {
     let token = app.user("alice");
 
     sign_in(&b, &app, &token).await;
-    assert_eq!(text(&b, "who-name").await, "alice");
+    assert_eq!(b.text_of("who-name").await, "alice");
     let href = b
-        .execute("return location.href", json!([]))
+        .eval("return location.href")
         .await
         .as_str()
         .unwrap()
@@ -233,7 +268,7 @@ async fn signs_in_from_a_link_and_from_the_form() {
     assert!(b.find("create-watchlist").await.displayed().await);
     assert!(!b.find("token-input").await.displayed().await);
 
-    b.find("sign-out").await.click().await;
+    b.click("sign-out").await;
     b.wait_js(
         "the sign-in form after signing out",
         "return !document.getElementById('signin').hidden && localStorage.getItem('quotecast.token') === null",
@@ -242,36 +277,27 @@ async fn signs_in_from_a_link_and_from_the_form() {
 
     let input = b.find("token-input").await;
     input.send_keys("not-a-real-token").await;
-    b.find("sign-in").await.click().await;
-    let error = b
-        .wait_js(
-            "the rejected-token message",
-            "return document.querySelector('[data-testid=\"signin-error\"]').textContent",
-        )
-        .await;
+    b.click("sign-in").await;
+    let error = wait_text(&b, "the rejected-token message", "signin-error").await;
     assert!(
         error.as_str().unwrap().contains("not accepted"),
         "sign-in error: {error}"
     );
     assert!(b.find("signin-error").await.displayed().await);
-    assert_eq!(
-        b.execute("return window.quotecast.signedIn", json!([]))
-            .await,
-        false
-    );
+    assert_eq!(b.eval("return window.quotecast.signedIn").await, false);
 
     input.clear().await;
     input.send_keys(&token).await;
-    b.find("sign-in").await.click().await;
+    b.click("sign-in").await;
     b.wait_js(
         "signed in through the form",
         "return window.quotecast.signedIn",
     )
     .await;
-    assert_eq!(text(&b, "who-name").await, "alice");
-    assert_eq!(text(&b, "signin-error").await, "");
+    assert_eq!(b.text_of("who-name").await, "alice");
+    assert_eq!(b.text_of("signin-error").await, "");
     // A reload signs in again from local storage, without the link.
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     b.wait_js(
         "signed in after a reload",
         "return window.quotecast.signedIn",
@@ -287,8 +313,8 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     let token = app.user("alice");
     sign_in(&b, &app, &token).await;
 
-    b.find("new-watchlist-name").await.send_keys("Tech").await;
-    b.find("create-watchlist").await.click().await;
+    b.type_into("new-watchlist-name", "Tech").await;
+    b.click("create-watchlist").await;
     // Creating opens the new watchlist's panel.
     let id = b
         .wait_js(
@@ -308,19 +334,10 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     wait_live(&b, id).await;
 
     // Lower case on purpose: the server stores symbols upper-cased.
-    b.find(&format!("add-symbol-{id}"))
-        .await
-        .send_keys("aapl")
-        .await;
-    b.find(&format!("add-quantity-{id}"))
-        .await
-        .send_keys("10")
-        .await;
-    b.find(&format!("add-price-{id}"))
-        .await
-        .send_keys("150")
-        .await;
-    b.find(&format!("add-item-{id}")).await.click().await;
+    b.type_into(&format!("add-symbol-{id}"), "aapl").await;
+    b.type_into(&format!("add-quantity-{id}"), "10").await;
+    b.type_into(&format!("add-price-{id}"), "150").await;
+    b.click(&format!("add-item-{id}")).await;
 
     let first = wait_price(&b, id, "AAPL").await;
     let moved = wait_price_change(&b, id, "AAPL", first).await;
@@ -329,19 +346,16 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     // Quantity, cost, value and the server's totals follow the same quote,
     // read in one go.
     let row = b
-        .execute(
-            &format!(
-                "return {{price: {}, qty: {}, cost: {}, pl: {}, value: {}, total: {}, total_pl: {}}}",
-                cell_value(&format!("price-{id}-AAPL")),
-                cell_value(&format!("qty-{id}-AAPL")),
-                cell_value(&format!("cost-{id}-AAPL")),
-                cell_value(&format!("pl-{id}-AAPL")),
-                cell_value(&format!("value-{id}-AAPL")),
-                cell_value(&format!("total-value-{id}-USD")),
-                cell_value(&format!("total-pl-{id}-USD")),
-            ),
-            json!([]),
-        )
+        .eval(&format!(
+            "return {{price: {}, qty: {}, cost: {}, pl: {}, value: {}, total: {}, total_pl: {}}}",
+            cell_value(&format!("price-{id}-AAPL")),
+            cell_value(&format!("qty-{id}-AAPL")),
+            cell_value(&format!("cost-{id}-AAPL")),
+            cell_value(&format!("pl-{id}-AAPL")),
+            cell_value(&format!("value-{id}-AAPL")),
+            cell_value(&format!("total-value-{id}-USD")),
+            cell_value(&format!("total-pl-{id}-USD")),
+        ))
         .await;
     let price = row["price"].as_f64().unwrap();
     assert_eq!(row["qty"], 10.0, "{row}");
@@ -356,9 +370,7 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
     );
     // The add form is ready for the next symbol.
     assert_eq!(
-        b.find(&format!("add-symbol-{id}"))
-            .await
-            .attr("value")
+        b.attr_of(&format!("add-symbol-{id}"), "value")
             .await
             .unwrap_or_default(),
         ""
@@ -367,28 +379,25 @@ async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
 
 #[actix_web::test]
 async fn add_item_errors_show_the_servers_message() {
-    let Some((app, b)) = start("add-errors").await else {
+    let Some((app, b, token, id)) = signed_in_with("add-errors", "Errors", items(&["AAPL"])).await
+    else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(&token, "Errors", false, items(&["AAPL"]))
-        .await;
-    let items = format!("/api/v1/watchlists/{id}/items");
     // What the server says to the same requests, to compare the page with.
     let (status, invalid) = app
-        .post(&items, &token, json!({"symbol": "BAD SYMBOL"}))
+        .add_item(&token, id, json!({"symbol": "BAD SYMBOL"}))
         .await;
     assert_eq!(status, 422, "{invalid}");
-    let (status, duplicate) = app.post(&items, &token, json!({"symbol": "AAPL"})).await;
+    let (status, duplicate) = app.add_item(&token, id, json!({"symbol": "AAPL"})).await;
     assert_eq!(status, 409, "{duplicate}");
 
-    sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     let symbol = b.find(&format!("add-symbol-{id}")).await;
     let add = b.find(&format!("add-item-{id}")).await;
-    let error_js =
-        format!("return document.querySelector('[data-testid=\"add-error-{id}\"]').textContent");
+    let error_js = format!(
+        "return {}.textContent",
+        by_testid(&format!("add-error-{id}"))
+    );
 
     symbol.send_keys("BAD SYMBOL").await;
     add.click().await;
@@ -417,19 +426,15 @@ async fn add_item_errors_show_the_servers_message() {
     // A quantity that is not a number is caught before any request.
     symbol.clear().await;
     symbol.send_keys("MSFT").await;
-    b.find(&format!("add-quantity-{id}"))
-        .await
-        .send_keys("ten")
-        .await;
+    b.type_into(&format!("add-quantity-{id}"), "ten").await;
     add.click().await;
-    b.wait_js(
+    wait_text(
+        &b,
         "the quantity error",
-        &format!(
-            "return document.querySelector('[data-testid=\"add-quantity-error-{id}\"]').textContent"
-        ),
+        &format!("add-quantity-error-{id}"),
     )
     .await;
-    assert_eq!(text(&b, &format!("add-error-{id}")).await, "");
+    assert_eq!(b.text_of(&format!("add-error-{id}")).await, "");
     let (_, wl) = app.get(&format!("/api/v1/watchlists/{id}"), &token).await;
     assert_eq!(wl["items"].as_array().unwrap().len(), 1, "{wl}");
     assert!(b.try_find(&format!("row-{id}-MSFT")).await.is_none());
@@ -459,7 +464,7 @@ async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
     assert_eq!(connection(&b).await["opens"], 1);
 
     // Closing a panel unsubscribes it on the same socket.
-    b.find(&format!("close-{first}")).await.click().await;
+    b.click(&format!("close-{first}")).await;
     let after = wait_page_socket(&app, &[second]).await;
     assert_eq!(
         after["id"], socket["id"],
@@ -471,33 +476,28 @@ async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
     assert_eq!(wait_live(&b, second).await["subscribes"], 1);
 
     // The choice is remembered: a reload reopens only the panel left open.
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     wait_live(&b, second).await;
     wait_page_socket(&app, &[second]).await;
-    let open = b
-        .execute("return Object.keys(window.quotecast.panels)", json!([]))
-        .await;
+    let open = b.eval("return Object.keys(window.quotecast.panels)").await;
     assert_eq!(open, json!([second.to_string()]));
 
     // No panel left: no socket left.
-    b.find(&format!("close-{second}")).await.click().await;
+    b.click(&format!("close-{second}")).await;
     wait_sessions(&app, 0).await;
     assert_eq!(connection(&b).await["state"], "idle");
 }
 
 #[actix_web::test]
 async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
-    let Some((app, b)) = start("kick-recover").await else {
+    let Some((app, b, token, id)) =
+        signed_in_with("kick-recover", "Kick", items(&["AAPL", "MSFT"])).await
+    else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(&token, "Kick", false, items(&["AAPL", "MSFT"]))
-        .await;
     // Another client keeps the watchlist's worker, and so its history, alive
     // while the page is away: the page can then resume where it left off.
     let keeper = keep_open(app.ws(id, &token).await);
-    sign_in(&b, &app, &token).await;
     let before = open_panel(&b, id).await;
     assert_eq!(before["subscribes"], 1, "{before}");
     let price = wait_price(&b, id, "AAPL").await;
@@ -508,17 +508,12 @@ async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
 
     record_states(&b, id).await;
     // Marks on the row elements: a table rebuilt from scratch would lose them.
-    b.execute(
-        &format!(
+    b.eval(&format!(
             "document.querySelectorAll('[data-testid^=\"row-{id}-\"]').forEach((tr) => {{ tr.__kept = true; }})"
-        ),
-        json!([]),
-    )
+        ))
     .await;
     let old = wait_page_socket(&app, &[id]).await["id"].as_u64().unwrap();
-    let (status, body) = app
-        .delete(&format!("/admin/v1/sessions/{old}"), &app.admin_token)
-        .await;
+    let (status, body) = app.kick(app.admin_token(), old).await;
     assert_eq!(status, 204, "{body}");
 
     let after = b
@@ -532,9 +527,7 @@ async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
         .await;
     assert_eq!(after["recovered"], true, "{after}");
     assert_eq!(
-        b.find(&format!("panel-{id}"))
-            .await
-            .attr("data-recovered")
+        b.attr_of(&format!("panel-{id}"), "data-recovered")
             .await
             .as_deref(),
         Some("true")
@@ -548,12 +541,9 @@ async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
         "{before} -> {after}"
     );
     let kept = b
-        .execute(
-            &format!(
+        .eval(&format!(
                 "return [...document.querySelectorAll('[data-testid^=\"row-{id}-\"]')].map((tr) => tr.__kept === true)"
-            ),
-            json!([]),
-        )
+            ))
         .await;
     assert_eq!(kept, json!([true, true]), "rows were rebuilt");
     let conn = connection(&b).await;
@@ -586,32 +576,21 @@ async fn a_kicked_socket_reconnects_and_recovers_without_redrawing() {
 
 #[actix_web::test]
 async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
-    let Some((app, b)) = start("deleted-elsewhere").await else {
+    let Some((app, b, token, id)) =
+        signed_in_with("deleted-elsewhere", "Doomed", items(&["AAPL"])).await
+    else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(&token, "Doomed", false, items(&["AAPL"]))
-        .await;
-    sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     wait_price(&b, id, "AAPL").await;
     wait_sessions(&app, 1).await;
 
     // Another client (the REST API with the same token) deletes it.
-    let (status, body) = app
-        .delete(&format!("/api/v1/watchlists/{id}"), &token)
-        .await;
+    let (status, body) = app.delete_watchlist(&token, id).await;
     assert_eq!(status, 204, "{body}");
 
-    b.wait_js(
-        "the panel offline",
-        &format!(
-            "return document.querySelector('[data-testid=\"conn-state-{id}\"]').textContent.startsWith('offline')"
-        ),
-    )
-    .await;
-    let message = text(&b, &format!("panel-message-{id}")).await;
+    wait_text_starting(&b, &format!("conn-state-{id}"), "offline").await;
+    let message = b.text_of(&format!("panel-message-{id}")).await;
     assert!(
         message.to_lowercase().contains("deleted"),
         "panel message: {message:?}"
@@ -619,7 +598,7 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     // The sidebar list is reloaded without it.
     b.wait_js(
         "the watchlist gone from the sidebar",
-        &format!("return !document.querySelector('[data-testid=\"open-{id}\"]')"),
+        &format!("return !{}", by_testid(&format!("open-{id}"))),
     )
     .await;
 
@@ -632,7 +611,7 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
     })
     .await;
     let p = b
-        .execute(&format!("return window.quotecast.panels[{id}]"), json!([]))
+        .eval(&format!("return window.quotecast.panels[{id}]"))
         .await;
     assert_eq!(p["conn"], "offline", "{p}");
     assert_eq!(p["stopped"], true, "{p}");
@@ -654,9 +633,7 @@ async fn an_upstream_status_applies_to_every_panel() {
         return;
     };
     let fake = FakeYahoo::start();
-    let base = fake.base_url();
-    let app =
-        TestApp::spawn_with(Backend::Sqlite, move |s| support::use_fake_yahoo(s, &base)).await;
+    let app = TestApp::on_fake_yahoo(&fake, |_| {}).await;
     let token = app.user("alice");
     let ids = [
         app.watchlist(&token, "One", false, items(&["AAPL"])).await,
@@ -672,12 +649,12 @@ async fn an_upstream_status_applies_to_every_panel() {
             "const p = window.quotecast.panels; return {ids:?}.every((id) => p[id] && p[id].degraded === {flag})"
         )
     };
-    assert_eq!(b.execute(&all("false"), json!([])).await, true);
+    assert_eq!(b.eval(&all("false")).await, true);
 
     fake.fail_all(Fault::server_error());
     b.wait_js("every panel degraded", &all("true")).await;
     for id in ids {
-        let banner = text(&b, &format!("degraded-{id}")).await;
+        let banner = b.text_of(&format!("degraded-{id}")).await;
         assert!(banner.contains("degraded"), "{banner:?}");
     }
     fake.clear_faults();
@@ -689,16 +666,13 @@ async fn an_upstream_status_applies_to_every_panel() {
 
 #[actix_web::test]
 async fn a_revoked_token_signs_the_page_out() {
-    let Some((app, b)) = start("revoked-token").await else {
+    let Some((app, b, token, id)) =
+        signed_in_with("revoked-token", "Revoked", items(&["AAPL"])).await
+    else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(&token, "Revoked", false, items(&["AAPL"]))
-        .await;
     let (status, me) = app.get("/api/v1/me", &token).await;
     assert_eq!(status, 200, "{me}");
-    sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     wait_price(&b, id, "AAPL").await;
     wait_sessions(&app, 1).await;
@@ -706,21 +680,14 @@ async fn a_revoked_token_signs_the_page_out() {
     quotecast::cli::revoke_token(app.db(), me["token_id"].as_i64().unwrap())
         .expect("token revoked");
 
-    b.wait_js(
-        "the sign-in form",
-        "return !document.getElementById('signin').hidden",
-    )
-    .await;
-    let error = text(&b, "signin-error").await;
+    wait_signin_form(&b, "the sign-in form").await;
+    let error = b.text_of("signin-error").await;
     assert!(error.contains("revoked"), "sign-in message: {error:?}");
     let state = b
-        .execute(
-            &format!(
+        .eval(&format!(
                 "return {{signedIn: window.quotecast.signedIn, stored: localStorage.getItem('quotecast.token'), \
                   panel: window.quotecast.panels[{id}]}}"
-            ),
-            json!([]),
-        )
+            ))
         .await;
     assert_eq!(state["signedIn"], false, "{state}");
     assert_eq!(state["stored"], Value::Null, "{state}");
@@ -732,29 +699,18 @@ async fn a_revoked_token_signs_the_page_out() {
 
 #[actix_web::test]
 async fn the_page_logs_no_errors() {
-    let Some((app, b)) = start("console").await else {
+    let items =
+        json!([{"symbol": "AAPL", "quantity": 3}, {"symbol": "7203.T"}, {"symbol": "ZZZZ"}]);
+    let Some((app, b, _, id)) = signed_in_with("console", "Console", items).await else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(
-            &token,
-            "Console",
-            false,
-            json!([{"symbol": "AAPL", "quantity": 3}, {"symbol": "7203.T"}, {"symbol": "ZZZZ"}]),
-        )
-        .await;
-    sign_in(&b, &app, &token).await;
     // Runtime errors and CSP violations after load; the console log below
     // also covers start-up (Chromium logs a blocked inline script or style
     // as an error there).
-    b.execute(
-        "window.__errors = []; \
+    b.eval("window.__errors = []; \
          addEventListener('error', (e) => window.__errors.push(String(e.message || e))); \
          addEventListener('unhandledrejection', (e) => window.__errors.push('unhandled rejection: ' + String(e.reason && (e.reason.stack || e.reason)))); \
-         document.addEventListener('securitypolicyviolation', (e) => window.__errors.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));",
-        json!([]),
-    )
+         document.addEventListener('securitypolicyviolation', (e) => window.__errors.push('CSP: ' + e.violatedDirective + ' ' + e.blockedURI));")
     .await;
 
     // A tour of the page's paths, including the failing ones.
@@ -763,7 +719,7 @@ async fn the_page_logs_no_errors() {
     wait_price(&b, id, "7203.T").await;
     b.find(&format!("unknown-{id}-ZZZZ")).await;
     // The chart of a row, with the pointer over it.
-    b.find(&format!("chart-open-{id}-AAPL")).await.click().await;
+    b.click(&format!("chart-open-{id}-AAPL")).await;
     b.wait_js(
         "the readout under the pointer",
         &format!(
@@ -775,32 +731,15 @@ async fn the_page_logs_no_errors() {
         ),
     )
     .await;
-    b.find(&format!("chart-open-{id}-ZZZZ")).await.click().await;
-    b.find(&format!("add-symbol-{id}"))
-        .await
-        .send_keys("BAD SYMBOL")
-        .await;
-    b.find(&format!("add-item-{id}")).await.click().await;
-    b.wait_js(
-        "the add error",
-        &format!("return document.querySelector('[data-testid=\"add-error-{id}\"]').textContent"),
-    )
-    .await;
-    b.find("new-watchlist-name")
-        .await
-        .send_keys("Console")
-        .await;
-    b.find("create-watchlist").await.click().await;
-    b.wait_js(
-        "the duplicate-name error",
-        "return document.querySelector('[data-testid=\"create-error\"]').textContent",
-    )
-    .await;
+    b.click(&format!("chart-open-{id}-ZZZZ")).await;
+    b.type_into(&format!("add-symbol-{id}"), "BAD SYMBOL").await;
+    b.click(&format!("add-item-{id}")).await;
+    wait_text(&b, "the add error", &format!("add-error-{id}")).await;
+    b.type_into("new-watchlist-name", "Console").await;
+    b.click("create-watchlist").await;
+    wait_text(&b, "the duplicate-name error", "create-error").await;
     let sid = wait_sessions(&app, 1).await[0]["id"].as_u64().unwrap();
-    let (status, _) = app
-        .delete(&format!("/admin/v1/sessions/{sid}"), &app.admin_token)
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(app.kick(app.admin_token(), sid).await.0, 204);
     b.wait_js(
         "the panel back after a kick",
         &format!(
@@ -809,21 +748,17 @@ async fn the_page_logs_no_errors() {
         ),
     )
     .await;
-    b.find("open-by-id").await.send_keys("999999").await;
-    b.find("open-by-id-submit").await.click().await;
+    b.type_into("open-by-id", "999999").await;
+    b.click("open-by-id-submit").await;
     b.wait_js(
         "the missing watchlist's panel stopped",
         "const p = window.quotecast.panels[999999]; return p && p.conn === 'offline'",
     )
     .await;
-    b.find("sign-out").await.click().await;
-    b.wait_js(
-        "signed out",
-        "return !document.getElementById('signin').hidden",
-    )
-    .await;
+    b.click("sign-out").await;
+    wait_signin_form(&b, "signed out").await;
 
-    let errors = b.execute("return window.__errors", json!([])).await;
+    let errors = b.eval("return window.__errors").await;
     assert_eq!(errors, json!([]), "uncaught errors in the page");
     // Failed requests (the 4xx answers above) are logged by Chromium itself;
     // anything else at error level is the page's fault.
@@ -861,13 +796,9 @@ async fn a_phone_sized_window_does_not_scroll_sideways() {
     let no_sideways_scroll = "const d = document.documentElement; \
         return {scroll: d.scrollWidth, body: document.body.scrollWidth, inner: innerWidth}";
 
-    b.goto(&app.base).await;
-    b.wait_js(
-        "the sign-in form",
-        "return !document.getElementById('signin').hidden",
-    )
-    .await;
-    let signin = b.execute(no_sideways_scroll, json!([])).await;
+    b.goto(app.base()).await;
+    wait_signin_form(&b, "the sign-in form").await;
+    let signin = b.eval(no_sideways_scroll).await;
     let inner = signin["inner"].as_u64().unwrap();
     assert!(inner <= 400, "not a phone-sized viewport: {signin}");
     assert!(signin["scroll"].as_u64().unwrap() <= inner, "{signin}");
@@ -876,20 +807,17 @@ async fn a_phone_sized_window_does_not_scroll_sideways() {
     open_panel(&b, id).await;
     wait_price(&b, id, "7203.T").await;
     wait_price(&b, id, "AAPL").await;
-    let dash = b.execute(no_sideways_scroll, json!([])).await;
+    let dash = b.eval(no_sideways_scroll).await;
     assert!(dash["scroll"].as_u64().unwrap() <= inner, "{dash}");
     assert!(dash["body"].as_u64().unwrap() <= inner, "{dash}");
     // The visibility badge beside a long name stays on one line, as tall
     // as the same badge in the sidebar.
     let badges = b
-        .execute(
-            &format!(
-                "const h = (sel) => document.querySelector(sel).getBoundingClientRect().height; \
+        .eval(&format!(
+            "const h = (sel) => document.querySelector(sel).getBoundingClientRect().height; \
                  return {{panel: h('[data-testid=\"panel-{id}\"] .panel-name .badge'), \
                    sidebar: h('[data-testid=\"watchlist-item-{id}\"] .badge')}}"
-            ),
-            json!([]),
-        )
+        ))
         .await;
     assert!(
         badges["panel"].as_f64().unwrap() <= badges["sidebar"].as_f64().unwrap() + 1.0,
@@ -900,20 +828,18 @@ async fn a_phone_sized_window_does_not_scroll_sideways() {
 
 #[actix_web::test]
 async fn sparklines_follow_the_ticks_and_a_row_opens_its_chart() {
-    let Some((app, b)) = start("sparklines").await else {
+    let Some((app, b, token, id)) =
+        signed_in_with("sparklines", "Charts", items(&["AAPL", "7203.T"])).await
+    else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(&token, "Charts", false, items(&["AAPL", "7203.T"]))
-        .await;
-    sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     let spark = |symbol: &str| {
         format!(
             "((s) => s && {{points: Number(s.dataset.points || 0), last: s.dataset.last === undefined ? null : Number(s.dataset.last), \
                drawn: s.querySelector('polyline').getAttribute('points').trim().split(' ').length}})\
-             (document.querySelector('[data-testid=\"spark-{id}-{symbol}\"]'))"
+             ({})",
+            by_testid(&format!("spark-{id}-{symbol}"))
         )
     };
     for symbol in ["AAPL", "7203.T"] {
@@ -941,14 +867,11 @@ async fn sparklines_follow_the_ticks_and_a_row_opens_its_chart() {
         )
         .await;
         // The same series the REST API gives, give or take the latest ticks.
-        let (status, rest) = app
-            .get(&format!("/api/v1/quotes/{symbol}/intraday"), &token)
-            .await;
+        let path = format!("/api/v1/quotes/{symbol}/intraday");
+        let (status, rest) = app.get(&path, &token).await;
         assert_eq!(status, 200, "{rest}");
         let rest_len = rest["points"].as_array().unwrap().len() as i64;
-        let s = b
-            .execute(&format!("return {}", spark(symbol)), json!([]))
-            .await;
+        let s = b.eval(&format!("return {}", spark(symbol))).await;
         let page_len = s["points"].as_i64().unwrap();
         assert!(
             (rest_len - page_len).abs() <= 2,
@@ -960,7 +883,7 @@ async fn sparklines_follow_the_ticks_and_a_row_opens_its_chart() {
     // the same series; a click elsewhere on the row closes it again.
     let chart = format!("chart-{id}");
     assert!(!b.find(&chart).await.displayed().await);
-    b.find(&format!("chart-open-{id}-AAPL")).await.click().await;
+    b.click(&format!("chart-open-{id}-AAPL")).await;
     b.wait_js(
         "the chart of AAPL",
         &format!(
@@ -973,54 +896,38 @@ async fn sparklines_follow_the_ticks_and_a_row_opens_its_chart() {
     )
     .await;
     assert!(b.find(&chart).await.displayed().await);
-    assert!(text(&b, &format!("chart-title-{id}"))
+    assert!(b
+        .text_of(&format!("chart-title-{id}"))
         .await
         .starts_with("AAPL"));
     assert_eq!(
-        b.find(&format!("chart-open-{id}-AAPL"))
-            .await
-            .attr("aria-expanded")
+        b.attr_of(&format!("chart-open-{id}-AAPL"), "aria-expanded")
             .await
             .as_deref(),
         Some("true")
     );
     // Another row's click switches the chart to it.
-    b.find(&format!("name-{id}-7203.T")).await.click().await;
-    b.wait_js(
-        "the chart of 7203.T",
-        &format!(
-            "return document.querySelector('[data-testid=\"chart-title-{id}\"]').textContent.startsWith('7203.T')"
-        ),
-    )
-    .await;
-    b.find(&format!("name-{id}-7203.T")).await.click().await;
+    b.click(&format!("name-{id}-7203.T")).await;
+    wait_text_starting(&b, &format!("chart-title-{id}"), "7203.T").await;
+    b.click(&format!("name-{id}-7203.T")).await;
     b.wait_js(
         "the chart closed",
-        &format!("return document.querySelector('[data-testid=\"{chart}\"]').hidden"),
+        &format!("return {}.hidden", by_testid(&chart)),
     )
     .await;
 }
 
 #[actix_web::test]
 async fn totals_are_the_servers_and_match_the_rows() {
-    let Some((app, b)) = start("totals").await else {
+    let items = json!([
+        {"symbol": "7203.T", "quantity": 100, "purchase_price": 2700},
+        {"symbol": "6758.T", "quantity": 10},
+        {"symbol": "AAPL", "quantity": 2, "purchase_price": 150.5},
+        {"symbol": "MSFT"},
+    ]);
+    let Some((_app, b, _, id)) = signed_in_with("totals", "Mixed", items).await else {
         return;
     };
-    let token = app.user("alice");
-    let id = app
-        .watchlist(
-            &token,
-            "Mixed",
-            false,
-            json!([
-                {"symbol": "7203.T", "quantity": 100, "purchase_price": 2700},
-                {"symbol": "6758.T", "quantity": 10},
-                {"symbol": "AAPL", "quantity": 2, "purchase_price": 150.5},
-                {"symbol": "MSFT"},
-            ]),
-        )
-        .await;
-    sign_in(&b, &app, &token).await;
     open_panel(&b, id).await;
     for symbol in ["7203.T", "6758.T", "AAPL", "MSFT"] {
         wait_price(&b, id, symbol).await;
@@ -1047,7 +954,7 @@ async fn totals_are_the_servers_and_match_the_rows() {
     );
     let mut seqs = Vec::new();
     while seqs.len() < 3 {
-        let r = b.execute(&read, json!([])).await;
+        let r = b.eval(&read).await;
         let seq = r["seq"].as_u64().unwrap_or(0);
         if seqs.contains(&seq) {
             continue;
@@ -1099,19 +1006,16 @@ async fn a_first_visit_opens_the_demo_watchlists_by_themselves() {
     wait_page_socket(&app, &ids).await;
     // A later visit shows what the user left open, even nothing.
     for &id in &ids {
-        b.find(&format!("close-{id}")).await.click().await;
+        b.click(&format!("close-{id}")).await;
     }
     wait_sessions(&app, 0).await;
-    b.goto(&app.base).await;
+    b.goto(app.base()).await;
     b.wait_js("signed in again", "return window.quotecast.signedIn")
         .await;
     b.find(&format!("open-{}", ids[0])).await;
     assert_eq!(
-        b.execute(
-            "return Object.keys(window.quotecast.panels).length",
-            json!([])
-        )
-        .await,
+        b.eval("return Object.keys(window.quotecast.panels).length")
+            .await,
         0
     );
 }
@@ -1145,10 +1049,9 @@ async fn screenshot_of_a_live_dashboard() {
         }
     }
     // Opened from the script, so no pointer hovers over the page in the picture.
-    b.execute(
-        &format!("document.querySelector('[data-testid=\"chart-open-{tokyo}-7203.T\"]').click()"),
-        json!([]),
-    )
+    b.eval(&format!(
+        "document.querySelector('[data-testid=\"chart-open-{tokyo}-7203.T\"]').click()"
+    ))
     .await;
     b.wait_js(
         "both panels settled, the chart drawn",
@@ -1161,14 +1064,11 @@ async fn screenshot_of_a_live_dashboard() {
     .await;
     // Panels use the whole width beside the sidebar: the tables are wide.
     let widths = b
-        .execute(
-            &format!(
+        .eval(&format!(
                 "const w = (sel) => document.querySelector(sel).getBoundingClientRect().width; \
                  return {{tokyo: w('[data-testid=\"panel-{tokyo}\"]'), us: w('[data-testid=\"panel-{us}\"]'), \
                    panels: w('[data-testid=\"panels\"]')}}"
-            ),
-            json!([]),
-        )
+            ))
         .await;
     for key in ["tokyo", "us"] {
         assert!(
@@ -1177,11 +1077,8 @@ async fn screenshot_of_a_live_dashboard() {
         );
     }
     // Scrolled to the top, the pointer away, the focus nowhere in particular.
-    b.execute(
-        "document.activeElement && document.activeElement.blur(); scrollTo(0, 0)",
-        json!([]),
-    )
-    .await;
+    b.eval("document.activeElement && document.activeElement.blur(); scrollTo(0, 0)")
+        .await;
 
     let size = b.screenshot("dashboard-live").await;
     assert!(size > 20_000, "dashboard screenshot is only {size} bytes");
@@ -1202,7 +1099,7 @@ async fn screenshot_of_a_live_dashboard() {
 #[actix_web::test]
 async fn dashboard_answers_carry_the_security_headers() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let index = app.client.get(app.url("/")).send().await.unwrap();
+    let index = app.client().get(app.url("/")).send().await.unwrap();
     let html = index.text().await.unwrap();
     // Every module the page loads, and the style sheet.
     let mut paths = vec![
@@ -1211,7 +1108,7 @@ async fn dashboard_answers_carry_the_security_headers() {
         "/app.js".to_owned(),
     ];
     let app_js = app
-        .client
+        .client()
         .get(app.url("/app.js"))
         .send()
         .await
@@ -1226,7 +1123,7 @@ async fn dashboard_answers_carry_the_security_headers() {
     assert!(paths.len() > 4, "{paths:?}");
     assert!(html.contains("src=\"/app.js\""), "{html}");
     for path in &paths {
-        let res = app.client.get(app.url(path)).send().await.unwrap();
+        let res = app.client().get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let h = |name: &str| {
             res.headers()

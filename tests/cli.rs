@@ -46,6 +46,11 @@ impl Scratch {
         self.cmd(args).output().expect("binary runs")
     }
 
+    /// A user added through the CLI; its token.
+    fn user(&self, name: &str) -> String {
+        last_line(&self.run(&["user", "add", name]))
+    }
+
     fn db(&self) -> Db {
         Db::connect(&self.db_url().parse().unwrap(), 1).unwrap()
     }
@@ -155,6 +160,13 @@ impl Server {
             .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a watchlist from `body`; its id.
+    async fn watchlist(&self, token: &str, body: Value) -> i64 {
+        let (status, w) = self.post("/api/v1/watchlists", token, body).await;
+        assert_eq!(status, 201, "{w}");
+        w["id"].as_i64().unwrap()
     }
 
     /// Everything the server logs from now until it exits (call after
@@ -297,6 +309,22 @@ async fn zero_setup_start_seeds_demo_data() {
     assert_eq!(server.terminate().await.code(), Some(0));
 }
 
+/// `quotecast [args] serve` with this environment stops at start with one
+/// line, which names `key`.
+fn stops_naming(s: &Scratch, env: &[(&str, &str)], args: &[&str], key: &str) {
+    let mut cmd = s.cmd(args);
+    cmd.arg("serve").envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{env:?} {args:?} started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("quotecast: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{env:?} {args:?}: {err}");
+    assert!(lines[0].contains(key), "{env:?} {args:?}: {err}");
+}
+
 #[test]
 fn bad_configuration_stops_startup_with_one_line() {
     let s = Scratch::new();
@@ -306,69 +334,29 @@ fn bad_configuration_stops_startup_with_one_line() {
     std::fs::write(&bad_file, "[upstream]\nbatch_size = 99\n").unwrap();
     let typo_file = s.dir.path().join("typo.toml");
     std::fs::write(&typo_file, "[upstream]\npoll_intervall_ms = 5\n").unwrap();
-    // (environment, arguments, the key the error must name)
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
-    let cases: Vec<Case> = vec![
-        (
-            vec![("QUOTECAST__UPSTREAM__PROVIDER", "bloomberg")],
-            vec![],
-            "upstream.provider",
-        ),
-        (
-            vec![("QUOTECAST__UPSTREAM__BASE_URL", "::nope")],
-            vec![],
-            "upstream.base_url",
-        ),
-        (
-            vec![("QUOTECAST__DATABASE__URL", "mysql://x")],
-            vec![],
-            "database.url",
-        ),
-        (
-            vec![("QUOTECAST__SERVER__BIND", &port)],
-            vec![],
-            "server.bind",
-        ),
-        (
-            vec![("QUOTECAST__SERVER__BIND", "nowhere")],
-            vec![],
-            "server.bind",
-        ),
-        (
-            vec![("QUOTECAST__UPSTREAM__POLL_INTERVAL_MS", "fast")],
-            vec![],
-            "upstream.poll_interval_ms",
-        ),
-        (
-            vec![],
-            vec!["--config", bad_file.to_str().unwrap()],
-            "upstream.batch_size",
-        ),
-        (
-            vec![],
-            vec!["--config", typo_file.to_str().unwrap()],
-            "poll_intervall_ms",
-        ),
-        (vec![], vec!["--config", "/nonexistent.toml"], "--config"),
-        (
-            vec![("QUOTECAST_CONFIG", "/nonexistent.toml")],
-            vec![],
-            "--config",
-        ),
-    ];
-    for (env, args, key) in cases {
-        let mut cmd = s.cmd(&args);
-        cmd.arg("serve").envs(env.iter().copied());
-        let out = cmd.output().unwrap();
-        assert!(!out.status.success(), "{env:?} {args:?} started");
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.starts_with("quotecast: "))
-            .collect();
-        assert_eq!(lines.len(), 1, "{env:?}: {err}");
-        assert!(lines[0].contains(key), "{env:?}: {err}");
+    // A bad QUOTECAST__SECTION__KEY: the error names section.key.
+    for (var, value) in [
+        ("UPSTREAM__PROVIDER", "bloomberg"),
+        ("UPSTREAM__BASE_URL", "::nope"),
+        ("DATABASE__URL", "mysql://x"),
+        ("SERVER__BIND", port.as_str()),
+        ("SERVER__BIND", "nowhere"),
+        ("UPSTREAM__POLL_INTERVAL_MS", "fast"),
+    ] {
+        let key = var.to_lowercase().replace("__", ".");
+        stops_naming(&s, &[(&format!("QUOTECAST__{var}"), value)], &[], &key);
     }
+    // A bad configuration file, or none where one is named.
+    let (bad, typo) = (bad_file.to_str().unwrap(), typo_file.to_str().unwrap());
+    for (args, key) in [
+        (["--config", bad], "upstream.batch_size"),
+        (["--config", typo], "poll_intervall_ms"),
+        (["--config", "/nonexistent.toml"], "--config"),
+    ] {
+        stops_naming(&s, &[], &args, key);
+    }
+    let env = [("QUOTECAST_CONFIG", "/nonexistent.toml")];
+    stops_naming(&s, &env, &[], "--config");
     drop(taken);
 }
 
@@ -378,19 +366,17 @@ fn bad_configuration_stops_startup_with_one_line() {
 #[actix_web::test]
 async fn restart_keeps_data_and_latest_quotes() {
     let s = Scratch::new();
-    let token = last_line(&s.run(&["user", "add", "alice"]));
+    let token = s.user("alice");
     // A slow tick after restart, so the first snapshot cannot come from a
     // new fetch.
     let mut server = Server::start(s.cmd(&["serve"]));
-    let (status, w) = server
-        .post(
-            "/api/v1/watchlists",
+    let items = json!([{"symbol": "AAPL", "quantity": 2, "purchase_price": 100, "memo": "m"}, {"symbol": "ZZZZ"}]);
+    let id = server
+        .watchlist(
             &token,
-            json!({"name": "keep", "is_public": true, "items": [{"symbol": "AAPL", "quantity": 2, "purchase_price": 100, "memo": "m"}, {"symbol": "ZZZZ"}]}),
+            json!({"name": "keep", "is_public": true, "items": items}),
         )
         .await;
-    assert_eq!(status, 201);
-    let id = w["id"].as_i64().unwrap();
     let mut live = ws(server.addr(), id, &token).await;
     live.wait_type("quotes").await;
     live.close().await;
@@ -429,24 +415,14 @@ async fn restart_keeps_data_and_latest_quotes() {
 #[actix_web::test]
 async fn sigterm_closes_every_socket_with_1001_and_exits_0() {
     let s = Scratch::new();
-    let token = last_line(&s.run(&["user", "add", "alice"]));
+    let token = s.user("alice");
     let mut server = Server::start(s.cmd(&["serve"]));
-    let (_, a) = server
-        .post(
-            "/api/v1/watchlists",
-            &token,
-            json!({"name": "a", "items": [{"symbol": "AAPL"}]}),
-        )
+    let a = server
+        .watchlist(&token, json!({"name": "a", "items": [{"symbol": "AAPL"}]}))
         .await;
-    let (_, b) = server
-        .post("/api/v1/watchlists", &token, json!({"name": "b"}))
-        .await;
+    let b = server.watchlist(&token, json!({"name": "b"})).await;
     let mut sockets = Vec::new();
-    for id in [
-        a["id"].as_i64().unwrap(),
-        a["id"].as_i64().unwrap(),
-        b["id"].as_i64().unwrap(),
-    ] {
+    for id in [a, a, b] {
         let mut w = ws(server.addr(), id, &token).await;
         w.wait_type("snapshot").await;
         sockets.push(w);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use support::cluster::{Cluster, Node, PrivateRedis};
 use support::fake_yahoo::{Endpoint, FakeYahoo};
-use support::{eventually, eventually_within, Event, Ws, DEADLINE};
+use support::{code, eventually, eventually_within, items, Api, Event, Ws, DEADLINE};
 
 const POLL: Duration = Duration::from_millis(200);
 const LEASE: Duration = Duration::from_millis(1000);
@@ -18,12 +18,25 @@ const LEASE: Duration = Duration::from_millis(1000);
 /// bounds (process start-up and the test's own polling).
 const SLACK: Duration = Duration::from_millis(800);
 
-fn items(symbols: &[&str]) -> Value {
-    Value::Array(symbols.iter().map(|s| json!({"symbol": s})).collect())
+/// A cluster whose upstream is a fake Yahoo of its own; `None` when the
+/// test is skipped.
+fn cluster_with_fake(test: &str) -> Option<(Cluster, FakeYahoo)> {
+    let fake = FakeYahoo::start();
+    let c = Cluster::new(test)?.with_fake(&fake.base_url());
+    Some((c, fake))
+}
+
+/// A socket on watchlist `id` at each node, past its snapshot.
+async fn a_socket_at_each(nodes: &[Node], id: i64, token: &str) -> Vec<Ws> {
+    let mut sockets = Vec::new();
+    for n in nodes {
+        sockets.push(n.open(id, token).await.0);
+    }
+    sockets
 }
 
 /// Which node polls, once exactly one does.
-async fn the_poller(nodes: &[&Node]) -> usize {
+async fn the_poller(nodes: &[Node]) -> usize {
     eventually("exactly one poller", async || {
         let mut pollers = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
@@ -46,6 +59,13 @@ async fn next_quotes(ws: &mut Ws, last_seq: &mut u64) -> Value {
     m
 }
 
+/// The status of `GET /readyz` at `node`.
+async fn readyz(node: &Node) -> u16 {
+    node.request(reqwest::Method::GET, "/readyz", None, None)
+        .await
+        .0
+}
+
 async fn first_seq(ws: &mut Ws) -> u64 {
     ws.wait_type("snapshot").await["seq"].as_u64().unwrap()
 }
@@ -54,11 +74,9 @@ async fn first_seq(ws: &mut Ws) -> u64 {
 /// cluster's upstream requests per tick are ceil(distinct symbols / batch).
 #[tokio::test]
 async fn one_poller_and_one_fetch_per_tick_for_the_cluster() {
-    let fake = FakeYahoo::start();
-    let Some(mut c) = Cluster::new("one_poller") else {
+    let Some((mut c, fake)) = cluster_with_fake("one_poller") else {
         return;
     };
-    c = c.with_fake(&fake.base_url());
     c.set("QUOTECAST__UPSTREAM__BATCH_SIZE", "5");
     let nodes = [c.node("a"), c.node("b"), c.node("c")];
     let alice = c.user("alice");
@@ -73,11 +91,9 @@ async fn one_poller_and_one_fetch_per_tick_for_the_cluster() {
         let id = n
             .watchlist(&alice, &format!("W{}", n.name), false, items(&list))
             .await;
-        let mut ws = n.ws(id, &alice).await;
-        ws.wait_type("snapshot").await;
-        sockets.push(ws);
+        sockets.push(n.open(id, &alice).await.0);
     }
-    let poller = the_poller(&nodes.iter().collect::<Vec<_>>()).await;
+    let poller = the_poller(&nodes).await;
     for n in &nodes {
         let view = n.admin("/admin/v1/cluster").await;
         assert_eq!(view["poller"], nodes[poller].name, "{view}");
@@ -158,23 +174,16 @@ async fn one_poller_and_one_fetch_per_tick_for_the_cluster() {
 /// increase.
 #[tokio::test]
 async fn the_same_tick_gives_the_same_prices_everywhere() {
-    let fake = FakeYahoo::start();
-    let Some(c) = Cluster::new("same_tick") else {
+    let Some((c, _fake)) = cluster_with_fake("same_tick") else {
         return;
     };
-    let c = c.with_fake(&fake.base_url());
     let nodes = [c.node("a"), c.node("b"), c.node("c")];
     let alice = c.user("alice");
     let id = nodes[0]
         .watchlist(&alice, "W", true, items(&["AAPL", "MSFT", "7203.T"]))
         .await;
     let mut seen: Vec<BTreeMap<u64, Vec<(String, f64)>>> = vec![BTreeMap::new(); 3];
-    let mut sockets = Vec::new();
-    for n in &nodes {
-        let mut ws = n.ws(id, &alice).await;
-        ws.wait_type("snapshot").await;
-        sockets.push(ws);
-    }
+    let mut sockets = a_socket_at_each(&nodes, id, &alice).await;
     for (i, ws) in sockets.iter_mut().enumerate() {
         let mut last_tick = 0;
         let mut last_seq = 0;
@@ -214,17 +223,15 @@ async fn the_same_tick_gives_the_same_prices_everywhere() {
 /// repeats or goes back.
 #[tokio::test]
 async fn a_killed_poller_is_replaced() {
-    let fake = FakeYahoo::start();
-    let Some(c) = Cluster::new("killed_poller") else {
+    let Some((c, fake)) = cluster_with_fake("killed_poller") else {
         return;
     };
-    let c = c.with_fake(&fake.base_url());
     let mut nodes = vec![c.node("a"), c.node("b"), c.node("c")];
     let alice = c.user("alice");
     let id = nodes[0]
         .watchlist(&alice, "W", false, items(&["AAPL", "NVDA"]))
         .await;
-    let poller = the_poller(&nodes.iter().collect::<Vec<_>>()).await;
+    let poller = the_poller(&nodes).await;
     let mut victim = nodes.remove(poller);
     let mut sockets = Vec::new();
     for n in &nodes {
@@ -264,32 +271,25 @@ async fn a_killed_poller_is_replaced() {
             next_quotes(ws, seq).await;
         }
     }
-    assert_eq!(
-        the_poller(&nodes.iter().collect::<Vec<_>>()).await,
-        new,
-        "exactly one poller"
-    );
+    assert_eq!(the_poller(&nodes).await, new, "exactly one poller");
 }
 
 /// SIGTERM the poller: it closes its sessions with 1001, hands the lease
 /// back, exits 0, and another instance polls within one poll interval.
 #[tokio::test]
 async fn a_stopped_poller_hands_the_lease_back() {
-    let fake = FakeYahoo::start();
-    let Some(c) = Cluster::new("stopped_poller") else {
+    let Some((c, _fake)) = cluster_with_fake("stopped_poller") else {
         return;
     };
-    let c = c.with_fake(&fake.base_url());
     let mut nodes = vec![c.node("a"), c.node("b")];
     let alice = c.user("alice");
     let id = nodes[0]
         .watchlist(&alice, "W", false, items(&["AAPL"]))
         .await;
-    let poller = the_poller(&nodes.iter().collect::<Vec<_>>()).await;
+    let poller = the_poller(&nodes).await;
     let mut victim = nodes.remove(poller);
     let other = &nodes[0];
-    let mut on_victim = victim.ws(id, &alice).await;
-    on_victim.wait_type("snapshot").await;
+    let (mut on_victim, _) = victim.open(id, &alice).await;
     let mut on_other = other.ws(id, &alice).await;
     let mut seq = first_seq(&mut on_other).await;
 
@@ -322,27 +322,20 @@ async fn a_stopped_poller_hands_the_lease_back() {
 /// poller's.
 #[tokio::test]
 async fn a_paused_poller_cannot_publish_a_stale_tick() {
-    let fake = FakeYahoo::start();
-    let Some(c) = Cluster::new("paused_poller") else {
+    let Some((c, fake)) = cluster_with_fake("paused_poller") else {
         return;
     };
-    let c = c.with_fake(&fake.base_url());
     let nodes = [c.node("a"), c.node("b")];
     let alice = c.user("alice");
     let id = nodes[0]
         .watchlist(&alice, "W", false, items(&["AAPL", "MSFT"]))
         .await;
     // Sessions on both, so both want symbols.
-    let mut sockets = Vec::new();
-    for n in &nodes {
-        let mut ws = n.ws(id, &alice).await;
-        ws.wait_type("snapshot").await;
-        sockets.push(ws);
-    }
+    let mut sockets = a_socket_at_each(&nodes, id, &alice).await;
     for ws in sockets.iter_mut() {
         ws.wait_type("quotes").await;
     }
-    let poller = the_poller(&nodes.iter().collect::<Vec<_>>()).await;
+    let poller = the_poller(&nodes).await;
     let (paused, other) = (&nodes[poller], &nodes[1 - poller]);
     paused.signal(libc::SIGSTOP);
     eventually_within(LEASE + POLL + DEADLINE, "a takeover", async || {
@@ -402,11 +395,9 @@ async fn a_paused_poller_cannot_publish_a_stale_tick() {
 /// sees more than capacity + refill × window requests.
 #[tokio::test]
 async fn one_rate_budget_for_the_cluster() {
-    let fake = FakeYahoo::start();
-    let Some(mut c) = Cluster::new("one_budget") else {
+    let Some((mut c, fake)) = cluster_with_fake("one_budget") else {
         return;
     };
-    c = c.with_fake(&fake.base_url());
     let (capacity, refill) = (4.0, 3.0);
     c.set("QUOTECAST__UPSTREAM__BATCH_SIZE", "1");
     c.set("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "4");
@@ -416,15 +407,10 @@ async fn one_rate_budget_for_the_cluster() {
     let symbols: Vec<String> = (0..10).map(|i| format!("R{i}")).collect();
     let list: Vec<&str> = symbols.iter().map(String::as_str).collect();
     let id = nodes[0].watchlist(&alice, "W", false, items(&list)).await;
-    let mut sockets = Vec::new();
-    for n in &nodes {
-        let mut ws = n.ws(id, &alice).await;
-        ws.wait_type("snapshot").await;
-        sockets.push(ws);
-    }
+    let _sockets = a_socket_at_each(&nodes, id, &alice).await;
     // Let it run against the budget, kill the poller, let it run again.
     assert!(fake.wait_for_spark_requests(10, DEADLINE));
-    let poller = the_poller(&nodes.iter().collect::<Vec<_>>()).await;
+    let poller = the_poller(&nodes).await;
     nodes.remove(poller).kill();
     let n = fake.spark_requests();
     assert!(fake.wait_for_spark_requests(n + 6, DEADLINE + LEASE));
@@ -448,11 +434,9 @@ async fn one_rate_budget_for_the_cluster() {
 /// private, a revoked token, a deleted watchlist (4404, no worker left).
 #[tokio::test]
 async fn the_control_plane_reaches_every_instance() {
-    let fake = FakeYahoo::start();
-    let Some(mut c) = Cluster::new("control_plane") else {
+    let Some((mut c, fake)) = cluster_with_fake("control_plane") else {
         return;
     };
-    c = c.with_fake(&fake.base_url());
     c.set("QUOTECAST__UPSTREAM__CLOSED_POLL_INTERVAL_MS", "600000");
     let (a, b) = (c.node("a"), c.node("b"));
     let alice = c.user("alice");
@@ -460,16 +444,11 @@ async fn the_control_plane_reaches_every_instance() {
     let id = a.watchlist(&alice, "Shared", true, items(&["AAPL"])).await;
 
     // An item added at A: the session at B gets a snapshot with it.
-    let mut alice_b = b.ws(id, &alice).await;
-    alice_b.wait_type("snapshot").await;
-    let (s, _) = a
-        .post(
-            &format!("/api/v1/watchlists/{id}/items"),
-            &alice,
-            json!({"symbol": "MSFT"}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    let (mut alice_b, _) = b.open(id, &alice).await;
+    assert_eq!(
+        a.add_item(&alice, id, json!({"symbol": "MSFT"})).await.0,
+        201
+    );
     alice_b
         .wait_for("a snapshot with MSFT", |v| {
             v["type"] == "snapshot" && v["quotes"].as_array().is_some_and(|q| q.len() == 2)
@@ -477,21 +456,16 @@ async fn the_control_plane_reaches_every_instance() {
         .await;
 
     // The admin at A sees B's sessions, with their node, and kicks one.
-    let mut kicked = b.ws(id, &bob).await;
-    kicked.wait_type("snapshot").await;
+    let (mut kicked, _) = b.open(id, &bob).await;
     let sessions = a.admin("/admin/v1/sessions").await;
     let rows = sessions.as_array().unwrap();
     assert!(rows.iter().all(|r| r["node_id"] == "b"), "{sessions}");
     let bobs = rows.iter().find(|r| r["user"] == "bob").unwrap()["id"]
         .as_u64()
         .unwrap();
-    let (s, _) = a
-        .delete(&format!("/admin/v1/sessions/{bobs}"), &a.admin_token)
-        .await;
-    assert_eq!(s, 204);
+    assert_eq!(a.kick(a.admin_token(), bobs).await.0, 204);
     assert_eq!(kicked.wait_close().await, Some(1008));
-    let (s, _) = a.delete("/admin/v1/sessions/424242", &a.admin_token).await;
-    assert_eq!(s, 404);
+    assert_eq!(a.kick(a.admin_token(), 424242).await.0, 404);
 
     // Refresh at A of a worker on B: a closed market is fetched at once.
     fake.set_market_closed("AAPL", true);
@@ -512,28 +486,16 @@ async fn the_control_plane_reaches_every_instance() {
     })
     .await;
     let before = fake.times_served("AAPL");
-    let (s, _) = a
-        .post(
-            &format!("/admin/v1/workers/{id}/refresh"),
-            &a.admin_token,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 202);
+    assert_eq!(a.refresh(a.admin_token(), id).await.0, 202);
     eventually("AAPL fetched on request", async || {
         fake.times_served("AAPL") > before
     })
     .await;
 
     // Made private at A: bob's session at B closes with 1008.
-    let mut bob_b = b.ws(id, &bob).await;
-    bob_b.wait_type("snapshot").await;
+    let (mut bob_b, _) = b.open(id, &bob).await;
     let (s, _) = a
-        .patch(
-            &format!("/api/v1/watchlists/{id}"),
-            &alice,
-            json!({"is_public": false}),
-        )
+        .patch_watchlist(&alice, id, json!({"is_public": false}))
         .await;
     assert_eq!(s, 200);
     assert_eq!(bob_b.wait_close().await, Some(1008));
@@ -543,14 +505,12 @@ async fn the_control_plane_reaches_every_instance() {
     let carols = a
         .watchlist(&carol, "Carol's", false, items(&["NVDA"]))
         .await;
-    let mut carol_b = b.ws(carols, &carol).await;
-    carol_b.wait_type("snapshot").await;
+    let (mut carol_b, _) = b.open(carols, &carol).await;
     quotecast::cli::revoke_token(&c.db, tid).unwrap();
     assert_eq!(carol_b.wait_close().await, Some(1008));
 
     // Deleted at A: 4404 at B, and no worker anywhere.
-    let (s, _) = a.delete(&format!("/api/v1/watchlists/{id}"), &alice).await;
-    assert_eq!(s, 204);
+    assert_eq!(a.delete_watchlist(&alice, id).await.0, 204);
     assert_eq!(alice_b.wait_close().await, Some(4404));
     for n in [&a, &b] {
         eventually("no worker", async || {
@@ -608,10 +568,7 @@ async fn the_per_user_limit_is_cluster_wide() {
         .await
         .err()
         .expect("third refused");
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (429, Some("too_many_sessions"))
-    );
+    assert_eq!((s, code(&body)), (429, "too_many_sessions"));
     one.close().await;
     eventually("a place again", async || {
         nodes[2].try_ws(&path, Some(&alice)).await.is_ok()
@@ -635,15 +592,12 @@ async fn a_redis_outage_degrades_and_recovers() {
     let id = nodes[0]
         .watchlist(&alice, "W", false, items(&["AAPL"]))
         .await;
-    let mut sockets = Vec::new();
-    for n in &nodes {
-        let mut ws = n.ws(id, &alice).await;
+    let mut sockets = a_socket_at_each(&nodes, id, &alice).await;
+    for ws in sockets.iter_mut() {
         ws.wait_type("quotes").await;
-        sockets.push(ws);
     }
     for n in &nodes {
-        let (s, _) = n.request(reqwest::Method::GET, "/readyz", None, None).await;
-        assert_eq!(s, 200);
+        assert_eq!(readyz(n).await, 200);
     }
 
     redis.kill();
@@ -665,13 +619,7 @@ async fn a_redis_outage_degrades_and_recovers() {
         down_at.elapsed()
     );
     for n in &nodes {
-        eventually("readyz 503", async || {
-            n.request(reqwest::Method::GET, "/readyz", None, None)
-                .await
-                .0
-                == 503
-        })
-        .await;
+        eventually("readyz 503", async || readyz(n).await == 503).await;
     }
 
     redis.restart();
@@ -689,13 +637,7 @@ async fn a_redis_outage_degrades_and_recovers() {
         up_at.elapsed()
     );
     for n in &nodes {
-        eventually("ready again", async || {
-            n.request(reqwest::Method::GET, "/readyz", None, None)
-                .await
-                .0
-                == 200
-        })
-        .await;
+        eventually("ready again", async || readyz(n).await == 200).await;
     }
     // Still the same sockets.
     for ws in sockets.iter_mut() {

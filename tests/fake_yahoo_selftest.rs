@@ -62,6 +62,19 @@ struct Raw {
     body: Vec<u8>,
 }
 
+/// The fake's spark URL for `symbols` (comma-separated), as the provider
+/// asks it.
+fn spark_url(fake: &FakeYahoo, symbols: &str) -> String {
+    let base = fake.base_url();
+    format!("{base}/v7/finance/spark?symbols={symbols}&range=1d&interval=5m")
+}
+
+/// The fake's chart URL for `symbol`, as the provider asks it.
+fn chart_url(fake: &FakeYahoo, symbol: &str) -> String {
+    let base = fake.base_url();
+    format!("{base}/v8/finance/chart/{symbol}?range=1d&interval=5m")
+}
+
 async fn raw_get(url: &str) -> Raw {
     let response = reqwest::get(url).await.unwrap();
     let header = |name: &str| {
@@ -86,10 +99,7 @@ async fn raw_get(url: &str) -> Raw {
 #[tokio::test]
 async fn spark_speaks_the_wire_format_and_prices_move() {
     let fake = FakeYahoo::start();
-    let url = format!(
-        "{}/v7/finance/spark?symbols=7203.T,AAPL,ZZZZ&range=1d&interval=5m",
-        fake.base_url()
-    );
+    let url = spark_url(&fake, "7203.T,AAPL,ZZZZ");
     let requested = syms(&["7203.T", "AAPL", "ZZZZ"]);
 
     let first = raw_get(&url).await;
@@ -183,11 +193,7 @@ async fn provider_fetches_one_symbol_and_tells_unknown_ones() {
     assert_eq!(yahoo.quote(sym("ZZZZ")).await.unwrap(), None);
     fake.set_unknown("DELISTED", true);
     assert_eq!(yahoo.quote(sym("DELISTED")).await.unwrap(), None);
-    let raw = raw_get(&format!(
-        "{}/v8/finance/chart/ZZZZ?range=1d&interval=5m",
-        fake.base_url()
-    ))
-    .await;
+    let raw = raw_get(&chart_url(&fake, "ZZZZ")).await;
     assert_eq!(raw.status, 404);
     assert_eq!(raw.body, fake_yahoo::NOT_FOUND_BODY.as_bytes());
 
@@ -261,12 +267,7 @@ async fn more_than_twenty_symbols_are_refused_like_yahoo() {
     assert_eq!(yahoo.quotes(many[..20].to_vec()).await.unwrap().len(), 20);
 
     let list: Vec<String> = (0..21).map(|i| format!("S{i}")).collect();
-    let raw = raw_get(&format!(
-        "{}/v7/finance/spark?symbols={}&range=1d&interval=5m",
-        fake.base_url(),
-        list.join(",")
-    ))
-    .await;
+    let raw = raw_get(&spark_url(&fake, &list.join(","))).await;
     assert_eq!(raw.status, 400);
     assert_eq!(raw.body, fake_yahoo::TOO_MANY_SYMBOLS_BODY.as_bytes());
 }
@@ -359,10 +360,7 @@ async fn injected_faults_map_to_upstream_errors() {
 #[tokio::test]
 async fn fault_answers_carry_the_fixture_bodies() {
     let fake = FakeYahoo::start();
-    let url = format!(
-        "{}/v8/finance/chart/AAPL?range=1d&interval=5m",
-        fake.base_url()
-    );
+    let url = chart_url(&fake, "AAPL");
 
     fake.fail_next(1, Fault::rate_limited(Some(7)));
     let raw = raw_get(&url).await;

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{connect_ws, TestApp};
+use support::{connect_ws, Api, TestApp};
 
 /// A WebSocket upgrade with a foreign `Origin` is refused 403 before the
 /// upgrade; none, the service's own, and configured ones are let in. On

@@ -7,7 +7,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use support::fake_yahoo::{FakeYahoo, Fault};
-use support::{Backend, TestApp, Ws, DEADLINE};
+use support::{code, items, numbered, positions, quote, Api, Backend, TestApp, Ws, DEADLINE};
 
 fn multi_url(app: &TestApp) -> String {
     format!("ws://{}/ws/v1", app.addr)
@@ -22,8 +22,20 @@ async fn multi(app: &TestApp, token: &str) -> Ws {
 async fn subscribe(ws: &mut Ws, id: i64) -> Value {
     ws.send_json(json!({"type": "subscribe", "watchlist_id": id}))
         .await;
-    ws.wait_for("subscribed", |v| {
-        v["type"] == "subscribed" && v["watchlist_id"] == id
+    wait_type_for(ws, "subscribed", id).await
+}
+
+/// Subscribes to watchlist `id` from a position (`{"epoch", "seq"}`), without
+/// waiting.
+async fn subscribe_since(ws: &mut Ws, id: i64, since: Value) {
+    ws.send_json(json!({"type": "subscribe", "watchlist_id": id, "since": since}))
+        .await;
+}
+
+/// Waits for a message of type `kind` about watchlist `id`, skipping others.
+async fn wait_type_for(ws: &mut Ws, kind: &str, id: i64) -> Value {
+    ws.wait_for(&format!("{kind} of watchlist {id}"), |v| {
+        v["type"] == kind && v["watchlist_id"] == id
     })
     .await
 }
@@ -36,14 +48,6 @@ async fn next_for(ws: &mut Ws, id: i64) -> Value {
     .await
 }
 
-fn symbols(n: usize, prefix: &str) -> Value {
-    Value::Array(
-        (0..n)
-            .map(|i| json!({"symbol": format!("{prefix}{i}"), "quantity": 1}))
-            .collect(),
-    )
-}
-
 /// Three subscriptions on one socket: each watchlist's messages come in
 /// order, `subscribed`, then a snapshot, then quotes with seq counting up
 /// by one, every one with its epoch; `tick` increases.
@@ -51,9 +55,9 @@ async fn three_subscriptions_contiguous_seq(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let ids = [
-        app.watchlist(&alice, "A", false, symbols(3, "A")).await,
-        app.watchlist(&alice, "B", false, symbols(2, "B")).await,
-        app.watchlist(&alice, "C", false, symbols(4, "C")).await,
+        app.watchlist(&alice, "A", false, positions("A", 3)).await,
+        app.watchlist(&alice, "B", false, positions("B", 2)).await,
+        app.watchlist(&alice, "C", false, positions("C", 4)).await,
     ];
     let mut ws = multi(&app, &alice).await;
     for id in ids {
@@ -119,100 +123,61 @@ async fn refusals_keep_the_socket_open(b: Backend) {
     let app = TestApp::spawn_with(b, |s| s.limits.max_subscriptions_per_session = 2).await;
     let alice = app.user("alice");
     let bob = app.user("bob");
-    let mine = app.watchlist(&alice, "Mine", false, symbols(1, "M")).await;
+    let mine = app
+        .watchlist(&alice, "Mine", false, positions("M", 1))
+        .await;
     let other = app.watchlist(&alice, "Other", false, json!([])).await;
     let third = app.watchlist(&alice, "Third", false, json!([])).await;
     let bobs = app.watchlist(&bob, "Bob's", false, json!([])).await;
     let mut ws = multi(&app, &alice).await;
 
-    let refused = async |ws: &mut Ws, msg: Value, code: &str, id: i64| {
+    // `{"type": kind, "watchlist_id": id}` is refused with `code`.
+    let refused = async |ws: &mut Ws, kind: &str, id: i64, code: &str| {
+        let msg = json!({"type": kind, "watchlist_id": id});
         ws.send_json(msg.clone()).await;
         let e = ws.wait_type("error").await;
         assert_eq!(e["code"], code, "{msg} -> {e}");
         assert_eq!(e["watchlist_id"], id, "{e}");
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
     };
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": 424242}),
-        "not_found",
-        424242,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": bobs}),
-        "forbidden",
-        bobs,
-    )
-    .await;
+    refused(&mut ws, "subscribe", 424242, "not_found").await;
+    refused(&mut ws, "subscribe", bobs, "forbidden").await;
     subscribe(&mut ws, mine).await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": mine}),
-        "already_subscribed",
-        mine,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "unsubscribe", "watchlist_id": other}),
-        "not_subscribed",
-        other,
-    )
-    .await;
-    refused(
-        &mut ws,
-        json!({"type": "snapshot", "watchlist_id": other}),
-        "not_subscribed",
-        other,
-    )
-    .await;
+    refused(&mut ws, "subscribe", mine, "already_subscribed").await;
+    refused(&mut ws, "unsubscribe", other, "not_subscribed").await;
+    refused(&mut ws, "snapshot", other, "not_subscribed").await;
     subscribe(&mut ws, other).await;
-    refused(
-        &mut ws,
-        json!({"type": "subscribe", "watchlist_id": third}),
-        "limit_exceeded",
-        third,
-    )
-    .await;
+    refused(&mut ws, "subscribe", third, "limit_exceeded").await;
     // Many refusals do not close the socket (ten bad messages would).
     for _ in 0..12 {
-        refused(
-            &mut ws,
-            json!({"type": "subscribe", "watchlist_id": mine}),
-            "already_subscribed",
-            mine,
-        )
-        .await;
+        refused(&mut ws, "subscribe", mine, "already_subscribed").await;
     }
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     // A snapshot on request, for a watchlist it holds.
     ws.send_json(json!({"type": "snapshot", "watchlist_id": mine}))
         .await;
-    let snap = ws
-        .wait_for("snapshot", |v| {
-            v["type"] == "snapshot" && v["watchlist_id"] == mine
-        })
-        .await;
+    let snap = wait_type_for(&mut ws, "snapshot", mine).await;
     assert_eq!(snap["quotes"][0]["symbol"], "M0");
 
     // Malformed subscription messages are bad messages, with their own code.
-    ws.send_json(json!({"type": "subscribe"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "subscribe", "watchlist_id": "7"}))
-        .await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "snapshot"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "subscribe", "watchlist_id": third, "since": {"epoch": "x".repeat(65), "seq": 1}}))
-        .await;
-    assert_eq!(ws.wait_type("error").await["code"], "invalid_message");
-    ws.send_json(json!({"type": "frobnicate"})).await;
-    assert_eq!(ws.wait_type("error").await["code"], "unknown_type");
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    let too_long = json!({"epoch": "x".repeat(65), "seq": 1});
+    for (msg, want) in [
+        (json!({"type": "subscribe"}), "invalid_message"),
+        (
+            json!({"type": "subscribe", "watchlist_id": "7"}),
+            "invalid_message",
+        ),
+        (json!({"type": "snapshot"}), "invalid_message"),
+        (
+            json!({"type": "subscribe", "watchlist_id": third, "since": too_long}),
+            "invalid_message",
+        ),
+        (json!({"type": "frobnicate"}), "unknown_type"),
+    ] {
+        ws.send_json(msg.clone()).await;
+        assert_eq!(ws.wait_type("error").await["code"], want, "{msg}");
+    }
+    ws.ping().await;
     ws.close().await;
     app.wait_counts(0, 0).await;
 }
@@ -222,8 +187,8 @@ async fn refusals_keep_the_socket_open(b: Backend) {
 async fn unsubscribe_ends_the_last_worker(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let a = app.watchlist(&alice, "A", false, symbols(1, "A")).await;
-    let bb = app.watchlist(&alice, "B", false, symbols(1, "B")).await;
+    let a = app.watchlist(&alice, "A", false, positions("A", 1)).await;
+    let bb = app.watchlist(&alice, "B", false, positions("B", 1)).await;
     let mut one = multi(&app, &alice).await;
     let mut two = multi(&app, &alice).await;
     subscribe(&mut one, a).await;
@@ -254,9 +219,7 @@ async fn unsubscribe_ends_the_last_worker(b: Backend) {
     one.send_json(json!({"type": "ping"})).await;
     let next = one.wait_for("anything", |_| true).await;
     assert_eq!(next["type"], "pong", "{next}");
-    one.close().await;
-    two.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([one, two]).await;
 }
 
 /// A client that reconnects with the epoch and seq of the last message it
@@ -266,7 +229,7 @@ async fn unsubscribe_ends_the_last_worker(b: Backend) {
 async fn recovery_replays_exactly_what_was_missed(b: Backend) {
     let app = TestApp::spawn_with(b, |s| s.realtime.history_size = 16).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, symbols(3, "R")).await;
+    let id = app.watchlist(&alice, "W", false, positions("R", 3)).await;
     // A v1 socket keeps the worker (and its epoch) alive and records
     // everything the watchlist sends.
     let mut keeper = app.ws(id, &alice).await;
@@ -294,10 +257,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
     }
 
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     let ack = next_for(&mut ws, id).await;
     assert_eq!(ack["type"], "subscribed", "{ack}");
     assert_eq!(ack["recovered"], true, "{ack}");
@@ -328,8 +288,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
         json!({"epoch": epoch, "seq": current + 1000}),
     ] {
         let mut ws = multi(&app, &alice).await;
-        ws.send_json(json!({"type": "subscribe", "watchlist_id": id, "since": since}))
-            .await;
+        subscribe_since(&mut ws, id, since.clone()).await;
         let ack = next_for(&mut ws, id).await;
         assert_eq!(
             (ack["type"].as_str(), &ack["recovered"]),
@@ -347,15 +306,10 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
         }
     }
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     assert_eq!(next_for(&mut ws, id).await["recovered"], false);
     assert_eq!(next_for(&mut ws, id).await["type"], "snapshot");
-    ws.close().await;
-    keeper.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, keeper]).await;
 }
 
 /// v1 sockets take `?since=EPOCH:SEQ` with the same meaning, and are told
@@ -365,7 +319,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
 async fn v1_since(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
-    let id = app.watchlist(&alice, "W", false, symbols(2, "V")).await;
+    let id = app.watchlist(&alice, "W", false, positions("V", 2)).await;
     let mut keeper = app.ws(id, &alice).await;
     let snap = keeper.wait_type("snapshot").await;
     assert_eq!(snap["upstream"], "ok");
@@ -390,12 +344,8 @@ async fn v1_since(b: Backend) {
 
     for bad in ["nocolon", "e:notanumber", ":5", "e:-1"] {
         let url = format!("{}?since={bad}", app.ws_url(id));
-        let (status, body) = app.try_ws(&url, Some(&alice)).await.err().expect("refused");
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (400, Some("bad_request")),
-            "{bad}"
-        );
+        let (status, body) = app.ws_refused(&url, Some(&alice)).await;
+        assert_eq!((status, code(&body)), (400, "bad_request"), "{bad}");
     }
     keeper.close().await;
     app.wait_counts(0, 0).await;
@@ -408,8 +358,12 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let bob = app.user("bob");
-    let shared = app.watchlist(&alice, "Shared", true, symbols(1, "S")).await;
-    let doomed = app.watchlist(&alice, "Doomed", true, symbols(1, "D")).await;
+    let shared = app
+        .watchlist(&alice, "Shared", true, positions("S", 1))
+        .await;
+    let doomed = app
+        .watchlist(&alice, "Doomed", true, positions("D", 1))
+        .await;
     let mut ws = multi(&app, &bob).await;
     subscribe(&mut ws, shared).await;
     subscribe(&mut ws, doomed).await;
@@ -418,48 +372,27 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
     app.wait_counts(2, 2).await;
 
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{shared}"),
-            &alice,
-            json!({"is_public": false}),
-        )
+        .patch_watchlist(&alice, shared, json!({"is_public": false}))
         .await;
     assert_eq!(s, 200);
-    let m = ws
-        .wait_for("unsubscribed", |v| {
-            v["type"] == "unsubscribed" && v["watchlist_id"] == shared
-        })
-        .await;
+    let m = wait_type_for(&mut ws, "unsubscribed", shared).await;
     assert_eq!(m["reason"], "forbidden");
     // The owner keeps watching it.
-    own.wait_for("quotes", |v| {
-        v["type"] == "quotes" && v["watchlist_id"] == shared
-    })
-    .await;
+    wait_type_for(&mut own, "quotes", shared).await;
 
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{doomed}"), &alice)
-        .await;
-    assert_eq!(s, 204);
-    let m = ws
-        .wait_for("unsubscribed", |v| {
-            v["type"] == "unsubscribed" && v["watchlist_id"] == doomed
-        })
-        .await;
+    assert_eq!(app.delete_watchlist(&alice, doomed).await.0, 204);
+    let m = wait_type_for(&mut ws, "unsubscribed", doomed).await;
     assert_eq!(m["reason"], "deleted");
     app.wait_counts(2, 1).await;
     // Open, with nothing subscribed; it can subscribe again where allowed.
     ws.send_json(json!({"type": "subscribe", "watchlist_id": shared}))
         .await;
     assert_eq!(ws.wait_type("error").await["code"], "forbidden");
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     let sessions = app.sessions().await;
     let bobs = sessions.iter().find(|s| s["user"] == "bob").unwrap();
     assert_eq!(bobs["subscriptions"], json!([]));
-    ws.close().await;
-    own.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, own]).await;
 }
 
 /// Tickets: `{}` gives a ticket for `/ws/v1`; one issued for a watchlist
@@ -476,31 +409,17 @@ async fn tickets_for_the_multi_endpoint(b: Backend) {
     subscribe(&mut ws, id).await;
     ws.close().await;
     // Single use.
-    let (s, _) = app.try_ws(&url, None).await.err().expect("used");
-    assert_eq!(s, 401);
+    assert_eq!(app.ws_refused(&url, None).await.0, 401);
+    // Bound to its watchlist.
     let bound = app.ticket(&alice, id).await;
     let url = format!("{}?ticket={bound}", multi_url(&app));
-    let (s, body) = app
-        .try_ws(&url, None)
-        .await
-        .err()
-        .expect("bound ticket refused");
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (403, Some("forbidden"))
-    );
-    let (s, _) = app
-        .try_ws(&multi_url(&app), None)
-        .await
-        .err()
-        .expect("no credentials");
-    assert_eq!(s, 401);
-    let (s, _) = app
-        .try_ws(&format!("{}?since=a:1", multi_url(&app)), Some(&alice))
-        .await
-        .err()
-        .expect("since belongs in subscribe");
-    assert_eq!(s, 400);
+    let (s, body) = app.ws_refused(&url, None).await;
+    assert_eq!((s, code(&body)), (403, "forbidden"));
+    // No credentials.
+    assert_eq!(app.ws_refused(&multi_url(&app), None).await.0, 401);
+    // `since` belongs in `subscribe`.
+    let url = format!("{}?since=a:1", multi_url(&app));
+    assert_eq!(app.ws_refused(&url, Some(&alice)).await.0, 400);
     app.wait_counts(0, 0).await;
 }
 
@@ -564,18 +483,10 @@ async fn totals_match_the_quotes(b: Backend) {
     }
     // An item change recomputes them at once.
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}/items/AAPL"),
-            &alice,
-            json!({"quantity": 4}),
-        )
+        .patch_item(&alice, id, "AAPL", json!({"quantity": 4}))
         .await;
     assert_eq!(s, 200);
-    let snap = ws
-        .wait_for("snapshot", |v| {
-            v["type"] == "snapshot" && v["watchlist_id"] == id
-        })
-        .await;
+    let snap = wait_type_for(&mut ws, "snapshot", id).await;
     let usd = snap["totals"]
         .as_array()
         .unwrap()
@@ -583,13 +494,7 @@ async fn totals_match_the_quotes(b: Backend) {
         .find(|t| t["currency"] == "USD")
         .unwrap()
         .clone();
-    let aapl = snap["quotes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["symbol"] == "AAPL")
-        .unwrap()
-        .clone();
+    let aapl = quote(&snap, "AAPL");
     assert!(
         (usd["cost"].as_f64().unwrap() - 602.0).abs() < 1e-9,
         "{usd}"
@@ -607,12 +512,7 @@ async fn intraday_series(b: Backend) {
     let app = TestApp::spawn(b).await;
     let alice = app.user("alice");
     let id = app
-        .watchlist(
-            &alice,
-            "W",
-            false,
-            json!([{"symbol": "AAPL"}, {"symbol": "7203.T"}]),
-        )
+        .private_watchlist(&alice, items(&["AAPL", "7203.T"]))
         .await;
     let mut ws = multi(&app, &alice).await;
     // Let a few ticks land first, so the series has ticks after its bars.
@@ -662,10 +562,7 @@ async fn intraday_series(b: Backend) {
     let (s, body) = app
         .get("/api/v1/quotes/not%20a%20symbol/intraday", &alice)
         .await;
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (422, Some("invalid_value"))
-    );
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
     ws.close().await;
     plain.close().await;
 }
@@ -682,28 +579,16 @@ on_both_backends!(
     intraday_series,
 );
 
-/// The fake Yahoo pointed at by an app with a fast tick.
-async fn yahoo_app(
-    fake: &FakeYahoo,
-    tweak: impl FnOnce(&mut quotecast::config::Settings),
-) -> TestApp {
-    let base = fake.base_url();
-    TestApp::spawn_with(Backend::Sqlite, move |s| {
-        support::use_fake_yahoo(s, &base);
-        s.upstream.poll_interval_ms = 100;
-        s.realtime.heartbeat_interval_ms = 1000;
-        s.realtime.client_timeout_ms = 60_000;
-        tweak(s);
-    })
-    .await
-}
-
 /// A symbol nobody watches is fetched for a REST caller, once: it has a
 /// price, and it is not polled afterwards. More than 50 symbols is 422.
 #[actix_web::test]
 async fn rest_quotes_fetch_symbols_nobody_watches() {
     let fake = FakeYahoo::start();
-    let app = yahoo_app(&fake, |_| {}).await;
+    let app = TestApp::on_fake_yahoo(&fake, |s| {
+        s.upstream.poll_interval_ms = 100;
+        support::relaxed_liveness(s);
+    })
+    .await;
     let alice = app.user("alice");
     let asks_for = |symbol: &str| {
         let symbol = symbol.to_owned();
@@ -744,24 +629,9 @@ async fn rest_quotes_fetch_symbols_nobody_watches() {
         "{intraday}"
     );
 
-    let many: Vec<String> = (0..51).map(|i| format!("S{i}")).collect();
-    let (s, body) = app
-        .get(
-            &format!("/api/v1/quotes?symbols={}", many.join(",")),
-            &alice,
-        )
-        .await;
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (422, Some("invalid_value"))
-    );
-    let fifty: Vec<String> = (0..50).map(|i| format!("S{i}")).collect();
-    let (s, body) = app
-        .get(
-            &format!("/api/v1/quotes?symbols={}", fifty.join(",")),
-            &alice,
-        )
-        .await;
+    let (s, body) = app.quotes(&alice, &numbered("S", 51)).await;
+    assert_eq!((s, code(&body)), (422, "invalid_value"));
+    let (s, body) = app.quotes(&alice, &numbered("S", 50)).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["quotes"].as_array().unwrap().len(), 50);
 }
@@ -771,18 +641,16 @@ async fn rest_quotes_fetch_symbols_nobody_watches() {
 #[actix_web::test]
 async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     let fake = FakeYahoo::start();
-    let app = yahoo_app(&fake, |s| {
+    let app = TestApp::on_fake_yahoo(&fake, |s| {
+        support::relaxed_liveness(s);
         s.realtime.session_queue = 2;
         s.realtime.socket_send_buffer_bytes = 4096;
         s.upstream.poll_interval_ms = 20;
     })
     .await;
     let alice = app.user("alice");
-    let many: Vec<Value> = (0..60)
-        .map(|i| json!({"symbol": format!("L{i:02}"), "quantity": 1}))
-        .collect();
     let id = app
-        .watchlist(&alice, "Big", false, Value::Array(many))
+        .watchlist(&alice, "Big", false, positions("L", 60))
         .await;
     let mut ws = multi(&app, &alice).await;
     subscribe(&mut ws, id).await;
@@ -808,11 +676,7 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
     }
     // A change makes every subscriber get a snapshot.
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}/items/L00"),
-            &alice,
-            json!({"quantity": 2}),
-        )
+        .patch_item(&alice, id, "L0", json!({"quantity": 2}))
         .await;
     assert_eq!(s, 200);
     // Now it reads again: whatever was in flight, then a snapshot that says
@@ -849,7 +713,10 @@ async fn openings_are_never_dropped() {
     let mut ids = Vec::new();
     for i in 0..10 {
         let name = format!("W{i}");
-        ids.push(app.watchlist(&alice, &name, false, symbols(2, &name)).await);
+        ids.push(
+            app.watchlist(&alice, &name, false, positions(&name, 2))
+                .await,
+        );
     }
     let mut ws = multi(&app, &alice).await;
     for id in &ids {
@@ -887,10 +754,7 @@ async fn openings_are_never_dropped() {
         last = keeper.wait_type("quotes").await["seq"].as_u64().unwrap();
     }
     let mut ws = multi(&app, &alice).await;
-    ws.send_json(
-        json!({"type": "subscribe", "watchlist_id": id, "since": {"epoch": epoch, "seq": left_at}}),
-    )
-    .await;
+    subscribe_since(&mut ws, id, json!({"epoch": epoch, "seq": left_at})).await;
     let ack = next_for(&mut ws, id).await;
     assert_eq!(
         (&ack["type"], &ack["recovered"]),
@@ -907,7 +771,5 @@ async fn openings_are_never_dropped() {
         .find(|s| s["watchlist_id"].is_null())
         .unwrap();
     assert_eq!(me["dropped"], 0, "{me}");
-    ws.close().await;
-    keeper.close().await;
-    app.wait_counts(0, 0).await;
+    app.close_all([ws, keeper]).await;
 }

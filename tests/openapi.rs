@@ -11,7 +11,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use support::{Backend, TestApp};
+use support::{Api, Backend, TestApp};
 
 /// Routes registered outside the document, besides the dashboard's static
 /// files: Prometheus text, and the WebSocket upgrades (a protocol OpenAPI
@@ -98,7 +98,7 @@ async fn probe(
     token: Option<&str>,
 ) -> (u16, Option<String>, Value) {
     let mut req = app
-        .client
+        .client()
         .request(method.clone(), app.url(&path_of(pattern)));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -118,7 +118,7 @@ async fn probe(
 
 async fn document(app: &TestApp) -> Value {
     let res = app
-        .client
+        .client()
         .get(app.url("/api/v1/openapi.json"))
         .send()
         .await
@@ -198,7 +198,7 @@ async fn every_registered_route_is_documented_and_nothing_else() {
 
     // Methods: a registered one is answered (anything but 405), any other
     // is 405 with `Allow` naming exactly the documented ones.
-    let token = app.admin_token.clone();
+    let token = app.admin_token().to_owned();
     for pattern in &registered {
         let want: BTreeSet<String> = match ops.get(pattern) {
             Some(methods) => methods.keys().cloned().collect(),

@@ -11,19 +11,33 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
+use proptest::strategy::Union;
 use proptest::test_runner::TestCaseError;
 use quotecast::domain::Symbol;
 use quotecast::quote::MarketQuote;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 
-/// Keys and words Yahoo answers and client messages are made of, so generated
-/// trees reach the paths the parsers look at instead of only random keys.
-const VOCABULARY: &[&str] = &[
+/// The fields of a Yahoo answer's `meta` the parsers read.
+const META_KEYS: &[&str] = &[
+    "regularMarketPrice",
+    "regularMarketTime",
+    "regularMarketVolume",
+    "previousClose",
+    "chartPreviousClose",
+    "longName",
+    "shortName",
+    "currency",
+    "marketState",
+    "symbol",
+];
+
+/// Keys and words Yahoo answers and client messages are made of (with
+/// [`META_KEYS`], see [`vocabulary`]).
+const WORDS: &[&str] = &[
     "spark",
     "result",
     "response",
-    "symbol",
     "meta",
     "chart",
     "error",
@@ -34,15 +48,6 @@ const VOCABULARY: &[&str] = &[
     "timestamp",
     "indicators",
     "quote",
-    "regularMarketPrice",
-    "regularMarketTime",
-    "regularMarketVolume",
-    "previousClose",
-    "chartPreviousClose",
-    "longName",
-    "shortName",
-    "currency",
-    "marketState",
     "currentTradingPeriod",
     "regular",
     "start",
@@ -57,6 +62,20 @@ const VOCABULARY: &[&str] = &[
     "6758.T",
     "ZZZZ",
 ];
+
+/// Keys and words Yahoo answers and client messages are made of, so generated
+/// trees reach the paths the parsers look at instead of only random keys.
+fn vocabulary() -> Vec<&'static str> {
+    [WORDS, META_KEYS].concat()
+}
+
+/// Any text, or text of one of these shapes (regexes), each as likely: the
+/// shapes reach the paths of a parser that random text rarely does.
+fn text_or(shapes: &[&'static str]) -> impl Strategy<Value = String> {
+    let mut arms = vec![any::<String>().boxed()];
+    arms.extend(shapes.iter().map(|&shape| shape.boxed()));
+    Union::new(arms)
+}
 
 /// Symbols the generated answers and requests are drawn from: the fixtures'
 /// own and a few with the characters that need care (`^`, `=`, `-`).
@@ -93,14 +112,14 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         // Non-finite floats become null in serde_json, which is fine here.
         prop::num::f64::ANY.prop_map(Value::from),
         huge_number(),
-        select(VOCABULARY).prop_map(Value::from),
+        select(vocabulary()).prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
     ]
 }
 
 fn json_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => select(VOCABULARY).prop_map(str::to_owned),
+        3 => select(vocabulary()).prop_map(str::to_owned),
         1 => ".{0,8}",
     ]
 }
@@ -174,12 +193,11 @@ mod domain {
     const SYMBOL_EXTRA: &str = ".-^=";
 
     fn symbol_like() -> impl Strategy<Value = String> {
-        prop_oneof![
-            any::<String>(),
+        text_or(&[
             "\\s{0,2}[A-Za-z0-9.^=-]{0,22}\\s{0,2}",
             "[ -~]{0,24}",
             "\\PC{0,24}",
-        ]
+        ])
     }
 
     fn amount() -> impl Strategy<Value = f64> {
@@ -404,11 +422,10 @@ mod protocol {
         #![proptest_config(config())]
 
         #[test]
-        fn arbitrary_text_never_panics(text in prop_oneof![
-            any::<String>(),
+        fn arbitrary_text_never_panics(text in text_or(&[
             "[\\[\\]{}\":,a-z0-9 ]{0,40}",
             "\\{\"type\":\"[a-z]{0,10}\"[,}\\]]{0,2}",
-        ]) {
+        ])) {
             let result = parse_client(&text);
             if !serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object()) {
                 prop_assert_eq!(result, Err(ClientError::MalformedJson));
@@ -507,36 +524,57 @@ mod yahoo {
     use serde::de::IgnoredAny;
     use std::time::Duration;
 
-    macro_rules! fixture {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/yahoo/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
-    const SPARK: &[u8] = fixture!("spark_7203.T_6758.T_AAPL_ZZZZ.json");
-    const LEGACY: &[u8] = fixture!("spark_legacy_flat_7203.T_AAPL.json");
-    const TOO_MANY: &[u8] = fixture!("spark_too_many_symbols_400.json");
-    const CHART: &[u8] = fixture!("chart_7203.T.json");
-    const CHART_404: &[u8] = fixture!("chart_unknown_404.json");
-    const TEXT_429: &[u8] = fixture!("rate_limited_429.txt");
-    const HTML_503: &[u8] = fixture!("server_error_503.html");
-
-    /// Each fixture with the status it came with and the symbols a parse of
-    /// it, untouched, gives.
+    /// Each recorded answer with the status it came with and the symbols a
+    /// parse of it, untouched, gives.
     const FIXTURES: &[(&str, &[u8], u16, &[&str])] = &[
-        ("spark", SPARK, 200, &["7203.T", "6758.T", "AAPL"]),
-        ("legacy", LEGACY, 200, &["7203.T", "AAPL"]),
-        ("too_many", TOO_MANY, 400, &[]),
-        ("chart", CHART, 200, &["7203.T"]),
-        ("chart_404", CHART_404, 404, &[]),
-        ("text_429", TEXT_429, 429, &[]),
-        ("html_503", HTML_503, 503, &[]),
+        (
+            "spark",
+            include_bytes!("fixtures/yahoo/spark_7203.T_6758.T_AAPL_ZZZZ.json"),
+            200,
+            &["7203.T", "6758.T", "AAPL"],
+        ),
+        (
+            "legacy",
+            include_bytes!("fixtures/yahoo/spark_legacy_flat_7203.T_AAPL.json"),
+            200,
+            &["7203.T", "AAPL"],
+        ),
+        (
+            "too_many",
+            include_bytes!("fixtures/yahoo/spark_too_many_symbols_400.json"),
+            400,
+            &[],
+        ),
+        (
+            "chart",
+            include_bytes!("fixtures/yahoo/chart_7203.T.json"),
+            200,
+            &["7203.T"],
+        ),
+        (
+            "chart_404",
+            include_bytes!("fixtures/yahoo/chart_unknown_404.json"),
+            404,
+            &[],
+        ),
+        (
+            "text_429",
+            include_bytes!("fixtures/yahoo/rate_limited_429.txt"),
+            429,
+            &[],
+        ),
+        (
+            "html_503",
+            include_bytes!("fixtures/yahoo/server_error_503.html"),
+            503,
+            &[],
+        ),
     ];
+
+    /// The body of the fixture named `name`.
+    fn fixture(name: &str) -> &'static [u8] {
+        FIXTURES.iter().find(|f| f.0 == name).expect("a fixture").1
+    }
 
     /// The moment the fixtures were recorded at (their `regularMarketTime`).
     fn fixture_now() -> DateTime<Utc> {
@@ -545,6 +583,18 @@ mod yahoo {
 
     fn is_bad_data<T>(result: &Result<T, UpstreamError>) -> bool {
         matches!(result, Err(UpstreamError::BadData(_)))
+    }
+
+    /// `answer` parsed as a spark answer for `requested`: it must parse, and
+    /// its quotes keep the invariants of [`check_quotes`].
+    fn parsed_spark(
+        requested: &[Symbol],
+        answer: &Value,
+    ) -> Result<Vec<MarketQuote>, TestCaseError> {
+        let quotes = parse_spark(requested, answer.to_string().as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        check_quotes(requested, &quotes)?;
+        Ok(quotes)
     }
 
     /// What every list of quotes from a parse must satisfy.
@@ -665,13 +715,12 @@ mod yahoo {
     }
 
     fn retry_after_text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            any::<String>(),
+        text_or(&[
             "\\s{0,2}[0-9]{1,30}\\s{0,2}",
             "[-+ .0-9a-zA-Z,:]{0,32}",
             // Shapes of an HTTP-date with fields out of range.
             "(Mon|Wed|Xyz), [0-9]{1,3} (Jan|Oct|Foo) [0-9]{1,6} [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2} (GMT|UT|Z|[-+][0-9]{4})",
-        ]
+        ])
     }
 
     // --- fixtures cut short or edited ---
@@ -710,7 +759,7 @@ mod yahoo {
         }
         let now = fixture_now();
         assert_eq!(
-            chart_from_response(&sym("ZZZZ"), 404, None, CHART_404, now).unwrap(),
+            chart_from_response(&sym("ZZZZ"), 404, None, fixture("chart_404"), now).unwrap(),
             None
         );
     }
@@ -913,19 +962,6 @@ mod yahoo {
         ]
     }
 
-    const META_KEYS: &[&str] = &[
-        "regularMarketPrice",
-        "regularMarketTime",
-        "regularMarketVolume",
-        "previousClose",
-        "chartPreviousClose",
-        "longName",
-        "shortName",
-        "currency",
-        "marketState",
-        "symbol",
-    ];
-
     fn meta() -> impl Strategy<Value = Value> {
         let period = (meta_field(), meta_field())
             .prop_map(|(start, end)| json!({"regular": {"start": start, "end": end}}));
@@ -1024,9 +1060,7 @@ mod yahoo {
             answer in spark_answer(),
             requested in requested_symbols(),
         ) {
-            let quotes = parse_spark(&requested, answer.to_string().as_bytes());
-            let quotes = quotes.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-            check_quotes(&requested, &quotes)?;
+            let quotes = parsed_spark(&requested, &answer)?;
             let entries = usable_entries(&answer);
             let mut distinct: Vec<&Symbol> = Vec::new();
             for symbol in &requested {
@@ -1064,9 +1098,7 @@ mod yahoo {
             answer in legacy_answer(),
             requested in requested_symbols(),
         ) {
-            let quotes = parse_spark(&requested, answer.to_string().as_bytes());
-            let quotes = quotes.map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-            check_quotes(&requested, &quotes)?;
+            parsed_spark(&requested, &answer)?;
         }
     }
 

@@ -8,7 +8,9 @@ use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{
+    code, eventually, items, positions, quote, Api, Backend, TestApp, Ws, DEADLINE, POLL,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -209,17 +211,9 @@ async fn access_and_credentials(b: Backend) {
             "unauthorized",
         ),
     ];
-    for (url, token, status, code) in cases {
-        let (s, body) = app
-            .try_ws(&url, token)
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{url} was accepted"));
-        assert_eq!(
-            (s, body["error"]["code"].as_str().unwrap()),
-            (status, code),
-            "{url}"
-        );
+    for (url, token, status, want) in cases {
+        let (s, body) = app.ws_refused(&url, token).await;
+        assert_eq!((s, code(&body)), (status, want), "{url}");
     }
 
     // Tickets: single use, bound to their watchlist, short-lived.
@@ -227,25 +221,17 @@ async fn access_and_credentials(b: Backend) {
     let url = format!("{}?ticket={ticket}", app.ws_url(private));
     let mut ws = app.try_ws(&url, None).await.expect("ticket accepted");
     ws.wait_type("snapshot").await;
-    let (s, _) = app
-        .try_ws(&url, None)
-        .await
-        .err()
-        .expect("ticket used twice");
-    assert_eq!(s, 401);
+    // Used twice.
+    assert_eq!(app.ws_refused(&url, None).await.0, 401);
     ws.close().await;
     let ticket = app.ticket(&alice, private).await;
-    let (s, _) = app
-        .try_ws(&format!("{}?ticket={ticket}", app.ws_url(public)), None)
-        .await
-        .err()
-        .expect("ticket for another watchlist");
-    assert_eq!(s, 403);
+    let for_another = format!("{}?ticket={ticket}", app.ws_url(public));
+    assert_eq!(app.ws_refused(&for_another, None).await.0, 403);
     let ticket = app.ticket(&alice, private).await;
     let url = format!("{}?ticket={ticket}", app.ws_url(private));
     wait_for_expiry(&app, &alice, private, public).await;
-    let (s, _) = app.try_ws(&url, None).await.err().expect("expired ticket");
-    assert_eq!(s, 401);
+    // Expired.
+    assert_eq!(app.ws_refused(&url, None).await.0, 401);
     app.wait_counts(0, 0).await;
 }
 
@@ -370,8 +356,7 @@ async fn bad_client_messages(b: Backend) {
     let alice = app.user("alice");
     let (id, mut ws) = app.watch_one(&alice, json!([])).await;
 
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     ws.send_text("{not json").await;
     assert_eq!(ws.wait_type("error").await["code"], "malformed_json");
     ws.send_json(json!({"type": "subscribe", "symbols": ["AAPL"]}))
@@ -391,8 +376,7 @@ async fn bad_client_messages(b: Backend) {
         ws.send_text(format!("bad {i}")).await;
     }
     // Nine errors so far; the socket is still open.
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     ws.send_text("tenth").await;
     assert_eq!(ws.wait_close().await, Some(1008));
 
@@ -443,11 +427,7 @@ async fn live_watchlist_changes(b: Backend) {
     let (alice, _, id, mut mine, mut theirs) = shared_with_bob(&app).await;
 
     let (s, _) = app
-        .post(
-            &format!("/api/v1/watchlists/{id}/items"),
-            &alice,
-            json!({"symbol": "msft", "quantity": 3}),
-        )
+        .add_item(&alice, id, json!({"symbol": "msft", "quantity": 3}))
         .await;
     assert_eq!(s, 201);
     for ws in [&mut mine, &mut theirs] {
@@ -464,9 +444,10 @@ async fn live_watchlist_changes(b: Backend) {
         assert_eq!(quote(&snap, "MSFT")["quantity"], 3.0);
     }
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}/items/MSFT"),
+        .patch_item(
             &alice,
+            id,
+            "MSFT",
             json!({"quantity": 7, "purchase_price": 400}),
         )
         .await;
@@ -477,10 +458,7 @@ async fn live_watchlist_changes(b: Backend) {
         })
         .await;
     assert_eq!(quote(&snap, "MSFT")["purchase_price"], 400.0);
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{id}/items/AAPL"), &alice)
-        .await;
-    assert_eq!(s, 204);
+    assert_eq!(app.delete_item(&alice, id, "AAPL").await.0, 204);
     mine.wait_for("snapshot without AAPL", |v| {
         v["type"] == "snapshot"
             && v["quotes"]
@@ -493,10 +471,7 @@ async fn live_watchlist_changes(b: Backend) {
     let workers = app.workers().await;
     assert_eq!(workers[0]["symbols"], json!(["MSFT"]));
 
-    let (s, _) = app
-        .delete(&format!("/api/v1/watchlists/{id}"), &alice)
-        .await;
-    assert_eq!(s, 204);
+    assert_eq!(app.delete_watchlist(&alice, id).await.0, 204);
     assert_eq!(mine.wait_close().await, Some(4404));
     assert_eq!(theirs.wait_close().await, Some(4404));
     app.wait_counts(0, 0).await;
@@ -508,18 +483,12 @@ async fn going_private_closes_other_users(b: Backend) {
     let app = TestApp::spawn(b).await;
     let (alice, bob, id, mut mine, mut theirs) = shared_with_bob(&app).await;
     let (s, _) = app
-        .patch(
-            &format!("/api/v1/watchlists/{id}"),
-            &alice,
-            json!({"is_public": false}),
-        )
+        .patch_watchlist(&alice, id, json!({"is_public": false}))
         .await;
     assert_eq!(s, 200);
     assert_eq!(theirs.wait_close().await, Some(1008));
-    let (s, _) = app.try_ws(&app.ws_url(id), Some(&bob)).await.err().unwrap();
-    assert_eq!(s, 403);
-    mine.send_json(json!({"type": "ping"})).await;
-    mine.wait_type("pong").await;
+    assert_eq!(app.ws_refused(&app.ws_url(id), Some(&bob)).await.0, 403);
+    mine.ping().await;
     app.wait_counts(1, 1).await;
     mine.close().await;
 }
@@ -547,8 +516,7 @@ async fn revoked_token_closes_sessions(b: Backend) {
     assert_eq!(by_header.wait_close().await, Some(1008));
     assert_eq!(by_ticket.wait_close().await, Some(1008));
     app.wait_counts(1, 1).await;
-    untouched.send_json(json!({"type": "ping"})).await;
-    untouched.wait_type("pong").await;
+    untouched.ping().await;
     untouched.close().await;
 }
 
@@ -558,52 +526,15 @@ async fn admin_kick_and_refresh(b: Backend) {
     let alice = app.user("alice");
     let (id, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     let sid = app.sessions().await[0]["id"].as_u64().unwrap();
-    let (s, body) = app
-        .delete(&format!("/admin/v1/sessions/{sid}"), &alice)
-        .await;
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (403, Some("forbidden"))
-    );
-    let (s, _) = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/workers/{id}/refresh"),
-            Some(&alice),
-            None,
-        )
-        .await;
-    assert_eq!(s, 403);
-    let (s, _) = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/workers/{id}/refresh"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 202);
-    let (s, _) = app
-        .request(
-            reqwest::Method::POST,
-            "/admin/v1/workers/424242/refresh",
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
-    let (s, _) = app
-        .delete("/admin/v1/sessions/999999", &app.admin_token)
-        .await;
-    assert_eq!(s, 404);
-    let (s, _) = app
-        .delete("/admin/v1/sessions/nope", &app.admin_token)
-        .await;
-    assert_eq!(s, 404);
-    let (s, _) = app
-        .delete(&format!("/admin/v1/sessions/{sid}"), &app.admin_token)
-        .await;
-    assert_eq!(s, 204);
+    let admin = app.admin_token();
+    let (s, body) = app.kick(&alice, sid).await;
+    assert_eq!((s, code(&body)), (403, "forbidden"));
+    assert_eq!(app.refresh(&alice, id).await.0, 403);
+    assert_eq!(app.refresh(admin, id).await.0, 202);
+    assert_eq!(app.refresh(admin, 424242).await.0, 404);
+    assert_eq!(app.kick(admin, 999999).await.0, 404);
+    assert_eq!(app.delete("/admin/v1/sessions/nope", admin).await.0, 404);
+    assert_eq!(app.kick(admin, sid).await.0, 204);
     assert_eq!(ws.wait_close().await, Some(1008));
     app.wait_counts(0, 0).await;
     let sessions = app.sessions().await;
@@ -622,28 +553,15 @@ async fn session_limits(b: Backend) {
     let id = app.watchlist(&alice, "W", true, json!([])).await;
     let a1 = app.ws(id, &alice).await;
     let a2 = app.ws(id, &alice).await;
-    let (s, body) = app
-        .try_ws(&app.ws_url(id), Some(&alice))
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (429, Some("too_many_sessions"))
-    );
+    let (s, body) = app.ws_refused(&app.ws_url(id), Some(&alice)).await;
+    assert_eq!((s, code(&body)), (429, "too_many_sessions"));
     let b1 = app.ws(id, &bob).await;
-    let (s, body) = app.try_ws(&app.ws_url(id), Some(&bob)).await.err().unwrap();
-    assert_eq!(
-        (s, body["error"]["code"].as_str()),
-        (503, Some("unavailable"))
-    );
+    let (s, body) = app.ws_refused(&app.ws_url(id), Some(&bob)).await;
+    assert_eq!((s, code(&body)), (503, "unavailable"));
     a1.close().await;
     app.wait_counts(2, 1).await;
     let a3 = app.ws(id, &alice).await;
-    for ws in [a2, b1, a3] {
-        ws.close().await;
-    }
-    app.wait_counts(0, 0).await;
+    app.close_all([a2, b1, a3]).await;
 }
 
 /// Churn: 1,000 connect/disconnect cycles over 20 watchlists end at zero.
@@ -696,11 +614,8 @@ async fn stalled_reader_is_dropped(b: Backend) {
     })
     .await;
     let alice = app.user("alice");
-    let items: Vec<Value> = (0..100)
-        .map(|i| json!({"symbol": format!("STALL{i}"), "quantity": 1}))
-        .collect();
     let id = app
-        .watchlist(&alice, "big", false, Value::Array(items))
+        .watchlist(&alice, "big", false, positions("STALL", 100))
         .await;
 
     // A small receive window so the server's side fills quickly.
@@ -823,10 +738,7 @@ async fn relays_live_with_the_server(b: Backend) {
         ws.wait_type("quotes").await;
     }
     assert_eq!(app.metric("quotecast_relays").await, threads);
-    for ws in sockets {
-        ws.close().await;
-    }
-    app.wait_counts(0, 0).await;
+    app.close_all(sockets).await;
     let state = app.state.clone();
     app.stop().await;
     eventually("the relays to end with the server", async || {
@@ -879,7 +791,7 @@ async fn metrics_endpoint(b: Backend) {
     let alice = app.user("alice");
     let (_, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     ws.wait_type("quotes").await;
-    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let res = app.client().get(app.url("/metrics")).send().await.unwrap();
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::fake_yahoo::{Endpoint, FakeYahoo, Fault, RequestRecord};
-use support::{eventually, items, quote, Backend, TestApp, Ws, DEADLINE, POLL};
+use support::{eventually, items, quote, Api, TestApp, Ws, DEADLINE, POLL};
 
 /// A test app on the yahoo provider pointed at `fake`, with a fast tick and
 /// short backoff.
@@ -18,17 +18,12 @@ async fn app_with(
     fake: &FakeYahoo,
     tweak: impl FnOnce(&mut quotecast::config::Settings),
 ) -> TestApp {
-    let base = fake.base_url();
-    TestApp::spawn_with(Backend::Sqlite, move |s| {
-        support::use_fake_yahoo(s, &base);
+    TestApp::on_fake_yahoo(fake, |s| {
         s.upstream.poll_interval_ms = 200;
         s.upstream.backoff_max_ms = 1000;
         s.limits.max_watchlists_per_user = 1000;
         s.limits.max_sessions_per_user = 10_000;
-        // These tests hold sockets without reading them for a while; liveness
-        // has its own tests, so it is relaxed here.
-        s.realtime.heartbeat_interval_ms = 1000;
-        s.realtime.client_timeout_ms = 60_000;
+        support::relaxed_liveness(s);
         tweak(s);
     })
     .await
@@ -354,8 +349,7 @@ async fn connection_refused_degrades() {
         d["message"].as_str().unwrap().contains("unreachable"),
         "{d}"
     );
-    ws.send_json(json!({"type": "ping"})).await;
-    ws.wait_type("pong").await;
+    ws.ping().await;
     ws.close().await;
     app.wait_counts(0, 0).await;
 }

@@ -25,7 +25,12 @@ async fn session(app: &TestApp) -> RawWs {
 }
 
 async fn app() -> TestApp {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    app_with(|_| {}).await
+}
+
+/// The app with settings adjusted by `tweak` (but not the message limit).
+async fn app_with(tweak: impl FnOnce(&mut quotecast::config::Settings)) -> TestApp {
+    let app = TestApp::spawn_with(Backend::Sqlite, tweak).await;
     assert_eq!(
         app.state.settings.realtime.max_message_bytes, LIMIT,
         "the tests assume the default limit"
@@ -172,7 +177,7 @@ async fn protocol_errors_close_with_1002() {
 /// stall, and the session is cut off as stalled after `client_timeout_ms`.
 #[actix_web::test]
 async fn a_ping_flood_that_never_reads_is_throttled_then_cut_off() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+    let app = app_with(|s| {
         s.realtime.heartbeat_interval_ms = 200;
         s.realtime.client_timeout_ms = 1000;
         s.realtime.socket_send_buffer_bytes = 4096;

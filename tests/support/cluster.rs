@@ -8,10 +8,10 @@
 //! `QUOTECAST_REQUIRE_PG=1` (as in CI); otherwise a missing one skips the
 //! test, loudly.
 
-use super::{connect_ws, Backend, TestDb, Ws, DEADLINE, POLL};
+use super::{connect_ws, Api, Backend, Http, TestDb, Ws, DEADLINE, POLL};
 use quotecast::db::{Db, DbUrl};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -34,12 +34,10 @@ pub fn redis_url(test: &str) -> Option<String> {
     ) {
         Ok(_) => Some(url),
         Err(e) => {
-            if std::env::var("QUOTECAST_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
-                panic!("Redis required (QUOTECAST_REQUIRE_REDIS=1) but {url} failed: {e}");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: no Redis at {url} ({e}); set QUOTECAST_TEST_REDIS_URL"
+            super::skip_unless_required(
+                "QUOTECAST_REQUIRE_REDIS",
+                &format!("{test}: no Redis at {url} ({e})"),
+                "set QUOTECAST_TEST_REDIS_URL",
             );
             None
         }
@@ -152,11 +150,9 @@ pub struct Node {
     pub name: String,
     child: Option<Child>,
     pub addr: SocketAddr,
-    pub base: String,
-    pub admin_token: String,
+    pub http: Http,
     /// Everything it wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
-    client: reqwest::Client,
 }
 
 impl Node {
@@ -200,10 +196,17 @@ impl Node {
             name: name.to_owned(),
             child: Some(child),
             addr,
-            base: format!("http://{addr}"),
-            admin_token: admin_token.to_owned(),
+            http: Http {
+                base: format!("http://{addr}"),
+                // A node that stops answering (paused, killed) fails the
+                // request rather than hang the test.
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("http client"),
+                admin_token: admin_token.to_owned(),
+            },
             log,
-            client: reqwest::Client::new(),
         }
     }
 
@@ -236,73 +239,18 @@ impl Node {
         self.wait_exit(DEADLINE);
     }
 
-    pub async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.timeout(Duration::from_secs(5)).send().await {
-            Ok(res) => {
-                let status = res.status().as_u16();
-                let text = res.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(e) => panic!("{} {path}: {e}", self.name),
-        }
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request(reqwest::Method::GET, path, Some(token), None)
-            .await
-    }
-
-    pub async fn admin(&self, path: &str) -> Value {
-        let (s, v) = self.get(path, &self.admin_token).await;
-        assert_eq!(s, 200, "{} {path}: {v}", self.name);
-        v
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.request(reqwest::Method::POST, path, Some(token), Some(body))
-            .await
-    }
-
-    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.request(reqwest::Method::PATCH, path, Some(token), Some(body))
-            .await
-    }
-
-    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request(reqwest::Method::DELETE, path, Some(token), None)
-            .await
-    }
-
-    pub async fn watchlist(&self, token: &str, name: &str, public: bool, items: Value) -> i64 {
-        let (s, body) = self
-            .post(
-                "/api/v1/watchlists",
-                token,
-                serde_json::json!({"name": name, "is_public": public, "items": items}),
-            )
-            .await;
-        assert_eq!(s, 201, "{body}");
-        body["id"].as_i64().unwrap()
-    }
-
     pub async fn ws(&self, watchlist_id: i64, token: &str) -> Ws {
         let url = format!("ws://{}/ws/v1/watchlists/{watchlist_id}", self.addr);
         connect_ws(&url, Some(token))
             .await
             .unwrap_or_else(|(s, b)| panic!("{}: upgrade refused: {s} {b}", self.name))
+    }
+
+    /// Opens a WebSocket and reads its first message, the snapshot.
+    pub async fn open(&self, watchlist_id: i64, token: &str) -> (Ws, Value) {
+        let mut ws = self.ws(watchlist_id, token).await;
+        let snapshot = ws.wait_type("snapshot").await;
+        (ws, snapshot)
     }
 
     pub async fn try_ws(
@@ -316,23 +264,25 @@ impl Node {
     /// One unlabelled series of its `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
+            .client()
+            .get(self.url("/metrics"))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        super::metric_in(&text, name)
     }
 
     pub async fn is_poller(&self) -> bool {
         self.metric("quotecast_cluster_poller").await == 1.0
+    }
+}
+
+impl Api for Node {
+    fn http(&self) -> &Http {
+        &self.http
     }
 }
 

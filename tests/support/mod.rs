@@ -10,10 +10,15 @@
 // Not every test file that includes this module talks to the fake.
 #[allow(unused_imports)]
 pub use fake_yahoo;
+pub mod api;
 pub mod cluster;
 pub mod raw_ws;
 pub mod webdriver;
 
+pub use api::{Api, Http};
+// Not every test file checks error codes or sends raw bodies.
+#[allow(unused_imports)]
+pub use api::{code, Body};
 use futures_util::{SinkExt, StreamExt};
 use quotecast::config::Settings;
 use quotecast::db::Db;
@@ -145,19 +150,26 @@ impl Backend {
         match available {
             Ok(()) => Some(Backend::Postgres(url)),
             Err(e) => {
-                if std::env::var("QUOTECAST_REQUIRE_PG").is_ok_and(|v| v == "1") {
-                    panic!("PostgreSQL required (QUOTECAST_REQUIRE_PG=1) but {url} failed: {e}");
-                }
-                // Written past the test harness's capture on purpose, so a
-                // local run says plainly what it did not test.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED PostgreSQL run of {test}: no server at {url} ({e}); set QUOTECAST_TEST_PG_URL"
+                skip_unless_required(
+                    "QUOTECAST_REQUIRE_PG",
+                    &format!("PostgreSQL run of {test}: no server at {url} ({e})"),
+                    "set QUOTECAST_TEST_PG_URL",
                 );
                 None
             }
         }
     }
+}
+
+/// A service a test needs is `missing`. With `require=1` in the
+/// environment (as in CI) the test fails; otherwise it is skipped, and says
+/// so past the test harness's capture on purpose, so a local run says
+/// plainly what it did not test.
+pub fn skip_unless_required(require: &str, missing: &str, hint: &str) {
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        panic!("{require}=1 but {missing}");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {missing}; {hint}");
 }
 
 /// Runs each named `async fn name(Backend)` once on SQLite and once on
@@ -246,6 +258,14 @@ pub fn use_fake_yahoo(s: &mut Settings, base: &str) {
     s.upstream.rate_limit.refill_per_sec = 10_000.0;
 }
 
+/// For tests that hold sockets without reading them for a while: a
+/// heartbeat every second and a minute before a silent peer is dropped
+/// (liveness has its own tests).
+pub fn relaxed_liveness(s: &mut Settings) {
+    s.realtime.heartbeat_interval_ms = 1000;
+    s.realtime.client_timeout_ms = 60_000;
+}
+
 /// Settings for tests: port 0, fast ticks and heartbeats, no demo data.
 pub fn test_settings(db_url: &str) -> Settings {
     let env = [
@@ -275,11 +295,9 @@ pub fn test_settings(db_url: &str) -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub base: String,
-    pub client: reqwest::Client,
+    pub http: Http,
     pub state: actix_web::web::Data<AppState>,
     pub handle: AppHandle,
-    pub admin_token: String,
     pub db_url: String,
     server: Option<actix_web::rt::task::JoinHandle<std::io::Result<()>>>,
     // Dropped last: the database outlives the server.
@@ -299,6 +317,20 @@ impl TestApp {
         Self::start(settings, db).await
     }
 
+    /// Starts the app on SQLite with `fake` as its upstream (see
+    /// [`use_fake_yahoo`]) and settings adjusted by `tweak`.
+    pub async fn on_fake_yahoo(
+        fake: &fake_yahoo::FakeYahoo,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let base = fake.base_url();
+        Self::spawn_with(Backend::Sqlite, move |s| {
+            use_fake_yahoo(s, &base);
+            tweak(s);
+        })
+        .await
+    }
+
     pub async fn start(settings: Settings, db: TestDb) -> TestApp {
         let db_url = settings.database.url.to_string();
         let app = Application::build(settings)
@@ -312,11 +344,13 @@ impl TestApp {
         let admin_token = user_token(&state.db, &format!("admin-{}", rand::random::<u32>()), true);
         TestApp {
             addr,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            http: Http {
+                base: format!("http://{addr}"),
+                client: reqwest::Client::new(),
+                admin_token,
+            },
             state,
             handle,
-            admin_token,
             db_url,
             server: Some(server),
             _db: db,
@@ -341,82 +375,6 @@ impl TestApp {
     /// A new user (through the same code as `quotecast user add`) and its token.
     pub fn user(&self, name: &str) -> String {
         user_token(&self.state.db, name, false)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Body>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        match body {
-            Some(Body::Json(v)) => req = req.json(&v),
-            Some(Body::Raw(s)) => req = req.header("content-type", "application/json").body(s),
-            None => {}
-        }
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{path}: answer is not JSON: {text:?}"))
-        };
-        (status, value)
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request(reqwest::Method::GET, path, Some(token), None)
-            .await
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send_json(reqwest::Method::POST, path, token, body)
-            .await
-    }
-
-    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send_json(reqwest::Method::PATCH, path, token, body)
-            .await
-    }
-
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Value,
-    ) -> (u16, Value) {
-        self.request(method, path, Some(token), Some(Body::Json(body)))
-            .await
-    }
-
-    pub async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        self.request(reqwest::Method::DELETE, path, Some(token), None)
-            .await
-    }
-
-    /// Creates a watchlist and returns its id.
-    pub async fn watchlist(&self, token: &str, name: &str, public: bool, items: Value) -> i64 {
-        let (status, body) = self
-            .post(
-                "/api/v1/watchlists",
-                token,
-                json!({"name": name, "is_public": public, "items": items}),
-            )
-            .await;
-        assert_eq!(status, 201, "create watchlist: {body}");
-        body["id"].as_i64().unwrap()
     }
 
     /// A private watchlist named `W` of these items; its id.
@@ -454,10 +412,17 @@ impl TestApp {
         (id, sockets.pop().expect("one socket"))
     }
 
+    /// Closes `sockets`, one after another, and waits until no session and
+    /// no worker is left.
+    pub async fn close_all(&self, sockets: impl IntoIterator<Item = Ws>) -> Value {
+        for ws in sockets {
+            ws.close().await;
+        }
+        self.wait_counts(0, 0).await
+    }
+
     pub async fn stats(&self) -> Value {
-        let (status, body) = self.get("/admin/v1/stats", &self.admin_token).await;
-        assert_eq!(status, 200, "{body}");
-        body
+        self.admin("/admin/v1/stats").await
     }
 
     /// Waits until admin stats satisfy `pred`; panics with the last stats
@@ -498,7 +463,7 @@ impl TestApp {
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let res = self
-            .client
+            .client()
             .get(self.url("/metrics"))
             .send()
             .await
@@ -508,24 +473,23 @@ impl TestApp {
 
     /// One unlabelled series of `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics_text().await;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        metric_in(&self.metrics_text().await, name)
     }
 
     pub async fn workers(&self) -> Vec<Value> {
-        let (status, body) = self.get("/admin/v1/workers", &self.admin_token).await;
-        assert_eq!(status, 200);
-        body.as_array().unwrap().clone()
+        self.admin_rows("/admin/v1/workers").await
     }
 
     pub async fn sessions(&self) -> Vec<Value> {
-        let (status, body) = self.get("/admin/v1/sessions", &self.admin_token).await;
-        assert_eq!(status, 200);
-        body.as_array().unwrap().clone()
+        self.admin_rows("/admin/v1/sessions").await
+    }
+
+    /// The rows of an admin list.
+    async fn admin_rows(&self, path: &str) -> Vec<Value> {
+        match self.admin(path).await {
+            Value::Array(rows) => rows,
+            other => panic!("{path}: not a list: {other}"),
+        }
     }
 
     pub fn ws_url(&self, watchlist_id: i64) -> String {
@@ -544,6 +508,15 @@ impl TestApp {
         connect_ws(url, token).await
     }
 
+    /// Opens a WebSocket that must be refused: the refusal's status and
+    /// JSON body.
+    pub async fn ws_refused(&self, url: &str, token: Option<&str>) -> (u16, Value) {
+        match self.try_ws(url, token).await {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(refusal) => refusal,
+        }
+    }
+
     pub async fn ticket(&self, token: &str, watchlist_id: i64) -> String {
         let (status, body) = self
             .post(
@@ -557,6 +530,21 @@ impl TestApp {
     }
 }
 
+impl Api for TestApp {
+    fn http(&self) -> &Http {
+        &self.http
+    }
+}
+
+/// One unlabelled series of a `/metrics` text.
+pub fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 /// Watchlist items of these symbols, without positions.
 pub fn items<S: AsRef<str>>(symbols: &[S]) -> Value {
     Value::Array(
@@ -567,6 +555,17 @@ pub fn items<S: AsRef<str>>(symbols: &[S]) -> Value {
     )
 }
 
+/// `n` symbols `{prefix}0`, `{prefix}1`, ...
+pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Watchlist items of [`numbered`] symbols, each a position of one.
+pub fn positions(prefix: &str, n: usize) -> Value {
+    let item = |symbol| json!({"symbol": symbol, "quantity": 1});
+    Value::Array(numbered(prefix, n).into_iter().map(item).collect())
+}
+
 /// The quote of `symbol` in a `snapshot` or `quotes` message.
 pub fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
     msg["quotes"]
@@ -575,11 +574,6 @@ pub fn quote<'a>(msg: &'a Value, symbol: &str) -> &'a Value {
         .iter()
         .find(|q| q["symbol"] == symbol)
         .unwrap_or_else(|| panic!("{symbol} missing from {msg}"))
-}
-
-pub enum Body {
-    Json(Value),
-    Raw(String),
 }
 
 /// Creates a user the way `quotecast user add` does; returns its token.
@@ -682,6 +676,13 @@ impl Ws {
 
     pub async fn wait_type(&mut self, kind: &str) -> Value {
         self.wait_for(kind, |v| v["type"] == kind).await
+    }
+
+    /// Sends a `ping` and waits for its `pong`: the socket is open and
+    /// served.
+    pub async fn ping(&mut self) {
+        self.send_json(json!({"type": "ping"})).await;
+        self.wait_type("pong").await;
     }
 
     /// Waits for the close frame, skipping messages; returns its code.

@@ -7,13 +7,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-pub const CONT: u8 = 0x0;
-pub const TEXT: u8 = 0x1;
-pub const BINARY: u8 = 0x2;
-pub const CLOSE: u8 = 0x8;
-pub const PING: u8 = 0x9;
-pub const PONG: u8 = 0xa;
+// The opcodes as the client library defines them, by their short names.
+pub const CONT: OpCode = OpCode::Data(Data::Continue);
+pub const TEXT: OpCode = OpCode::Data(Data::Text);
+pub const BINARY: OpCode = OpCode::Data(Data::Binary);
+pub const CLOSE: OpCode = OpCode::Control(Control::Close);
+pub const PING: OpCode = OpCode::Control(Control::Ping);
+pub const PONG: OpCode = OpCode::Control(Control::Pong);
 
 /// A frame from the server.
 #[derive(Debug, PartialEq)]
@@ -28,7 +30,7 @@ pub enum ServerFrame {
 }
 
 /// A client frame: masked with a random key, the length in the fewest bytes.
-pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mask: [u8; 4] = rand::random();
     let mut out = header(fin, opcode, payload.len() as u64, mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
@@ -36,8 +38,8 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A masked client frame header declaring `len` payload bytes.
-pub fn header(fin: bool, opcode: u8, len: u64, mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
+pub fn header(fin: bool, opcode: OpCode, len: u64, mask: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![(u8::from(fin) << 7) | u8::from(opcode)];
     if len <= 125 {
         out.push(0x80 | len as u8);
     } else if len <= 0xffff {
@@ -91,7 +93,7 @@ impl RawWs {
         self.stream.write_all(bytes).await
     }
 
-    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+    pub async fn send_frame(&mut self, fin: bool, opcode: OpCode, payload: &[u8]) {
         self.send(&frame(fin, opcode, payload))
             .await
             .expect("send frame");
@@ -130,7 +132,7 @@ impl RawWs {
             return None;
         }
         let payload = b[at..at + len].to_vec();
-        let opcode = b[0] & 0x0f;
+        let opcode = OpCode::from(b[0] & 0x0f);
         self.buf.drain(..at + len);
         Some(match opcode {
             TEXT => ServerFrame::Text(String::from_utf8(payload).expect("server text is UTF-8")),
@@ -140,7 +142,7 @@ impl RawWs {
             CLOSE => ServerFrame::Close(
                 (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
             ),
-            other => panic!("server sent opcode {other:#x}"),
+            other => panic!("server sent opcode {other}"),
         })
     }
 

@@ -269,6 +269,11 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` (a function body: use `return`) without arguments.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.execute(script, json!([])).await
+    }
+
     /// The element with `data-testid="testid"`, if there is one now.
     pub async fn try_find(&self, testid: &str) -> Option<Element<'_>> {
         let css = format!("[data-testid=\"{testid}\"]");
@@ -301,6 +306,26 @@ impl Browser {
                     .await
             }
         }
+    }
+
+    /// Clicks the element with this test id.
+    pub async fn click(&self, testid: &str) {
+        self.find(testid).await.click().await
+    }
+
+    /// Types `text` into the element with this test id.
+    pub async fn type_into(&self, testid: &str, text: &str) {
+        self.find(testid).await.send_keys(text).await
+    }
+
+    /// The rendered text of the element with this test id.
+    pub async fn text_of(&self, testid: &str) -> String {
+        self.find(testid).await.text().await
+    }
+
+    /// An attribute of the element with this test id.
+    pub async fn attr_of(&self, testid: &str, name: &str) -> Option<String> {
+        self.find(testid).await.attr(name).await
     }
 
     /// Polls `script` every 50 ms until it returns something other than

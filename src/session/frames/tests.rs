@@ -468,20 +468,25 @@ fn the_buffer_never_passes_the_limit() {
 
 // Property tests.
 
-/// One client message and the control frames sent among its fragments.
+/// What a client sends: a message (and the control frames among its
+/// fragments), or a control frame.
 #[derive(Debug, Clone)]
 enum Sent {
-    Data {
-        text: bool,
-        payload: Vec<u8>,
-        /// Where the payload is cut into fragments.
-        cuts: Vec<usize>,
-        /// A control frame after each fragment but the last, or none.
-        between: Vec<Option<Control>>,
-        masks: Vec<[u8; 4]>,
-        widths: Vec<Width>,
-    },
+    Data(Data),
     Control(Control),
+}
+
+/// One client message, in fragments.
+#[derive(Debug, Clone)]
+struct Data {
+    text: bool,
+    payload: Vec<u8>,
+    /// Where the payload is cut into fragments.
+    cuts: Vec<usize>,
+    /// A control frame after each fragment but the last, or none.
+    between: Vec<Option<Control>>,
+    masks: Vec<[u8; 4]>,
+    widths: Vec<Width>,
 }
 
 #[derive(Debug, Clone)]
@@ -530,16 +535,16 @@ fn sent() -> impl Strategy<Value = Sent> {
         prop::collection::vec(any::<[u8; 4]>(), n),
         prop::collection::vec(width(), n),
     )
-        .prop_map(
-            |((text, payload), cuts, between, masks, widths)| Sent::Data {
+        .prop_map(|((text, payload), cuts, between, masks, widths)| {
+            Sent::Data(Data {
                 text,
                 payload,
                 cuts,
                 between,
                 masks,
                 widths,
-            },
-        );
+            })
+        });
     prop_oneof![4 => data, 1 => control().prop_map(Sent::Control)]
 }
 
@@ -565,33 +570,29 @@ fn wire(sent: &[Sent]) -> (Vec<u8>, Vec<Inbound>) {
                 bytes.extend(f);
                 expected.push(m);
             }
-            Sent::Data {
-                text,
-                payload,
-                cuts,
-                between,
-                masks,
-                widths,
-            } => {
-                let pieces = cut(payload, cuts);
+            Sent::Data(d) => {
+                let pieces = cut(&d.payload, &d.cuts);
                 let last = pieces.len() - 1;
                 for (i, piece) in pieces.iter().enumerate() {
-                    let opcode = match (i, text) {
+                    let opcode = match (i, d.text) {
                         (0, true) => TEXT,
                         (0, false) => BINARY,
                         _ => CONT,
                     };
-                    bytes.extend(frame_with(i == last, opcode, piece, masks[i], widths[i]));
-                    if let (true, Some(c)) = (i < last, &between[i]) {
+                    let (mask, width) = (d.masks[i], d.widths[i]);
+                    bytes.extend(frame_with(i == last, opcode, piece, mask, width));
+                    if let (true, Some(c)) = (i < last, &d.between[i]) {
                         let (f, m) = control_frame(c);
                         bytes.extend(f);
                         expected.push(m);
                     }
                 }
-                expected.push(if *text {
-                    Inbound::Text(ByteString::try_from(payload.clone()).expect("utf-8"))
+                expected.push(if d.text {
+                    Inbound::Text(ByteString::try_from(d.payload.clone()).expect("utf-8"))
                 } else {
-                    Inbound::Binary { len: payload.len() }
+                    Inbound::Binary {
+                        len: d.payload.len(),
+                    }
                 });
             }
         }
