@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::fake_yahoo::FakeYahoo;
-use support::{eventually, throughout, Backend, TestApp, Ws, DEADLINE};
+use support::{eventually, throughout, Api, Backend, TestApp, Ws, DEADLINE};
 
 // ---- set-up ---------------------------------------------------------------------
 

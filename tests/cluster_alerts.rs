@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::cluster::{Cluster, Node};
 use support::fake_yahoo::FakeYahoo;
-use support::{eventually, throughout, Event, Ws, DEADLINE};
+use support::{eventually, throughout, Api, Event, Ws, DEADLINE};
 
 /// The node that polls, once exactly one does.
 async fn the_poller(nodes: &[Node]) -> usize {
