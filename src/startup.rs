@@ -36,6 +36,7 @@ use crate::net::ConnSocket;
 use crate::protocol::close;
 use crate::quote_store::{self, QuoteSaver};
 use crate::session::admission::ConnectLimiter;
+use crate::session::lookups::ConnectLookups;
 use crate::session::relay::RelayHandle;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
@@ -376,6 +377,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             settings: settings.clone(),
+            lookups: ConnectLookups::new(db.clone()),
             db,
             node_id,
             tickets,

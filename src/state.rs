@@ -13,6 +13,7 @@ use crate::db::Db;
 use crate::feed::{Demand, IntradayStore, PinnedSymbols, QuoteCache, WorkerRegistry};
 use crate::metrics::Metrics;
 use crate::session::admission::ConnectLimiter;
+use crate::session::lookups::ConnectLookups;
 use crate::session::table::SessionTable;
 use crate::session::SessionRules;
 use crate::supervisor::Supervisor;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub sessions: SessionTable,
     /// Built once from the settings; every session starts with a copy.
     pub session_rules: SessionRules,
+    /// The upgrades' reads of tokens and watchlists, several to a trip.
+    pub lookups: Arc<ConnectLookups>,
     /// Per-address connect budgets of the WebSocket endpoints.
     pub connects: ConnectLimiter,
     pub supervisor: Addr<Supervisor>,

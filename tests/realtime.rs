@@ -235,6 +235,66 @@ async fn access_and_credentials(b: Backend) {
     app.wait_counts(0, 0).await;
 }
 
+/// Upgrades that arrive together share their trips to the database
+/// (`session::lookups`): each still gets its own answer, and nothing read for
+/// one burst is kept for the next, so a watchlist made public, a revoked
+/// token and a deleted watchlist are seen by the very next upgrade.
+async fn connect_burst_answers_each(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let private = app.private_watchlist(&alice, items(&["MSFT"])).await;
+    let multi = format!("ws://{}/ws/v1", app.addr);
+    let missing = app.ws_url(424242);
+    let cases: Vec<(String, &str, Option<u16>)> = (0..60)
+        .map(|i| match i % 6 {
+            0 | 1 => (app.ws_url(private), alice.as_str(), None),
+            2 => (app.ws_url(private), bob.as_str(), Some(403)),
+            3 => (app.ws_url(private), "qc_wrong", Some(401)),
+            4 => (missing.clone(), alice.as_str(), Some(404)),
+            _ => (multi.clone(), bob.as_str(), None),
+        })
+        .collect();
+    let outcomes = join_all(
+        cases
+            .iter()
+            .map(|(url, token, _)| app.try_ws(url, Some(token))),
+    )
+    .await;
+    let mut open = Vec::new();
+    for ((url, token, want), got) in cases.iter().zip(outcomes) {
+        match (want, got) {
+            (None, Ok(ws)) => open.push(ws),
+            (Some(status), Err((s, body))) => {
+                assert_eq!(s, *status, "{url} as {token}: {body}")
+            }
+            (want, Err((s, body))) => panic!("{url} as {token}: wanted {want:?}, got {s} {body}"),
+            (want, Ok(_)) => panic!("{url} as {token}: wanted {want:?}, got a socket"),
+        }
+    }
+    assert_eq!(open.len(), 30);
+    app.wait_counts(30, 1).await;
+    app.close_all(open).await;
+
+    let (s, _) = app
+        .patch_watchlist(&alice, private, json!({"is_public": true}))
+        .await;
+    assert_eq!(s, 200);
+    let ws = app.try_ws(&app.ws_url(private), Some(&bob)).await;
+    ws.expect("public now").close().await;
+    let (_, me) = app.get("/api/v1/me", &alice).await;
+    quotecast::cli::revoke_token(app.db(), me["token_id"].as_i64().unwrap()).unwrap();
+    let (s, body) = app.ws_refused(&app.ws_url(private), Some(&alice)).await;
+    assert_eq!((s, code(&body)), (401, "unauthorized"));
+    let carol = app.user("carol");
+    let gone = app.private_watchlist(&carol, json!([])).await;
+    app.ws(gone, &carol).await.close().await;
+    let (s, _) = app.delete_watchlist(&carol, gone).await;
+    assert_eq!(s, 204);
+    assert_eq!(app.ws_refused(&app.ws_url(gone), Some(&carol)).await.0, 404);
+    app.wait_counts(0, 0).await;
+}
+
 /// Returns once a ticket for `private` issued before the call has expired.
 ///
 /// Trying that ticket itself would use it up (and, too early, open a
@@ -819,6 +879,7 @@ on_both_backends!(
     worker_stops_and_its_ticks_stop,
     broadcast_and_dead_session,
     access_and_credentials,
+    connect_burst_answers_each,
     empty_watchlist_snapshot,
     pl_and_unknown_symbols,
     bad_client_messages,

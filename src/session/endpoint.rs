@@ -5,13 +5,12 @@
 
 use super::admission;
 use super::frames::{Limits, Messages};
+use super::lookups::{Credentials, Found, Lookup};
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
 use super::{Endpoint, FirstSubscription, SessionDeps, WsSession};
-use crate::access::{self, Access};
 use crate::api::ApiError;
 use crate::auth::{self, AuthError, Caller, TicketError};
-use crate::db::repo;
 use crate::net::ConnSocket;
 use crate::protocol::{self, Since};
 use crate::state::AppState;
@@ -29,14 +28,6 @@ pub struct WsQuery {
     since: Option<String>,
     /// v1: snapshots with intraday series (`1` or `true`).
     intraday: Option<String>,
-}
-
-/// Who is connecting, before the database has been asked.
-enum Credentials {
-    /// From a ticket, checked when it was issued.
-    Checked(Caller),
-    /// A bearer token, to look up.
-    Bearer(String),
 }
 
 impl Credentials {
@@ -68,14 +59,6 @@ impl Credentials {
             (None, None) => Err(AuthError::Missing.into()),
         }
     }
-
-    /// The caller, on a connection already held.
-    fn caller(self, c: &mut crate::db::DbConn) -> Result<Caller, AuthError> {
-        match self {
-            Credentials::Checked(caller) => Ok(caller),
-            Credentials::Bearer(token) => auth::lookup(c, &token),
-        }
-    }
 }
 
 /// `GET /ws/v1/watchlists/{id}`: a socket on one watchlist.
@@ -101,15 +84,13 @@ pub async fn connect_watchlist(
     let intraday = flag(query.intraday.as_deref())?;
     let creds = Credentials::of(&req, &state, &query, Some(watchlist_id)).await?;
 
-    // One trip to the database for the token, the watchlist and its items:
-    // each trip is a hand-off to the blocking pool and back, and connects
-    // come in bursts.
-    let (caller, items) = state
-        .db
-        .run(move |c| {
-            let caller = creds.caller(c)?;
-            access::load(c, watchlist_id, caller.user.id, Access::Read)?;
-            Ok::<_, ApiError>((caller, repo::get_items(c, watchlist_id)?))
+    // The token, the watchlist and its items, in a trip shared with the
+    // upgrades arriving at the same time (see `lookups`).
+    let Found { caller, items } = state
+        .lookups
+        .find(Lookup {
+            credentials: creds,
+            watchlist: Some(watchlist_id),
         })
         .await?;
     let first = FirstSubscription {
@@ -135,10 +116,13 @@ pub async fn connect_multi(
         ));
     }
     let creds = Credentials::of(&req, &state, &query, None).await?;
-    let caller = match creds {
-        Credentials::Checked(caller) => caller,
-        Credentials::Bearer(token) => auth::authenticate(&state.db, token).await?,
-    };
+    let Found { caller, .. } = state
+        .lookups
+        .find(Lookup {
+            credentials: creds,
+            watchlist: None,
+        })
+        .await?;
     start(&req, payload, &state, caller, Endpoint::Multi).await
 }
 

@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod endpoint;
 pub mod frames;
+pub mod lookups;
 pub mod messages;
 pub mod relay;
 pub mod table;
