@@ -13,7 +13,8 @@
 //!   by subscription); the bounded decoder of its inbound frames
 //!   ([`session::frames`]); the upgrade endpoints ([`session::endpoint`]) and
 //!   what is checked before them ([`session::admission`]: origins, connect
-//!   rates); the table of live sessions that enforces limits and cuts off
+//!   rates) and their database reads, several upgrades to a trip
+//!   ([`session::lookups`]); the table of live sessions that enforces limits and cuts off
 //!   stalled sockets; and the per-thread relays that hand a worker's frames to
 //!   the sessions of their thread.
 //! * [`supervisor`]: the registry actor that starts a PriceWorker on a
