@@ -163,7 +163,7 @@ export class Alerts {
     const text = `Alert: ${describe(msg)} — now ${fmtPrice(msg.price)}`;
     const item = el('div', { class: 'toast', testid: `toast-${msg.event_id}` },
       el('span', { class: 'toast-text' }, text),
-      el('button', { type: 'button', 'aria-label': `Dismiss: ${text}`, onclick: () => item.remove() }, 'Dismiss'));
+      el('button', { type: 'button', testid: `toast-dismiss-${msg.event_id}`, 'aria-label': `Dismiss: ${text}`, onclick: () => item.remove() }, 'Dismiss'));
     box.append(item);
     while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
     this.stats.toasts += 1;
