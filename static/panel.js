@@ -463,7 +463,7 @@ export class Panel {
       el('button', {
         type: 'button', class: 'alert-button', testid: `alert-new-${sid}`, 'aria-label': `Create a price alert for ${symbol}`,
         'aria-expanded': 'false', onclick: () => this.toggleAlert(row),
-      }, el('span', { 'aria-hidden': 'true' }, '🔔 '), 'Alert'),
+      }, 'Alert'),
       el('button', { type: 'button', class: 'danger', testid: `remove-${sid}`, 'aria-label': `Remove ${symbol}`, onclick: () => this.removeItem(row) }, 'Remove'));
     // A click anywhere else on the row opens its chart too (the button is there for keyboards).
     tr.addEventListener('click', (ev) => {

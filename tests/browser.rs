@@ -732,6 +732,25 @@ async fn the_page_logs_no_errors() {
     )
     .await;
     b.click(&format!("chart-open-{id}-ZZZZ")).await;
+    // The alert form: a percent condition, a threshold the server refuses, Cancel.
+    b.click(&format!("alert-new-{id}-AAPL")).await;
+    choose(
+        &b,
+        &format!("alert-condition-{id}-AAPL"),
+        "change_pct_above",
+    )
+    .await;
+    let threshold = b.find(&format!("alert-threshold-{id}-AAPL")).await;
+    threshold.clear().await;
+    threshold.send_keys("9999999").await;
+    b.click(&format!("alert-save-{id}-AAPL")).await;
+    wait_text(
+        &b,
+        "the threshold error",
+        &format!("alert-threshold-{id}-AAPL-error"),
+    )
+    .await;
+    b.click(&format!("alert-cancel-{id}-AAPL")).await;
     b.type_into(&format!("add-symbol-{id}"), "BAD SYMBOL").await;
     b.click(&format!("add-item-{id}")).await;
     wait_text(&b, "the add error", &format!("add-error-{id}")).await;
@@ -1244,6 +1263,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     let event_id = events[0]["event_id"].as_i64().unwrap();
     assert_eq!(events[0]["price"], 110.0);
     b.find(&format!("toast-{event_id}")).await;
+    b.screenshot("alert-fired").await;
     let listed = wait_text(
         &b,
         "the event in Recent alerts",
