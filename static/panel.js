@@ -458,13 +458,13 @@ export class Panel {
       type: 'button', class: 'spark-button', testid: `chart-open-${sid}`, 'aria-label': `Intraday chart of ${symbol}`,
       'aria-expanded': 'false', onclick: () => this.toggleChart(symbol),
     }, spark.svg));
-    cells.actions.append(
+    cells.actions.append(el('div', { class: 'row-actions' },
       el('button', { type: 'button', testid: `edit-${sid}`, 'aria-label': `Edit ${symbol}`, onclick: () => this.toggleEdit(row) }, 'Edit'),
       el('button', {
         type: 'button', class: 'alert-button', testid: `alert-new-${sid}`, 'aria-label': `Create a price alert for ${symbol}`,
         'aria-expanded': 'false', onclick: () => this.toggleAlert(row),
       }, 'Alert'),
-      el('button', { type: 'button', class: 'danger', testid: `remove-${sid}`, 'aria-label': `Remove ${symbol}`, onclick: () => this.removeItem(row) }, 'Remove'));
+      el('button', { type: 'button', class: 'danger', testid: `remove-${sid}`, 'aria-label': `Remove ${symbol}`, onclick: () => this.removeItem(row) }, 'Remove')));
     // A click anywhere else on the row opens its chart too (the button is there for keyboards).
     tr.addEventListener('click', (ev) => {
       if (!ev.target.closest('button, input, a, form, .memo')) this.toggleChart(symbol);
