@@ -1148,6 +1148,13 @@ async fn choose(b: &Browser, testid: &str, value: &str) {
     assert_eq!(b.eval(&js).await, value, "option {value} of {testid}");
 }
 
+/// Waits until the element with this test id is on the page with some
+/// text (it may not be there yet, unlike [`wait_text`]); returns the text.
+async fn wait_shown(b: &Browser, testid: &str) -> Value {
+    let js = format!("const e = {}; return e && e.textContent", by_testid(testid));
+    b.wait_js(&format!("{testid} shown"), &js).await
+}
+
 /// Waits until `testid`'s text is exactly `text`.
 async fn wait_text_is(b: &Browser, testid: &str, text: &str) {
     let js = format!(
@@ -1264,12 +1271,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     assert_eq!(events[0]["price"], 110.0);
     b.find(&format!("toast-{event_id}")).await;
     b.screenshot("alert-fired").await;
-    let listed = wait_text(
-        &b,
-        "the event in Recent alerts",
-        &format!("alert-event-{event_id}"),
-    )
-    .await;
+    let listed = wait_shown(&b, &format!("alert-event-{event_id}")).await;
     let listed = listed.as_str().unwrap();
     assert!(
         listed.contains("AAPL above 105") && listed.contains("110"),
@@ -1373,13 +1375,7 @@ async fn alerts_are_disabled_and_deleted_from_the_list() {
         "{second}"
     );
     let second_id = second["id"].as_i64().unwrap();
-    let listed = wait_text(
-        &b,
-        "the second alert listed",
-        &format!("alert-text-{second_id}"),
-    )
-    .await;
-    assert_eq!(listed, "MSFT change ≤ -3%");
+    wait_text_is(&b, &format!("alert-text-{second_id}"), "MSFT change ≤ -3%").await;
 
     // Disable, then enable again.
     b.click(&format!("alert-toggle-{aid}")).await;
