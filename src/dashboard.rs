@@ -14,10 +14,11 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// Path, body and content type of every file of the dashboard.
-const ASSETS: [(&str, &str, &str); 9] = [
+const ASSETS: [(&str, &str, &str); 10] = [
     ("/", include_str!("../static/index.html"), HTML),
     ("/index.html", include_str!("../static/index.html"), HTML),
     ("/app.js", include_str!("../static/app.js"), JS),
+    ("/alerts.js", include_str!("../static/alerts.js"), JS),
     ("/api.js", include_str!("../static/api.js"), JS),
     ("/charts.js", include_str!("../static/charts.js"), JS),
     (

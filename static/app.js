@@ -8,10 +8,12 @@
 // Who owns what:
 // - app.js (this file): sign-in, the sidebar, the set of open panels, and the
 //   one dispatcher that routes every server frame by its `type` (and, for
-//   watchlist frames, its `watchlist_id`). A new kind of frame (alerts, say)
-//   is one more `onFrame(type, handler)` line.
+//   watchlist frames, its `watchlist_id`). A new kind of frame is one more
+//   `onFrame(type, handler)` line.
 // - connection.js: the socket's state machine (tickets, backoff, liveness).
 // - panel.js: one watchlist's table and subscription.
+// - alerts.js: price alerts (the form under a row, the list, recent events,
+//   and the toast of an `alert` frame).
 // - charts.js: intraday series, sparklines and the larger chart.
 // - api.js, dom.js: REST calls; DOM building and formatting.
 
@@ -20,6 +22,7 @@ import { $, el, field, setFieldError, storage } from './dom.js';
 import { Connection } from './connection.js';
 import { SeriesStore } from './charts.js';
 import { Panel } from './panel.js';
+import { Alerts } from './alerts.js';
 
 const TOKEN_KEY = 'quotecast.token';
 const OPEN_KEY = 'quotecast.open';      // ids of the panels to reopen on the next visit
@@ -74,6 +77,8 @@ onFrame('error', (m) => {
   else notify(`Server: ${m.message || m.code}`);
 });
 onFrame('pong', () => { /* liveness only: connection.js saw it arrive */ });
+// About the user, not a watchlist: it comes on the page's socket whatever panels are open.
+onFrame('alert', (m) => alerts.onFrame(m));
 
 /** `status` is about the upstream, shared by every watchlist: it applies to all panels. */
 function onStatus(msg) {
@@ -95,7 +100,10 @@ function noteUpstream(word) {
 // ---------------------------------------------------------------- the socket
 
 const conn = new Connection({
-  onOpen: () => { for (const panel of state.panels.values()) panel.subscribe(); },
+  onOpen: () => {
+    for (const panel of state.panels.values()) panel.subscribe();
+    alerts.onReconnect();
+  },
   onFrame: dispatch,
   onDown: () => { for (const panel of state.panels.values()) panel.connectionDown(); },
   onChange: () => {
@@ -108,9 +116,11 @@ const conn = new Connection({
   },
 });
 
-/** The socket is wanted while signed in with some panel that wants its watchlist. */
+/** The socket is wanted while signed in with some panel that wants its watchlist, or with
+ *  an alert that may fire (its frames come only on an open socket). */
 function syncSocket() {
-  conn.want(!!state.me && [...state.panels.values()].some((p) => p.wantsSocket));
+  const panels = [...state.panels.values()].some((p) => p.wantsSocket);
+  conn.want(!!state.me && (panels || alerts.anyEnabled));
 }
 
 function renderSocketState() {
@@ -121,6 +131,11 @@ function renderSocketState() {
   box.textContent = `stream ${word}`;
   box.title = conn.reason || 'One connection carries every open watchlist';
 }
+
+const alerts = new Alerts({
+  authLost: (err) => authLost(err),
+  onChange: () => syncSocket(),
+});
 
 const series = new SeriesStore((symbol) => {
   for (const panel of state.panels.values()) panel.seriesChanged(symbol);
@@ -199,6 +214,7 @@ function enterApp() {
   syncSocket();
   conn.restart();
   loadWatchlists().then(restorePanels);
+  alerts.load();
 }
 
 /** Any 401: forget the token, stop the socket and ask for a new one. */
@@ -217,6 +233,7 @@ function signOut() {
   conn.restart();
   state.watchlists = [];
   renderWatchlists();
+  alerts.clear();
   showSignIn('');
 }
 
@@ -338,6 +355,7 @@ async function createWatchlist(ev) {
 const panelCtx = {
   conn,
   series,
+  alerts,
   upstream: () => state.upstream,
   send: (msg) => conn.send(msg),
   authLost,
@@ -444,6 +462,7 @@ function start() {
 window.quotecast = Object.freeze({
   get panels() { return Object.fromEntries([...state.panels].map(([id, p]) => [id, p.debug()])); },
   get connection() { return conn.debug(); },
+  get alerts() { return alerts.debug(); },
   get signedIn() { return !!state.me; },
 });
 

@@ -47,7 +47,7 @@ const REFUSALS = {
 
 export class Panel {
   /**
-   * ctx, from the app: { conn, series, upstream(), send(msg), authLost(err), reconnectNow(),
+   * ctx, from the app: { conn, series, alerts, upstream(), send(msg), authLost(err), reconnectNow(),
    *   onDeleted(panel), onClosed(panel), onWantChanged() }
    */
   constructor(id, meta, ctx) {
@@ -452,14 +452,19 @@ export class Panel {
     const tr = el('tr', { testid: `row-${sid}` }, ...tds);
     const spark = new Sparkline();
     spark.svg.dataset.testid = `spark-${sid}`;
-    row = { symbol, quote: { symbol }, memo: '', tr, cells, spark, editTr: null, flashTimer: null };
+    // editTr: the form row open under this one (editKind 'edit' or 'alert'), at most one.
+    row = { symbol, quote: { symbol }, memo: '', tr, cells, spark, editTr: null, editKind: null, flashTimer: null };
     cells.trend.append(el('button', {
       type: 'button', class: 'spark-button', testid: `chart-open-${sid}`, 'aria-label': `Intraday chart of ${symbol}`,
       'aria-expanded': 'false', onclick: () => this.toggleChart(symbol),
     }, spark.svg));
-    cells.actions.append(
+    cells.actions.append(el('div', { class: 'row-actions' },
       el('button', { type: 'button', testid: `edit-${sid}`, 'aria-label': `Edit ${symbol}`, onclick: () => this.toggleEdit(row) }, 'Edit'),
-      el('button', { type: 'button', class: 'danger', testid: `remove-${sid}`, 'aria-label': `Remove ${symbol}`, onclick: () => this.removeItem(row) }, 'Remove'));
+      el('button', {
+        type: 'button', class: 'alert-button', testid: `alert-new-${sid}`, 'aria-label': `Create a price alert for ${symbol}`,
+        'aria-expanded': 'false', onclick: () => this.toggleAlert(row),
+      }, 'Alert'),
+      el('button', { type: 'button', class: 'danger', testid: `remove-${sid}`, 'aria-label': `Remove ${symbol}`, onclick: () => this.removeItem(row) }, 'Remove')));
     // A click anywhere else on the row opens its chart too (the button is there for keyboards).
     tr.addEventListener('click', (ev) => {
       if (!ev.target.closest('button, input, a, form, .memo')) this.toggleChart(symbol);
@@ -721,12 +726,38 @@ export class Panel {
     }
   }
 
+  /** Removes the form row under `row`, whichever it is. */
+  closeForm(row) {
+    if (!row.editTr) return;
+    row.editTr.remove();
+    row.editTr = null;
+    row.editKind = null;
+    row.cells.actions.querySelector('.alert-button').setAttribute('aria-expanded', 'false');
+  }
+
+  /** The new-alert form under a row, prefilled from its quote; the alerts module builds it. */
+  toggleAlert(row) {
+    const wasOpen = row.editKind === 'alert';
+    this.closeForm(row);
+    if (wasOpen) return;
+    const sid = `${this.id}-${row.symbol}`;
+    const button = row.cells.actions.querySelector('.alert-button');
+    const { form, focus } = this.ctx.alerts.form(sid, row.symbol, row.quote, () => {
+      if (row.editKind !== 'alert') return;
+      this.closeForm(row);
+      button.focus();
+    });
+    row.editTr = el('tr', { class: 'edit-row', testid: `alert-row-${sid}` }, el('td', { colspan: COLUMNS.length }, form));
+    row.editKind = 'alert';
+    button.setAttribute('aria-expanded', 'true');
+    row.tr.after(row.editTr);
+    focus();
+  }
+
   toggleEdit(row) {
-    if (row.editTr) {
-      row.editTr.remove();
-      row.editTr = null;
-      return;
-    }
+    const wasOpen = row.editKind === 'edit';
+    this.closeForm(row);
+    if (wasOpen) return;
     const sid = `${this.id}-${row.symbol}`;
     const q = row.quote;
     const f = {
@@ -735,7 +766,7 @@ export class Panel {
       memo: field('Memo', `edit-memo-${sid}`, `edit-memo-${sid}`, { maxlength: 500, value: row.memo }),
     };
     const error = el('span', { class: 'field-error', role: 'alert', testid: `edit-error-${sid}` });
-    const cancel = () => { row.editTr.remove(); row.editTr = null; row.cells.actions.querySelector('button').focus(); };
+    const cancel = () => { this.closeForm(row); row.cells.actions.querySelector('button').focus(); };
     const form = el('form', { class: 'edit-item', novalidate: true, 'aria-label': `Edit ${row.symbol}` },
       ...Object.values(f).map((x) => x.wrap),
       el('div', { class: 'field submit' },
@@ -745,6 +776,7 @@ export class Panel {
     form.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') cancel(); });
     form.addEventListener('submit', (ev) => { ev.preventDefault(); this.saveEdit(row, f, error); });
     row.editTr = el('tr', { class: 'edit-row', testid: `edit-row-${sid}` }, el('td', { colspan: COLUMNS.length }, form));
+    row.editKind = 'edit';
     row.tr.after(row.editTr);
     f.quantity.input.focus();
   }
@@ -772,8 +804,7 @@ export class Panel {
         return undefined;
       }
     }
-    row.editTr.remove();
-    row.editTr = null;
+    this.closeForm(row);
     row.cells.actions.querySelector('button').focus();
     return undefined;
   }

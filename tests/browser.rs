@@ -732,6 +732,25 @@ async fn the_page_logs_no_errors() {
     )
     .await;
     b.click(&format!("chart-open-{id}-ZZZZ")).await;
+    // The alert form: a percent condition, a threshold the server refuses, Cancel.
+    b.click(&format!("alert-new-{id}-AAPL")).await;
+    choose(
+        &b,
+        &format!("alert-condition-{id}-AAPL"),
+        "change_pct_above",
+    )
+    .await;
+    let threshold = b.find(&format!("alert-threshold-{id}-AAPL")).await;
+    threshold.clear().await;
+    threshold.send_keys("9999999").await;
+    b.click(&format!("alert-save-{id}-AAPL")).await;
+    wait_text(
+        &b,
+        "the threshold error",
+        &format!("alert-threshold-{id}-AAPL-error"),
+    )
+    .await;
+    b.click(&format!("alert-cancel-{id}-AAPL")).await;
     b.type_into(&format!("add-symbol-{id}"), "BAD SYMBOL").await;
     b.click(&format!("add-item-{id}")).await;
     wait_text(&b, "the add error", &format!("add-error-{id}")).await;
@@ -1093,6 +1112,321 @@ async fn screenshot_of_a_live_dashboard() {
         let to = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png");
         std::fs::copy(&from, &to).expect("copy the screenshot to docs/");
     }
+}
+
+// ---- price alerts ------------------------------------------------------------
+
+/// A fake Yahoo whose prices stay where they are pinned, with `symbol` at
+/// `price`; an app on it; and a browser. `None` when skipped.
+async fn pinned_market(
+    test: &str,
+    symbol: &str,
+    price: f64,
+) -> Option<(FakeYahoo, TestApp, Browser)> {
+    let b = browser(test).await?;
+    let fake = FakeYahoo::start();
+    fake.set_prices_move(false);
+    fake.set_price(symbol, price);
+    let app = TestApp::on_fake_yahoo(&fake, |_| {}).await;
+    Some((fake, app, b))
+}
+
+/// The caller's alerts through REST.
+async fn rest_alerts(app: &TestApp, token: &str) -> Vec<Value> {
+    let (status, body) = app.get("/api/v1/alerts", token).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().expect("a list of alerts").clone()
+}
+
+/// Sets a `<select>` (by test id) as a person choosing an option would.
+async fn choose(b: &Browser, testid: &str, value: &str) {
+    let js = format!(
+        "const s = {}; s.value = {}; s.dispatchEvent(new Event('change', {{bubbles: true}})); return s.value",
+        by_testid(testid),
+        Value::from(value)
+    );
+    assert_eq!(b.eval(&js).await, value, "option {value} of {testid}");
+}
+
+/// Waits until the element with this test id is on the page with some
+/// text (it may not be there yet, unlike [`wait_text`]); returns the text.
+async fn wait_shown(b: &Browser, testid: &str) -> Value {
+    let js = format!("const e = {}; return e && e.textContent", by_testid(testid));
+    b.wait_js(&format!("{testid} shown"), &js).await
+}
+
+/// Waits until `testid`'s text is exactly `text`.
+async fn wait_text_is(b: &Browser, testid: &str, text: &str) {
+    let js = format!(
+        "const e = {}; return !!e && e.textContent === {}",
+        by_testid(testid),
+        Value::from(text)
+    );
+    b.wait_js(&format!("{testid} to read {text:?}"), &js).await;
+}
+
+/// An alert made with the bell on a row (threshold prefilled from the row's
+/// price, an invalid one refused by the server with its message shown)
+/// fires when the price moves: a toast, the event in "Recent alerts", the
+/// `once` alert shown disabled; the page keeps its one socket and the panel
+/// keeps streaming.
+#[actix_web::test]
+async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
+    let Some((fake, app, b)) = pinned_market("alert-fires", "AAPL", 100.0).await else {
+        return;
+    };
+    let token = app.user("alice");
+    let id = app
+        .watchlist(&token, "Alerts", false, items(&["AAPL"]))
+        .await;
+    sign_in(&b, &app, &token).await;
+    wait_live(&b, id).await;
+    b.wait_js(
+        "AAPL at 100",
+        &format!("return {} === 100", cell_value(&format!("price-{id}-AAPL"))),
+    )
+    .await;
+    b.wait_js(
+        "no alerts and no events yet",
+        "return !document.getElementById('alerts-empty').hidden && !document.getElementById('events-empty').hidden",
+    )
+    .await;
+
+    let sid = format!("{id}-AAPL");
+    b.click(&format!("alert-new-{sid}")).await;
+    let threshold = b.find(&format!("alert-threshold-{sid}")).await;
+    let prefilled = b
+        .eval(&format!(
+            "return {}.value",
+            by_testid(&format!("alert-threshold-{sid}"))
+        ))
+        .await;
+    assert_eq!(prefilled, "100", "threshold prefilled from the price");
+    assert_eq!(
+        b.attr_of(&format!("alert-new-{sid}"), "aria-expanded")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+
+    // The server's refusal, shown under the field it is about.
+    threshold.clear().await;
+    threshold.send_keys("-5").await;
+    b.click(&format!("alert-save-{sid}")).await;
+    wait_text_starting(&b, &format!("alert-threshold-{sid}-error"), "threshold:").await;
+    assert!(rest_alerts(&app, &token).await.is_empty());
+
+    threshold.clear().await;
+    threshold.send_keys("105").await;
+    b.click(&format!("alert-repeat-{sid}-once")).await;
+    b.click(&format!("alert-save-{sid}")).await;
+    b.wait_js(
+        "the form closed",
+        &format!("return !{}", by_testid(&format!("alert-row-{sid}"))),
+    )
+    .await;
+    let alerts = rest_alerts(&app, &token).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (
+            &a["symbol"],
+            &a["condition"],
+            &a["threshold"],
+            &a["repeat"],
+            &a["enabled"]
+        ),
+        (
+            &json!("AAPL"),
+            &json!("above"),
+            &json!(105.0),
+            &json!("once"),
+            &json!(true)
+        ),
+        "{a}"
+    );
+    let aid = a["id"].as_i64().unwrap();
+    wait_text_is(&b, &format!("alert-state-{aid}"), "armed").await;
+    let listed = b.text_of(&format!("alert-text-{aid}")).await;
+    assert!(listed.starts_with("AAPL above 105"), "{listed:?}");
+    wait_text_starting(&b, "alerts-status", "Alert created").await;
+
+    fake.set_price("AAPL", 110.0);
+    let toast = b
+        .wait_js(
+            "a toast",
+            "const t = document.querySelector('#toasts .toast'); return t && t.textContent",
+        )
+        .await;
+    let toast = toast.as_str().unwrap();
+    assert!(
+        toast.contains("AAPL above 105") && toast.contains("110"),
+        "{toast:?}"
+    );
+    let (status, events) = app.get("/api/v1/alerts/events", &token).await;
+    assert_eq!(status, 200, "{events}");
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event_id = events[0]["event_id"].as_i64().unwrap();
+    assert_eq!(events[0]["price"], 110.0);
+    b.find(&format!("toast-{event_id}")).await;
+    b.screenshot("alert-fired").await;
+    let listed = wait_shown(&b, &format!("alert-event-{event_id}")).await;
+    let listed = listed.as_str().unwrap();
+    assert!(
+        listed.contains("AAPL above 105") && listed.contains("110"),
+        "{listed:?}"
+    );
+    // `once`: the server disabled it; the list says so.
+    wait_text_is(&b, &format!("alert-state-{aid}"), "off").await;
+    assert_eq!(b.text_of(&format!("alert-toggle-{aid}")).await, "Enable");
+
+    // The frame came on the page's one socket, which stays open, and the
+    // panel keeps streaming on it.
+    wait_page_socket(&app, &[id]).await;
+    fake.set_price("AAPL", 111.0);
+    wait_price_change(&b, id, "AAPL", 110.0).await;
+    let conn = connection(&b).await;
+    assert_eq!(
+        (&conn["state"], &conn["opens"]),
+        (&json!("live"), &json!(1)),
+        "{conn}"
+    );
+    let panel = wait_live(&b, id).await;
+    assert_eq!(panel["stopped"], false, "{panel}");
+    let page = b.eval("return window.quotecast.alerts").await;
+    assert_eq!(
+        (&page["frames"], &page["toasts"]),
+        (&json!(1), &json!(1)),
+        "{page}"
+    );
+
+    b.click(&format!("toast-dismiss-{event_id}")).await;
+    b.wait_js(
+        "the toast dismissed",
+        &format!("return !{}", by_testid(&format!("toast-{event_id}"))),
+    )
+    .await;
+}
+
+/// The list's buttons: disable, enable and delete (after confirming) go to
+/// the server, and the list follows. An alert made in the form keeps the
+/// condition and repeat chosen. While an alert may fire the page keeps its
+/// socket (alert frames come only on one), with no panel open.
+#[actix_web::test]
+async fn alerts_are_disabled_and_deleted_from_the_list() {
+    let Some((_fake, app, b)) = pinned_market("alert-list", "MSFT", 50.0).await else {
+        return;
+    };
+    let token = app.user("alice");
+    let id = app.watchlist(&token, "List", false, items(&["MSFT"])).await;
+    let (status, made) = app
+        .post(
+            "/api/v1/alerts",
+            &token,
+            json!({"symbol": "AAPL", "condition": "cross_below", "threshold": 1.5, "note": "cheap"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let aid = made["id"].as_i64().unwrap();
+    sign_in(&b, &app, &token).await;
+    wait_live(&b, id).await;
+    wait_text_is(&b, &format!("alert-state-{aid}"), "armed").await;
+    let meta = b.text_of(&format!("alert-item-{aid}")).await;
+    assert!(
+        meta.contains("AAPL crosses below 1.50") && meta.contains("cheap"),
+        "{meta:?}"
+    );
+
+    // Another through the form: a percent condition, rearmed.
+    let sid = format!("{id}-MSFT");
+    b.wait_js(
+        "MSFT at 50",
+        &format!("return {} === 50", cell_value(&format!("price-{sid}"))),
+    )
+    .await;
+    b.click(&format!("alert-new-{sid}")).await;
+    choose(&b, &format!("alert-condition-{sid}"), "change_pct_below").await;
+    let threshold = b.find(&format!("alert-threshold-{sid}")).await;
+    threshold.clear().await;
+    threshold.send_keys("-3").await;
+    b.click(&format!("alert-repeat-{sid}-rearm")).await;
+    b.click(&format!("alert-save-{sid}")).await;
+    let second = eventually("the second alert", async || {
+        let all = rest_alerts(&app, &token).await;
+        all.into_iter()
+            .find(|a| a["id"].as_i64() != Some(aid))
+            .ok_or("not yet")
+    })
+    .await;
+    assert_eq!(
+        (
+            &second["symbol"],
+            &second["condition"],
+            &second["threshold"],
+            &second["repeat"]
+        ),
+        (
+            &json!("MSFT"),
+            &json!("change_pct_below"),
+            &json!(-3.0),
+            &json!("rearm")
+        ),
+        "{second}"
+    );
+    let second_id = second["id"].as_i64().unwrap();
+    wait_text_is(&b, &format!("alert-text-{second_id}"), "MSFT change ≤ -3%").await;
+
+    // Disable, then enable again.
+    b.click(&format!("alert-toggle-{aid}")).await;
+    wait_text_is(&b, &format!("alert-state-{aid}"), "off").await;
+    let (_, got) = app.get(&format!("/api/v1/alerts/{aid}"), &token).await;
+    assert_eq!(got["enabled"], false, "{got}");
+    assert_eq!(b.text_of(&format!("alert-toggle-{aid}")).await, "Enable");
+    b.click(&format!("alert-toggle-{aid}")).await;
+    wait_text_is(&b, &format!("alert-state-{aid}"), "armed").await;
+    let (_, got) = app.get(&format!("/api/v1/alerts/{aid}"), &token).await;
+    assert_eq!(
+        (&got["enabled"], &got["state"]),
+        (&json!(true), &json!("armed")),
+        "{got}"
+    );
+
+    // Delete asks first; Cancel keeps it.
+    b.click(&format!("alert-delete-{aid}")).await;
+    b.click(&format!("alert-cancel-delete-{aid}")).await;
+    assert_eq!(rest_alerts(&app, &token).await.len(), 2);
+    b.click(&format!("alert-delete-{aid}")).await;
+    b.click(&format!("alert-confirm-delete-{aid}")).await;
+    b.wait_js(
+        "the alert gone from the list",
+        &format!("return !{}", by_testid(&format!("alert-item-{aid}"))),
+    )
+    .await;
+    let (status, body) = app.get(&format!("/api/v1/alerts/{aid}"), &token).await;
+    assert_eq!(status, 404, "{body}");
+
+    // No panel open, an enabled alert left: the socket stays for its frames.
+    b.click(&format!("close-{id}")).await;
+    wait_page_socket(&app, &[]).await;
+    assert_eq!(connection(&b).await["state"], "live");
+    // Disabled, nothing can fire: the page lets the socket go.
+    b.click(&format!("alert-toggle-{second_id}")).await;
+    wait_text_is(&b, &format!("alert-state-{second_id}"), "off").await;
+    wait_sessions(&app, 0).await;
+    b.wait_js(
+        "the socket idle",
+        "return window.quotecast.connection.state === 'idle'",
+    )
+    .await;
+    b.click(&format!("alert-delete-{second_id}")).await;
+    b.click(&format!("alert-confirm-delete-{second_id}")).await;
+    b.wait_js(
+        "the empty list",
+        "return !document.getElementById('alerts-empty').hidden",
+    )
+    .await;
+    assert!(rest_alerts(&app, &token).await.is_empty());
 }
 
 /// The security headers of the dashboard's answers (no browser needed).
