@@ -13,6 +13,7 @@
 mod alerts;
 mod ceiling;
 mod client;
+mod cluster;
 mod cpu;
 mod hist;
 mod multiplex;
@@ -65,6 +66,8 @@ enum Cmd {
     Storm(Opts),
     /// Server CPU per delivered message at 2,000 sessions x 100 ms and 10,000 sessions x 1 s, quotecast and ceiling.
     Cpu(Opts),
+    /// Cluster mode on Redis: fanout through one cluster-mode instance vs single-process (ABBA), upstream requests per tick over 3 instances, SIGKILL of the poller holding 3,000 sessions.
+    Cluster(Opts),
     /// 10,000 price alerts on 500 symbols (1 s tick, no sessions): the server's alert evaluation time per round (budget 1 ms).
     Alerts(Opts),
     /// One custom run shaped by the flags: quotecast, or the ceiling with --ceiling, or both with --both.
@@ -183,6 +186,27 @@ struct Opts {
     /// Storm: seconds between RSS samples after close.
     #[arg(long, default_value_t = 5.0)]
     rss_step: f64,
+    /// Cluster: the Redis the instances share (the run's keys are removed at the end).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Cluster: a PostgreSQL database to connect to, to create (and at the end drop) a scratch database `qcbench_<pid>` the instances share.
+    #[arg(long, default_value = "postgres://root@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Cluster: instances of the spread and failover phase.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Cluster: sessions spread round-robin over the instances (spread and failover phase).
+    #[arg(long, default_value_t = 3_000)]
+    cluster_sessions: usize,
+    /// Cluster: watchlists of the spread phase.
+    #[arg(long, default_value_t = 300)]
+    cluster_watchlists: usize,
+    /// Cluster: distinct symbols of the spread phase (requests per tick must be ceil(distinct / 20)).
+    #[arg(long, default_value_t = 200)]
+    cluster_distinct: usize,
+    /// Cluster: `cluster.lease_ms` of every instance.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
     /// Before starting, wait (up to 10 min) until the 1-minute load average is below this (0: do not wait).
     #[arg(long, default_value_t = 0.0)]
     max_load: f64,
@@ -244,6 +268,7 @@ fn main() -> ExitCode {
         Cmd::Storm(o) => scenario("storm", o),
         Cmd::Cpu(o) => scenario("cpu", o),
         Cmd::Alerts(o) => scenario("alerts", o),
+        Cmd::Cluster(o) => scenario("cluster", o),
         Cmd::Run(o) => scenario("run", o),
     };
     match res {
@@ -268,6 +293,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             ratios: Vec::new(),
             checks: Vec::new(),
             notes: Vec::new(),
+            cluster: None,
         };
         match name {
             "fanout" => fanout(&opts, &mut rep).await?,
@@ -279,6 +305,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             "storm" => storm::scenario(&opts, &mut rep).await?,
             "cpu" => cpu::scenario(&opts, &mut rep).await?,
             "alerts" => alerts::scenario(&opts, &mut rep).await?,
+            "cluster" => cluster::scenario(&opts, &mut rep).await?,
             _ => custom(&opts, &mut rep).await?,
         }
         Ok::<_, String>(rep)
@@ -857,6 +884,7 @@ async fn start_target(
                 symbols: s.symbols,
                 extra_env,
                 forward_log: o.server_log,
+                token: None,
             })
             .await
         }
@@ -987,6 +1015,7 @@ fn plan_for(o: &Opts, t: &Target, ids: Vec<i64>) -> Plan {
         connect_timeout_ms: o.connect_timeout_ms,
         subscriptions: 0,
         reconnect: None,
+        addrs: Vec::new(),
     }
 }
 
