@@ -972,26 +972,36 @@ async fn between_ticks(fake: &FakeYahoo, tick_ms: u64) {
 }
 
 fn spark_per_tick(fake: &FakeYahoo, tick_ms: u64) -> Vec<usize> {
-    let mut times: Vec<Instant> = fake
+    let mut reqs: Vec<(Instant, Vec<String>)> = fake
         .requests()
         .into_iter()
         .filter(|r| r.endpoint == Endpoint::Spark)
-        .map(|r| r.received_at)
+        .map(|r| (r.received_at, r.symbols))
         .collect();
-    times.sort();
-    let split = Duration::from_millis(tick_ms / 2);
+    reqs.sort_by_key(|r| r.0);
+    ticks_of(&reqs, Duration::from_millis(tick_ms / 2))
+}
+
+/// Spark requests per upstream round. A round asks for each symbol once, so
+/// a request naming a symbol the current round already asked for starts the
+/// next one; so does a quiet gap longer than `split`. Gaps alone merge
+/// rounds on a loaded machine, where a round's requests spread over more
+/// than half a tick.
+fn ticks_of(reqs: &[(Instant, Vec<String>)], split: Duration) -> Vec<usize> {
     let mut ticks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut prev: Option<Instant> = None;
-    for t in times {
-        match prev {
-            Some(p) if t.duration_since(p) <= split => {
-                if let Some(last) = ticks.last_mut() {
-                    *last += 1;
-                }
+    for (t, symbols) in reqs {
+        let repeat = symbols.iter().any(|s| seen.contains(s));
+        match (prev, ticks.last_mut()) {
+            (Some(p), Some(last)) if t.duration_since(p) <= split && !repeat => *last += 1,
+            _ => {
+                ticks.push(1);
+                seen.clear();
             }
-            _ => ticks.push(1),
         }
-        prev = Some(t);
+        seen.extend(symbols.iter().cloned());
+        prev = Some(*t);
     }
     ticks
 }
@@ -1495,4 +1505,37 @@ async fn churn_run(
     };
     t.stop().await?;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_split_on_a_repeated_symbol_or_a_quiet_gap() {
+        let t0 = Instant::now();
+        let req = |ms: u64, syms: &[&str]| {
+            (
+                t0 + Duration::from_millis(ms),
+                syms.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let split = Duration::from_millis(500);
+        // Slow rounds whose requests leave no long gap: the repeats split them.
+        let slow = [
+            req(0, &["A", "B"]),
+            req(300, &["C"]),
+            req(600, &["A", "B"]),
+            req(900, &["C"]),
+            req(1200, &["A"]),
+        ];
+        assert_eq!(ticks_of(&slow, split), [2, 2, 1]);
+        // A gap splits too, even without a repeat.
+        let gap = [req(0, &["A"]), req(1000, &["B"]), req(1100, &["C"])];
+        assert_eq!(ticks_of(&gap, split), [1, 2]);
+        // A round that asks twice for a symbol shows as two.
+        let twice = [req(0, &["A", "B"]), req(10, &["B"]), req(20, &["C"])];
+        assert_eq!(ticks_of(&twice, split), [1, 2]);
+        assert!(ticks_of(&[], split).is_empty());
+    }
 }
