@@ -160,6 +160,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
         symbols: 0,
         extra_env: env,
         forward_log: o.server_log,
+        token: None,
     })
     .await?;
 

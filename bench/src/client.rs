@@ -61,6 +61,12 @@ pub struct Plan {
     /// unexpected close).
     #[serde(default)]
     pub reconnect: Option<Reconnect>,
+    /// Several servers (a cluster): session `i` connects to
+    /// `addrs[i % len]`, and a dropped session reconnects to the others in
+    /// turn, as a client behind a balancer lands on a live instance. Empty:
+    /// every session uses `addr`.
+    #[serde(default)]
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// How dropped sessions come back.
@@ -78,6 +84,25 @@ pub struct Reconnect {
 
 impl Plan {
     /// The watchlists session `i` opens: one on v1, `subscriptions` on /ws/v1.
+    /// Where session `i` connects first.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        match self.addrs.len() {
+            0 => self.addr,
+            n => self.addrs[i % n],
+        }
+    }
+
+    /// Where session `i`, dropped by `from`, tries on its `attempt`th
+    /// reconnect: the other servers in turn, starting after `from` (with one
+    /// server, `from` again).
+    pub fn reconnect_addr(&self, i: usize, from: SocketAddr, attempt: usize) -> SocketAddr {
+        let others: Vec<SocketAddr> = self.addrs.iter().copied().filter(|a| *a != from).collect();
+        match others.len() {
+            0 => from,
+            n => others[(i + attempt) % n],
+        }
+    }
+
     pub fn watchlists_of(&self, i: usize) -> Vec<i64> {
         let ids = &self.watchlist_ids;
         match self.subscriptions {
@@ -342,6 +367,9 @@ struct Shared {
     closed_unclean: AtomicU64,
     ended: AtomicU64,
     storm: StormCounters,
+    /// Live sessions per server, to know how many a server takes with it
+    /// when it dies.
+    live_on: Mutex<BTreeMap<SocketAddr, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -349,6 +377,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn opened(&self, addr: SocketAddr) {
+        *lock(&self.live_on).entry(addr).or_default() += 1;
+    }
+
+    fn lost(&self, addr: SocketAddr) {
+        if let Some(n) = lock(&self.live_on).get_mut(&addr) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     fn connect_failed(&self, e: ConnectError) {
         let ready = self.ready.load(Ordering::Relaxed);
         match &e {
@@ -516,6 +554,7 @@ pub async fn first_text(ws: &mut Ws, limit: Duration) -> Option<String> {
 async fn open_session(
     plan: &Plan,
     i: usize,
+    addr: SocketAddr,
     token: Option<&str>,
     sh: &Shared,
     seqs: &mut SeqTracker,
@@ -526,7 +565,7 @@ async fn open_session(
         0 => format!("/ws/v1/watchlists/{}", watchlists[0]),
         _ => "/ws/v1".to_owned(),
     };
-    let mut ws = timeout(limit, open(plan.addr, source_ip(plan, i), &path, token))
+    let mut ws = timeout(limit, open(addr, source_ip(plan, i), &path, token))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     if plan.subscriptions > 0 {
@@ -631,31 +670,34 @@ async fn pump(
 }
 
 /// Brings a dropped session back, with the plan's reconnect credentials,
-/// retrying with a short backoff until it is back or its time is up.
+/// retrying with a short backoff until it is back or its time is up;
+/// returns the new socket and the server it is on.
 async fn reconnect(
     i: usize,
     plan: &Plan,
     r: &Reconnect,
     sh: &Shared,
+    from: SocketAddr,
     close_rx: &watch::Receiver<bool>,
-) -> Option<(Ws, SeqTracker)> {
+) -> Option<(Ws, SeqTracker, SocketAddr)> {
     let dropped = Instant::now();
     sh.storm.dropped();
     let deadline = dropped + Duration::from_millis(r.limit_ms);
     let mut pause = Duration::from_millis(10);
-    loop {
+    for attempt in 0.. {
         let mut seqs = SeqTracker::default();
+        let addr = plan.reconnect_addr(i, from, attempt);
         let opened = {
             let _permit = match &sh.storm.gate {
                 Some(g) => g.clone().acquire_owned().await.ok(),
                 None => None,
             };
-            open_session(plan, i, r.token.as_deref(), sh, &mut seqs).await
+            open_session(plan, i, addr, r.token.as_deref(), sh, &mut seqs).await
         };
         match opened {
             Ok(ws) => {
                 sh.storm.back(dropped.elapsed());
-                return Some((ws, seqs));
+                return Some((ws, seqs, addr));
             }
             Err(e) => {
                 sh.storm.error(&e);
@@ -671,6 +713,7 @@ async fn reconnect(
             }
         }
     }
+    None
 }
 
 async fn session(
@@ -684,10 +727,12 @@ async fn session(
     let permit = sem.acquire_owned().await.ok();
     let t0 = Instant::now();
     let mut seqs = SeqTracker::default();
-    let mut ws = match open_session(&plan, i, plan.token.as_deref(), &sh, &mut seqs).await {
+    let mut addr = plan.addr_of(i);
+    let mut ws = match open_session(&plan, i, addr, plan.token.as_deref(), &sh, &mut seqs).await {
         Ok(ws) => ws,
         Err(e) => return sh.connect_failed(e),
     };
+    sh.opened(addr);
     sh.connect_latency.record(t0.elapsed().as_micros() as u64);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     sh.last_ready_us
@@ -699,15 +744,21 @@ async fn session(
             Stop::Closing => break,
             Stop::Dropped => {
                 drop(ws);
+                sh.lost(addr);
                 let back = match &plan.reconnect {
-                    Some(r) if !*close_rx.borrow() => reconnect(i, &plan, r, &sh, &close_rx).await,
+                    Some(r) if !*close_rx.borrow() => {
+                        reconnect(i, &plan, r, &sh, addr, &close_rx).await
+                    }
                     _ => {
                         sh.unexpected_closes.fetch_add(1, Ordering::Relaxed);
                         None
                     }
                 };
                 match back {
-                    Some((new_ws, new_seqs)) => (ws, seqs) = (new_ws, new_seqs),
+                    Some((new_ws, new_seqs, new_addr)) => {
+                        (ws, seqs, addr) = (new_ws, new_seqs, new_addr);
+                        sh.opened(addr);
+                    }
                     None => {
                         sh.ended.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -716,6 +767,7 @@ async fn session(
             }
         }
     }
+    sh.lost(addr);
     if close_ws(&mut ws).await {
         sh.closed_clean.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -897,6 +949,9 @@ pub struct LocalGroup {
     close_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     window_started: Option<(Instant, f64)>,
+    /// Set by [`LocalGroup::mark`]: the storm to wait for drops only these
+    /// sessions, not every live one.
+    expect_drops: Option<u64>,
 }
 
 impl LocalGroup {
@@ -920,6 +975,7 @@ impl LocalGroup {
             close_tx: watch::channel(false).0,
             tasks: Vec::new(),
             window_started: None,
+            expect_drops: None,
         }
     }
 
@@ -998,13 +1054,24 @@ impl LocalGroup {
         }
     }
 
-    /// After the server was told to drop every session: waits until each
-    /// session live now has been dropped and is back (or gave up), at most
-    /// `limit`.
+    /// Before one server of several goes away: the sessions live on it
+    /// now, which the next storm then waits for (instead of every session).
+    pub fn mark(&mut self, addr: SocketAddr) -> u64 {
+        let n = lock(&self.shared.live_on).get(&addr).copied().unwrap_or(0);
+        self.expect_drops = Some(n);
+        n
+    }
+
+    /// After the server was told to drop every session (or the sessions of
+    /// the server [`mark`](Self::mark)ed): waits until each of them has been
+    /// dropped and is back (or gave up), at most `limit`.
     pub async fn await_storm(&mut self, limit: Duration) -> StormStats {
         let sh = &self.shared;
         let st = &sh.storm;
-        let live = sh.ready.load(Ordering::Relaxed) - sh.ended.load(Ordering::Relaxed);
+        let live = self
+            .expect_drops
+            .take()
+            .unwrap_or_else(|| sh.ready.load(Ordering::Relaxed) - sh.ended.load(Ordering::Relaxed));
         let deadline = Instant::now() + limit;
         let pending = || {
             let dropped = st.dropped.load(Ordering::Relaxed);
@@ -1068,11 +1135,13 @@ enum WorkerEvent {
     Connected(ConnectStats),
     Window(WindowStats),
     Storm(StormStats),
+    Marked(u64),
     Closed(CloseStats),
 }
 
 /// `quotecast-bench worker`: reads its config as the first stdin line, then
-/// the commands `connect`, `start`, `end`, `storm MS`, `close`, one a line;
+/// the commands `connect`, `start`, `end`, `mark ADDR`, `storm MS`, `close`,
+/// one a line;
 /// answers each but `start` with one JSON line on stdout.
 pub fn worker_main() -> Result<(), String> {
     let stdin = std::io::stdin();
@@ -1107,6 +1176,10 @@ pub fn worker_main() -> Result<(), String> {
                 "connect" => emit(&WorkerEvent::Connected(group.connect().await)),
                 "start" => group.start_window(),
                 "end" => emit(&WorkerEvent::Window(group.end_window())),
+                c if c.starts_with("mark ") => match c["mark ".len()..].parse() {
+                    Ok(addr) => emit(&WorkerEvent::Marked(group.mark(addr))),
+                    Err(_) => emit(&WorkerEvent::Marked(0)),
+                },
                 c if c.starts_with("storm ") => {
                     let ms = c["storm ".len()..].parse().unwrap_or(60_000);
                     let limit = Duration::from_millis(ms);
@@ -1276,6 +1349,23 @@ impl Clients {
         }
     }
 
+    /// See [`LocalGroup::mark`]; the sum over the processes.
+    pub async fn mark(&mut self, addr: SocketAddr) -> Result<u64, String> {
+        match self {
+            Clients::Local(g) => Ok(g.mark(addr)),
+            Clients::Remote(rs) => {
+                fn add(a: &mut u64, b: u64) {
+                    *a += b;
+                }
+                ask_all(rs, &format!("mark {addr}"), add, |e| match e {
+                    WorkerEvent::Marked(n) => Some(n),
+                    _ => None,
+                })
+                .await
+            }
+        }
+    }
+
     /// See [`LocalGroup::await_storm`].
     pub async fn await_storm(&mut self, limit: Duration) -> Result<StormStats, String> {
         match self {
@@ -1362,12 +1452,49 @@ mod tests {
             connect_timeout_ms: 1,
             subscriptions: 0,
             reconnect: None,
+            addrs: Vec::new(),
         };
         let v1: Vec<i64> = (0..30).flat_map(|i| plan.watchlists_of(i)).collect();
         plan.subscriptions = 10;
         let multi: Vec<i64> = (0..3).flat_map(|i| plan.watchlists_of(i)).collect();
         assert_eq!(v1, multi);
         assert_eq!(plan.watchlists_of(1), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cluster_sessions_spread_and_reconnect_to_the_others() {
+        let a: Vec<SocketAddr> = (1..=3)
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        let mut plan = Plan {
+            addr: a[0],
+            token: None,
+            watchlist_ids: vec![1],
+            source_ips: 1,
+            concurrency: 1,
+            lag_ms: 0,
+            connect_timeout_ms: 1,
+            subscriptions: 0,
+            reconnect: None,
+            addrs: Vec::new(),
+        };
+        assert_eq!(plan.addr_of(4), a[0]);
+        assert_eq!(plan.reconnect_addr(4, a[0], 3), a[0]);
+        plan.addrs = a.clone();
+        let first: Vec<SocketAddr> = (0..6).map(|i| plan.addr_of(i)).collect();
+        assert_eq!(first, [a[0], a[1], a[2], a[0], a[1], a[2]]);
+        // Sessions dropped by the second server try the two others, and
+        // spread over them rather than all landing on one.
+        for attempt in 0..4 {
+            for i in [1, 4, 7] {
+                assert_ne!(plan.reconnect_addr(i, a[1], attempt), a[1]);
+            }
+        }
+        let back: Vec<SocketAddr> = [1, 4]
+            .iter()
+            .map(|&i| plan.reconnect_addr(i, a[1], 0))
+            .collect();
+        assert_ne!(back[0], back[1]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod alerts;
 mod ceiling;
 mod client;
+mod cluster;
 mod cpu;
 mod hist;
 mod multiplex;
@@ -65,6 +66,8 @@ enum Cmd {
     Storm(Opts),
     /// Server CPU per delivered message at 2,000 sessions x 100 ms and 10,000 sessions x 1 s, quotecast and ceiling.
     Cpu(Opts),
+    /// Cluster mode on Redis: fanout through one cluster-mode instance vs single-process (ABBA), upstream requests per tick over 3 instances, SIGKILL of the poller holding 3,000 sessions.
+    Cluster(Opts),
     /// 10,000 price alerts on 500 symbols (1 s tick, no sessions): the server's alert evaluation time per round (budget 1 ms).
     Alerts(Opts),
     /// One custom run shaped by the flags: quotecast, or the ceiling with --ceiling, or both with --both.
@@ -183,6 +186,27 @@ struct Opts {
     /// Storm: seconds between RSS samples after close.
     #[arg(long, default_value_t = 5.0)]
     rss_step: f64,
+    /// Cluster: the Redis the instances share (the run's keys are removed at the end).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Cluster: a PostgreSQL database to connect to, to create (and at the end drop) a scratch database `qcbench_<pid>` the instances share.
+    #[arg(long, default_value = "postgres://root@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Cluster: instances of the spread and failover phase.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Cluster: sessions spread round-robin over the instances (spread and failover phase).
+    #[arg(long, default_value_t = 3_000)]
+    cluster_sessions: usize,
+    /// Cluster: watchlists of the spread phase.
+    #[arg(long, default_value_t = 300)]
+    cluster_watchlists: usize,
+    /// Cluster: distinct symbols of the spread phase (requests per tick must be ceil(distinct / 20)).
+    #[arg(long, default_value_t = 200)]
+    cluster_distinct: usize,
+    /// Cluster: `cluster.lease_ms` of every instance.
+    #[arg(long, default_value_t = 10_000)]
+    lease_ms: u64,
     /// Before starting, wait (up to 10 min) until the 1-minute load average is below this (0: do not wait).
     #[arg(long, default_value_t = 0.0)]
     max_load: f64,
@@ -244,6 +268,7 @@ fn main() -> ExitCode {
         Cmd::Storm(o) => scenario("storm", o),
         Cmd::Cpu(o) => scenario("cpu", o),
         Cmd::Alerts(o) => scenario("alerts", o),
+        Cmd::Cluster(o) => scenario("cluster", o),
         Cmd::Run(o) => scenario("run", o),
     };
     match res {
@@ -268,6 +293,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             ratios: Vec::new(),
             checks: Vec::new(),
             notes: Vec::new(),
+            cluster: None,
         };
         match name {
             "fanout" => fanout(&opts, &mut rep).await?,
@@ -279,6 +305,7 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
             "storm" => storm::scenario(&opts, &mut rep).await?,
             "cpu" => cpu::scenario(&opts, &mut rep).await?,
             "alerts" => alerts::scenario(&opts, &mut rep).await?,
+            "cluster" => cluster::scenario(&opts, &mut rep).await?,
             _ => custom(&opts, &mut rep).await?,
         }
         Ok::<_, String>(rep)
@@ -857,6 +884,7 @@ async fn start_target(
                 symbols: s.symbols,
                 extra_env,
                 forward_log: o.server_log,
+                token: None,
             })
             .await
         }
@@ -944,26 +972,36 @@ async fn between_ticks(fake: &FakeYahoo, tick_ms: u64) {
 }
 
 fn spark_per_tick(fake: &FakeYahoo, tick_ms: u64) -> Vec<usize> {
-    let mut times: Vec<Instant> = fake
+    let mut reqs: Vec<(Instant, Vec<String>)> = fake
         .requests()
         .into_iter()
         .filter(|r| r.endpoint == Endpoint::Spark)
-        .map(|r| r.received_at)
+        .map(|r| (r.received_at, r.symbols))
         .collect();
-    times.sort();
-    let split = Duration::from_millis(tick_ms / 2);
+    reqs.sort_by_key(|r| r.0);
+    ticks_of(&reqs, Duration::from_millis(tick_ms / 2))
+}
+
+/// Spark requests per upstream round. A round asks for each symbol once, so
+/// a request naming a symbol the current round already asked for starts the
+/// next one; so does a quiet gap longer than `split`. Gaps alone merge
+/// rounds on a loaded machine, where a round's requests spread over more
+/// than half a tick.
+fn ticks_of(reqs: &[(Instant, Vec<String>)], split: Duration) -> Vec<usize> {
     let mut ticks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut prev: Option<Instant> = None;
-    for t in times {
-        match prev {
-            Some(p) if t.duration_since(p) <= split => {
-                if let Some(last) = ticks.last_mut() {
-                    *last += 1;
-                }
+    for (t, symbols) in reqs {
+        let repeat = symbols.iter().any(|s| seen.contains(s));
+        match (prev, ticks.last_mut()) {
+            (Some(p), Some(last)) if t.duration_since(p) <= split && !repeat => *last += 1,
+            _ => {
+                ticks.push(1);
+                seen.clear();
             }
-            _ => ticks.push(1),
         }
-        prev = Some(t);
+        seen.extend(symbols.iter().cloned());
+        prev = Some(*t);
     }
     ticks
 }
@@ -987,6 +1025,7 @@ fn plan_for(o: &Opts, t: &Target, ids: Vec<i64>) -> Plan {
         connect_timeout_ms: o.connect_timeout_ms,
         subscriptions: 0,
         reconnect: None,
+        addrs: Vec::new(),
     }
 }
 
@@ -1466,4 +1505,37 @@ async fn churn_run(
     };
     t.stop().await?;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_split_on_a_repeated_symbol_or_a_quiet_gap() {
+        let t0 = Instant::now();
+        let req = |ms: u64, syms: &[&str]| {
+            (
+                t0 + Duration::from_millis(ms),
+                syms.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let split = Duration::from_millis(500);
+        // Slow rounds whose requests leave no long gap: the repeats split them.
+        let slow = [
+            req(0, &["A", "B"]),
+            req(300, &["C"]),
+            req(600, &["A", "B"]),
+            req(900, &["C"]),
+            req(1200, &["A"]),
+        ];
+        assert_eq!(ticks_of(&slow, split), [2, 2, 1]);
+        // A gap splits too, even without a repeat.
+        let gap = [req(0, &["A"]), req(1000, &["B"]), req(1100, &["C"])];
+        assert_eq!(ticks_of(&gap, split), [1, 2]);
+        // A round that asks twice for a symbol shows as two.
+        let twice = [req(0, &["A", "B"]), req(10, &["B"]), req(20, &["C"])];
+        assert_eq!(ticks_of(&twice, split), [1, 2]);
+        assert!(ticks_of(&[], split).is_empty());
+    }
 }

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 /// One shape's phases added up.
 #[derive(Default)]
-struct Total {
-    window: WindowStats,
+pub(crate) struct Total {
+    pub(crate) window: WindowStats,
     server_cpu_s: f64,
-    runs: usize,
+    pub(crate) runs: usize,
 }
 
 impl Total {
-    fn add(&mut self, run: &RunReport, window: WindowStats) {
+    pub(crate) fn add(&mut self, run: &RunReport, window: WindowStats) {
         if let Some(us) = run.server.cpu_us_per_msg {
             self.server_cpu_s += us * window.msgs as f64 / 1e6;
         }
@@ -38,11 +38,11 @@ impl Total {
         self.runs += 1;
     }
 
-    fn msgs_per_s(&self) -> f64 {
+    pub(crate) fn msgs_per_s(&self) -> f64 {
         self.window.msgs as f64 / self.window.seconds.max(1e-9)
     }
 
-    fn cpu_us_per_msg(&self) -> Option<f64> {
+    pub(crate) fn cpu_us_per_msg(&self) -> Option<f64> {
         (self.window.msgs > 0).then(|| self.server_cpu_s * 1e6 / self.window.msgs as f64)
     }
 }

@@ -284,6 +284,71 @@ pub struct ScenarioReport {
     pub ratios: Vec<Ratio>,
     pub checks: Vec<Check>,
     pub notes: Vec<String>,
+    /// The `cluster` scenario's instances and failover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+/// What the `cluster` scenario saw of its instances, besides the runs.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClusterReport {
+    pub redis_url: String,
+    /// The run's own prefix: nothing of another cluster sharing the Redis
+    /// is read or removed.
+    pub key_prefix: String,
+    /// The scratch PostgreSQL database every instance shares (dropped at
+    /// the end).
+    pub database: String,
+    pub lease_ms: u64,
+    /// The instances of the spread phase, after every session connected.
+    pub nodes: Vec<NodeReport>,
+    pub failover: Option<FailoverReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct NodeReport {
+    pub node_id: String,
+    pub addr: String,
+    pub pid: Option<u32>,
+    pub poller: bool,
+    /// Its sessions as `GET /admin/v1/cluster` lists them.
+    pub sessions: Option<u64>,
+    pub workers: Option<u64>,
+    pub rss_loaded: Option<u64>,
+    /// Its CPU over the measuring window (one core = 100).
+    pub cpu_percent: Option<f64>,
+    /// Upstream requests it made in the window (only the poller makes any).
+    pub upstream_requests: Option<u64>,
+}
+
+/// SIGKILL of the poller while it holds its share of the sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverReport {
+    pub killed_node: String,
+    pub killed_was_poller: bool,
+    /// Every session of the cluster, and those on the killed instance.
+    pub sessions: u64,
+    pub on_killed: u64,
+    /// Sessions the clients saw dropped: those of the killed instance, and
+    /// any survivor's (none should be).
+    pub dropped: u64,
+    pub reconnected: u64,
+    pub failed: u64,
+    pub retries: u64,
+    /// Dropped and neither back nor given up when the wait ended.
+    pub pending: u64,
+    /// From the SIGKILL to the last dropped session's snapshot on another
+    /// instance.
+    pub kill_to_all_back_s: Option<f64>,
+    /// Per session, from its drop to its snapshot on another instance.
+    pub reconnect_latency: Percentiles,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// The instance that polls after the failover, and when its first
+    /// upstream request came after the kill.
+    pub new_poller: Option<String>,
+    pub takeover_s: Option<f64>,
+    /// The spec's bound on the takeover: `cluster.lease_ms` + one tick.
+    pub takeover_bound_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -591,6 +656,9 @@ pub fn human(rep: &ScenarioReport) -> String {
             );
         }
     }
+    if let Some(c) = &rep.cluster {
+        human_cluster(&mut o, c);
+    }
     if !rep.checks.is_empty() {
         let _ = writeln!(o, "\nchecks:");
         for c in &rep.checks {
@@ -608,4 +676,59 @@ pub fn human(rep: &ScenarioReport) -> String {
         let _ = writeln!(o, "note: {n}");
     }
     o
+}
+
+fn human_cluster(o: &mut String, c: &ClusterReport) {
+    let _ = writeln!(
+        o,
+        "\ncluster: Redis {} (prefix {}), PostgreSQL database {}, lease {} ms",
+        c.redis_url, c.key_prefix, c.database, c.lease_ms
+    );
+    let _ = writeln!(
+        o,
+        "  {:<10} {:<22} {:>7} {:>9} {:>8} {:>10} {:>6} {:>9}",
+        "node", "addr", "poller", "sessions", "workers", "RSS", "CPU", "upstream"
+    );
+    let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    for n in &c.nodes {
+        let _ = writeln!(
+            o,
+            "  {:<10} {:<22} {:>7} {:>9} {:>8} {:>10} {:>6} {:>9}",
+            n.node_id,
+            n.addr,
+            if n.poller { "yes" } else { "" },
+            opt(n.sessions),
+            opt(n.workers),
+            n.rss_loaded.map_or("-".into(), mib),
+            n.cpu_percent.map_or("-".into(), |v| format!("{v:.0}%")),
+            opt(n.upstream_requests)
+        );
+    }
+    if let Some(f) = &c.failover {
+        let s = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} s"));
+        let _ = writeln!(
+            o,
+            "  failover    SIGKILL {}{}: {} of {} sessions on it, {} dropped, {} back on the others ({} failed, {} pending, {} retries) {} after the kill; per session p50 {}, p99 {}",
+            f.killed_node,
+            if f.killed_was_poller { " (the poller)" } else { "" },
+            f.on_killed,
+            f.sessions,
+            f.dropped,
+            f.reconnected,
+            f.failed,
+            f.pending,
+            f.retries,
+            s(f.kill_to_all_back_s),
+            ms(f.reconnect_latency.p50_ms),
+            ms(f.reconnect_latency.p99_ms)
+        );
+        let _ = writeln!(
+            o,
+            "  takeover    {} polls {} after the kill (bound: lease + tick = {:.1} s); errors {:?}",
+            f.new_poller.as_deref().unwrap_or("no instance"),
+            s(f.takeover_s),
+            f.takeover_bound_s,
+            f.errors
+        );
+    }
 }

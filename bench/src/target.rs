@@ -51,6 +51,9 @@ pub struct ServerSetup<'a> {
     pub symbols: usize,
     pub extra_env: Vec<(String, String)>,
     pub forward_log: bool,
+    /// The admin's token when the database already has the bench user (the
+    /// instances of a cluster share one); `None` creates the user.
+    pub token: Option<String>,
 }
 
 pub struct Target {
@@ -216,24 +219,10 @@ impl Target {
         ];
         env.extend(s.extra_env);
 
-        let out = Command::new(&bin)
-            .args(["user", "add", "bench", "--admin"])
-            .envs(env.iter().cloned())
-            .current_dir(&dir)
-            .output()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "`quotecast user add bench --admin` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let token = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_owned())
-            .ok_or("`quotecast user add` printed no token")?;
+        let token = match s.token {
+            Some(t) => t,
+            None => add_admin(&bin, &env, &dir)?,
+        };
 
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
@@ -636,6 +625,29 @@ impl Drop for Target {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// `quotecast user add bench --admin` against the database `env` names;
+/// the token it prints.
+fn add_admin(bin: &Path, env: &[(String, String)], dir: &Path) -> Result<String, String> {
+    let out = Command::new(bin)
+        .args(["user", "add", "bench", "--admin"])
+        .envs(env.iter().cloned())
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`quotecast user add bench --admin` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_owned())
+        .ok_or_else(|| "`quotecast user add` printed no token".to_owned())
 }
 
 /// The `k`th benchmark symbol. Valid for quotecast, unknown to the sim
