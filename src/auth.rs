@@ -284,6 +284,11 @@ mod tests {
         }
     }
 
+    /// Why `store` refuses ticket `t` for `watchlist_id`.
+    fn refusal(store: &TicketStore, t: &str, watchlist_id: Option<i64>) -> TicketError {
+        store.consume(t, watchlist_id).unwrap_err()
+    }
+
     #[test]
     fn tokens_are_random_and_hashed() {
         let (a, ha) = new_token();
@@ -298,27 +303,15 @@ mod tests {
     fn tickets_are_single_use_and_bound_to_a_watchlist() {
         let store = TicketStore::new(Duration::from_secs(60), 10);
         let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, Some(8)).unwrap_err(),
-            TicketError::WrongWatchlist
-        );
+        assert_eq!(refusal(&store, &t, Some(8)), TicketError::WrongWatchlist);
         // The failed attempt used it up as well.
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
         let t = store.issue(user(), 5, Some(7)).unwrap();
         assert_eq!(store.consume(&t, Some(7)).unwrap().token_id, 5);
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
         // Bound to a watchlist: not for the multi-watchlist endpoint.
         let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, None).unwrap_err(),
-            TicketError::WrongWatchlist
-        );
+        assert_eq!(refusal(&store, &t, None), TicketError::WrongWatchlist);
         // Unbound: for any socket.
         let t = store.issue(user(), 5, None).unwrap();
         assert!(store.consume(&t, Some(3)).is_ok());
@@ -330,10 +323,7 @@ mod tests {
     fn tickets_expire() {
         let store = TicketStore::new(Duration::from_millis(0), 10);
         let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
     }
 
     #[test]
