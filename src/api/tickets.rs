@@ -6,7 +6,7 @@ use super::openapi::{Authenticated, JsonBody, ReadsWatchlist};
 use super::watchlists::on_watchlist;
 use super::{ApiError, ErrorBody};
 use crate::access::Access;
-use crate::auth::Caller;
+use crate::auth::{Caller, Claim};
 use crate::state::AppState;
 use actix_web::{post, web};
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,12 @@ pub async fn ws_ticket(
     if let Some(id) = id {
         on_watchlist(&state, &caller, id, Access::Read, |_, _| Ok(())).await?;
     }
-    let ticket = match state.tickets.issue(caller.user, caller.token_id, id).await {
+    let claim = Claim {
+        user: caller.user,
+        token_id: caller.token_id,
+        watchlist_id: id,
+    };
+    let ticket = match state.tickets.issue(claim).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             return Err(ApiError::TooManySessions(
