@@ -97,12 +97,7 @@ pub trait Tickets: Send + Sync + 'static {
     fn ttl(&self) -> Duration;
 
     /// Issues a ticket; `None` when too many are outstanding.
-    fn issue(
-        &self,
-        user: User,
-        token_id: i64,
-        watchlist_id: Option<i64>,
-    ) -> BoxFuture<'_, Result<Option<String>, TicketError>>;
+    fn issue(&self, claim: Claim) -> BoxFuture<'_, Result<Option<String>, TicketError>>;
 
     /// Takes a ticket out (single use, whatever the outcome), for a socket
     /// on `watchlist_id` (`None`: the multi-watchlist endpoint).
@@ -121,6 +116,16 @@ pub fn new_ticket_id() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+/// What a WebSocket ticket is asked for: who, with which token, for which
+/// socket. The cluster's store keeps it as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Claim {
+    pub user: User,
+    pub token_id: i64,
+    /// The watchlist whose v1 socket it opens; `None`: any socket.
+    pub watchlist_id: Option<i64>,
 }
 
 /// What a WebSocket ticket stands for.
@@ -157,12 +162,12 @@ pub enum TicketError {
 }
 
 impl Ticket {
-    /// A ticket as read back from a store that keeps its expiry itself.
-    pub fn new(user: User, token_id: i64, watchlist_id: Option<i64>, ttl: Duration) -> Self {
+    /// A ticket that expires `ttl` from now.
+    pub fn new(claim: Claim, ttl: Duration) -> Self {
         Self {
-            user,
-            token_id,
-            watchlist_id,
+            user: claim.user,
+            token_id: claim.token_id,
+            watchlist_id: claim.watchlist_id,
             expires_at: Instant::now() + ttl,
         }
     }
@@ -190,7 +195,7 @@ impl TicketStore {
     }
 
     /// Issues a ticket, or `None` when too many are outstanding.
-    pub fn issue(&self, user: User, token_id: i64, watchlist_id: Option<i64>) -> Option<String> {
+    pub fn issue(&self, claim: Claim) -> Option<String> {
         let now = Instant::now();
         let mut map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.max_outstanding {
@@ -200,15 +205,7 @@ impl TicketStore {
             }
         }
         let id = new_ticket_id();
-        map.insert(
-            id.clone(),
-            Ticket {
-                user,
-                token_id,
-                watchlist_id,
-                expires_at: now + self.ttl,
-            },
-        );
+        map.insert(id.clone(), Ticket::new(claim, self.ttl));
         Some(id)
     }
 
@@ -249,13 +246,8 @@ impl Tickets for TicketStore {
         self.ttl
     }
 
-    fn issue(
-        &self,
-        user: User,
-        token_id: i64,
-        watchlist_id: Option<i64>,
-    ) -> BoxFuture<'_, Result<Option<String>, TicketError>> {
-        future::ready(Ok(TicketStore::issue(self, user, token_id, watchlist_id))).boxed()
+    fn issue(&self, claim: Claim) -> BoxFuture<'_, Result<Option<String>, TicketError>> {
+        future::ready(Ok(TicketStore::issue(self, claim))).boxed()
     }
 
     fn consume(
@@ -284,6 +276,19 @@ mod tests {
         }
     }
 
+    fn claim(token_id: i64, watchlist_id: Option<i64>) -> Claim {
+        Claim {
+            user: user(),
+            token_id,
+            watchlist_id,
+        }
+    }
+
+    /// Why `store` refuses ticket `t` for `watchlist_id`.
+    fn refusal(store: &TicketStore, t: &str, watchlist_id: Option<i64>) -> TicketError {
+        store.consume(t, watchlist_id).unwrap_err()
+    }
+
     #[test]
     fn tokens_are_random_and_hashed() {
         let (a, ha) = new_token();
@@ -297,55 +302,40 @@ mod tests {
     #[test]
     fn tickets_are_single_use_and_bound_to_a_watchlist() {
         let store = TicketStore::new(Duration::from_secs(60), 10);
-        let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, Some(8)).unwrap_err(),
-            TicketError::WrongWatchlist
-        );
+        let t = store.issue(claim(5, Some(7))).unwrap();
+        assert_eq!(refusal(&store, &t, Some(8)), TicketError::WrongWatchlist);
         // The failed attempt used it up as well.
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
-        let t = store.issue(user(), 5, Some(7)).unwrap();
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
+        let t = store.issue(claim(5, Some(7))).unwrap();
         assert_eq!(store.consume(&t, Some(7)).unwrap().token_id, 5);
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
         // Bound to a watchlist: not for the multi-watchlist endpoint.
-        let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, None).unwrap_err(),
-            TicketError::WrongWatchlist
-        );
+        let t = store.issue(claim(5, Some(7))).unwrap();
+        assert_eq!(refusal(&store, &t, None), TicketError::WrongWatchlist);
         // Unbound: for any socket.
-        let t = store.issue(user(), 5, None).unwrap();
+        let t = store.issue(claim(5, None)).unwrap();
         assert!(store.consume(&t, Some(3)).is_ok());
-        let t = store.issue(user(), 5, None).unwrap();
+        let t = store.issue(claim(5, None)).unwrap();
         assert!(store.consume(&t, None).is_ok());
     }
 
     #[test]
     fn tickets_expire() {
         let store = TicketStore::new(Duration::from_millis(0), 10);
-        let t = store.issue(user(), 5, Some(7)).unwrap();
-        assert_eq!(
-            store.consume(&t, Some(7)).unwrap_err(),
-            TicketError::Invalid
-        );
+        let t = store.issue(claim(5, Some(7))).unwrap();
+        assert_eq!(refusal(&store, &t, Some(7)), TicketError::Invalid);
     }
 
     #[test]
     fn expired_tickets_are_purged() {
         let store = TicketStore::new(Duration::from_millis(0), 10);
-        store.issue(user(), 5, Some(7)).unwrap();
-        store.issue(user(), 5, None).unwrap();
+        store.issue(claim(5, Some(7))).unwrap();
+        store.issue(claim(5, None)).unwrap();
         assert_eq!(store.len(), 2);
         assert_eq!(store.purge_expired(), 2);
         assert!(store.is_empty());
         let live = TicketStore::new(Duration::from_secs(60), 10);
-        live.issue(user(), 5, None).unwrap();
+        live.issue(claim(5, None)).unwrap();
         assert_eq!(live.purge_expired(), 0);
         assert_eq!(live.len(), 1);
     }
@@ -353,8 +343,8 @@ mod tests {
     #[test]
     fn outstanding_tickets_are_bounded() {
         let store = TicketStore::new(Duration::from_secs(60), 2);
-        assert!(store.issue(user(), 1, Some(1)).is_some());
-        assert!(store.issue(user(), 1, Some(1)).is_some());
-        assert!(store.issue(user(), 1, Some(1)).is_none());
+        assert!(store.issue(claim(1, Some(1))).is_some());
+        assert!(store.issue(claim(1, Some(1))).is_some());
+        assert!(store.issue(claim(1, Some(1))).is_none());
     }
 }

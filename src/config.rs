@@ -231,9 +231,7 @@ impl Settings {
 
     /// Checks every value that serde alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.database.pool_size == 0 {
-            return Err(ConfigError::new("database.pool_size", "must be at least 1"));
-        }
+        at_least("database.pool_size", self.database.pool_size, 1)?;
         let up = &self.upstream;
         if !matches!(up.base_url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
@@ -286,24 +284,9 @@ impl Settings {
                 "must be larger than realtime.heartbeat_interval_ms",
             ));
         }
-        if rt.max_message_bytes < 64 {
-            return Err(ConfigError::new(
-                "realtime.max_message_bytes",
-                "must be at least 64",
-            ));
-        }
-        if rt.session_queue < 2 {
-            return Err(ConfigError::new(
-                "realtime.session_queue",
-                "must be at least 2",
-            ));
-        }
-        if rt.history_size < 1 {
-            return Err(ConfigError::new(
-                "realtime.history_size",
-                "must be at least 1",
-            ));
-        }
+        at_least("realtime.max_message_bytes", rt.max_message_bytes, 64)?;
+        at_least("realtime.session_queue", rt.session_queue, 2)?;
+        at_least("realtime.history_size", rt.history_size, 1)?;
         let c = &self.cluster;
         if c.enabled() {
             let url = url::Url::parse(&c.redis_url)
@@ -338,50 +321,30 @@ impl Settings {
                 "at most 64 characters, no spaces or ':'",
             ));
         }
-        if c.lease_ms < 200 {
-            return Err(ConfigError::new("cluster.lease_ms", "must be at least 200"));
-        }
+        at_least("cluster.lease_ms", c.lease_ms, 200)?;
         let l = &self.limits;
-        if l.max_subscriptions_per_session < 1 {
-            return Err(ConfigError::new(
-                "limits.max_subscriptions_per_session",
-                "must be at least 1",
-            ));
-        }
-        if l.max_watchlists_per_user < 1 {
-            return Err(ConfigError::new(
-                "limits.max_watchlists_per_user",
-                "must be at least 1",
-            ));
-        }
-        if l.max_items_per_watchlist < 1 {
-            return Err(ConfigError::new(
-                "limits.max_items_per_watchlist",
-                "must be at least 1",
-            ));
-        }
-        if l.max_alerts_per_user < 1 {
-            return Err(ConfigError::new(
-                "limits.max_alerts_per_user",
-                "must be at least 1",
-            ));
-        }
+        at_least(
+            "limits.max_subscriptions_per_session",
+            l.max_subscriptions_per_session,
+            1,
+        )?;
+        at_least(
+            "limits.max_watchlists_per_user",
+            l.max_watchlists_per_user,
+            1,
+        )?;
+        at_least(
+            "limits.max_items_per_watchlist",
+            l.max_items_per_watchlist,
+            1,
+        )?;
+        at_least("limits.max_alerts_per_user", l.max_alerts_per_user, 1)?;
         let al = &self.alerts;
         positive("alerts.webhook_timeout_ms", al.webhook_timeout_ms)?;
         positive("alerts.webhook_backoff_ms", al.webhook_backoff_ms)?;
         positive("alerts.reload_interval_ms", al.reload_interval_ms)?;
-        if al.webhook_max_attempts < 1 {
-            return Err(ConfigError::new(
-                "alerts.webhook_max_attempts",
-                "must be at least 1",
-            ));
-        }
-        if al.webhook_max_in_flight < 1 {
-            return Err(ConfigError::new(
-                "alerts.webhook_max_in_flight",
-                "must be at least 1",
-            ));
-        }
+        at_least("alerts.webhook_max_attempts", al.webhook_max_attempts, 1)?;
+        at_least("alerts.webhook_max_in_flight", al.webhook_max_in_flight, 1)?;
         Ok(())
     }
 
@@ -401,6 +364,17 @@ impl Settings {
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::new(key, format!("must be at least {min}")));
     }
     Ok(())
 }

@@ -22,6 +22,45 @@ impl DomainError {
     }
 }
 
+/// Text of at least one and at most `max` characters.
+fn not_empty_within(field: &'static str, text: &str, max: usize) -> Result<(), DomainError> {
+    if text.is_empty() {
+        return Err(DomainError::new(field, "must not be empty"));
+    }
+    if text.chars().count() > max {
+        return Err(DomainError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// `as_str` and the `String` conversions serde goes through, for a newtype
+/// over a `String` that `parse` checks.
+macro_rules! string_conversions {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = DomainError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+    };
+}
+
 /// A ticker symbol: 1-20 characters of `A-Z 0-9 . - ^ =`, always upper-case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -32,15 +71,7 @@ impl Symbol {
 
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let upper = raw.trim().to_ascii_uppercase();
-        if upper.is_empty() {
-            return Err(DomainError::new("symbol", "must not be empty"));
-        }
-        if upper.chars().count() > Self::MAX_LEN {
-            return Err(DomainError::new(
-                "symbol",
-                format!("must be at most {} characters", Self::MAX_LEN),
-            ));
-        }
+        not_empty_within("symbol", &upper, Self::MAX_LEN)?;
         if let Some(bad) = upper
             .chars()
             .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(*c)))
@@ -52,24 +83,9 @@ impl Symbol {
         }
         Ok(Self(upper))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Symbol {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Symbol> for String {
-    fn from(s: Symbol) -> String {
-        s.0
-    }
-}
+string_conversions!(Symbol);
 
 impl fmt::Display for Symbol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,15 +104,7 @@ impl WatchlistName {
 
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let name = raw.trim();
-        if name.is_empty() {
-            return Err(DomainError::new("name", "must not be empty"));
-        }
-        if name.chars().count() > Self::MAX_LEN {
-            return Err(DomainError::new(
-                "name",
-                format!("must be at most {} characters", Self::MAX_LEN),
-            ));
-        }
+        not_empty_within("name", name, Self::MAX_LEN)?;
         if name.chars().any(char::is_control) {
             return Err(DomainError::new(
                 "name",
@@ -105,24 +113,9 @@ impl WatchlistName {
         }
         Ok(Self(name.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for WatchlistName {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<WatchlistName> for String {
-    fn from(n: WatchlistName) -> String {
-        n.0
-    }
-}
+string_conversions!(WatchlistName);
 
 /// Free text with a length cap (descriptions, memos).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -174,17 +174,22 @@ mod tests {
         );
     }
 
+    /// What a logger at `max` lets through of five connection errors in a
+    /// row.
+    fn five_connection_errors(max: Level, msg: &str) -> Seen {
+        let (l, seen) = logger(max);
+        for _ in 0..5 {
+            emit(&l, Level::Error, DISPATCHER_TARGET, msg);
+        }
+        seen
+    }
+
     #[test]
     fn connection_errors_warn_once_a_window_and_debug_after() {
-        let (l, seen) = logger(Level::Debug);
-        for _ in 0..5 {
-            emit(
-                &l,
-                Level::Error,
-                DISPATCHER_TARGET,
-                "stream error: request parse error: invalid Header provided",
-            );
-        }
+        let seen = five_connection_errors(
+            Level::Debug,
+            "stream error: request parse error: invalid Header provided",
+        );
         let seen = seen.lock().unwrap();
         let levels: Vec<Level> = seen.iter().map(|s| s.0).collect();
         assert_eq!(
@@ -206,15 +211,7 @@ mod tests {
 
     #[test]
     fn at_info_only_the_first_connection_error_shows() {
-        let (l, seen) = logger(Level::Info);
-        for _ in 0..5 {
-            emit(
-                &l,
-                Level::Error,
-                DISPATCHER_TARGET,
-                "stream error: I/O error: reset",
-            );
-        }
+        let seen = five_connection_errors(Level::Info, "stream error: I/O error: reset");
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 

@@ -2,6 +2,7 @@
 //! process-global default), so several instances in one test process do not
 //! share counters.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -46,53 +47,42 @@ pub struct Metrics {
     pub webhook_attempts: IntCounterVec,
 }
 
+/// `metric`, once `registry` renders it.
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
+            registered(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            registered(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            registered(&registry, Histogram::with_opts(opts).expect("valid metric"))
         };
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "quotecast_upstream_requests_total",
-                "Upstream requests by outcome",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(upstream_requests.clone()))
-            .expect("unique metric");
-        let webhook_attempts = IntCounterVec::new(
-            Opts::new(
-                "quotecast_webhook_attempts_total",
-                "Alert webhook delivery attempts by outcome (delivered, retry, failed)",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(webhook_attempts.clone()))
-            .expect("unique metric");
+        let by_outcome = |name: &str, help: &str| {
+            let vec = IntCounterVec::new(Opts::new(name, help), &["outcome"]);
+            registered(&registry, vec.expect("valid metric"))
+        };
+        let upstream_requests = by_outcome(
+            "quotecast_upstream_requests_total",
+            "Upstream requests by outcome",
+        );
+        let webhook_attempts = by_outcome(
+            "quotecast_webhook_attempts_total",
+            "Alert webhook delivery attempts by outcome (delivered, retry, failed)",
+        );
         Self {
             sessions: gauge("quotecast_sessions", "Open WebSocket sessions"),
             workers: gauge("quotecast_workers", "Running PriceWorkers"),

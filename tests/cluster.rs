@@ -8,7 +8,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
-use support::cluster::{Cluster, Node, PrivateRedis};
+use support::cluster::{the_poller, Cluster, Node, PrivateRedis};
 use support::fake_yahoo::{Endpoint, FakeYahoo};
 use support::{code, eventually, eventually_within, items, Api, Event, Ws, DEADLINE};
 
@@ -33,20 +33,6 @@ async fn a_socket_at_each(nodes: &[Node], id: i64, token: &str) -> Vec<Ws> {
         sockets.push(n.open(id, token).await.0);
     }
     sockets
-}
-
-/// Which node polls, once exactly one does.
-async fn the_poller(nodes: &[Node]) -> usize {
-    eventually("exactly one poller", async || {
-        let mut pollers = Vec::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if n.is_poller().await {
-                pollers.push(i);
-            }
-        }
-        (pollers.len() == 1).then(|| pollers[0])
-    })
-    .await
 }
 
 /// The next `quotes` message, checking that its seq follows the last one

@@ -7,24 +7,10 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-use support::cluster::{Cluster, Node};
+use std::time::Duration;
+use support::cluster::{the_poller, Cluster, Node};
 use support::fake_yahoo::FakeYahoo;
-use support::{eventually, throughout, Api, Event, Ws, DEADLINE};
-
-/// The node that polls, once exactly one does.
-async fn the_poller(nodes: &[Node]) -> usize {
-    eventually("exactly one poller", async || {
-        let mut pollers = Vec::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if n.is_poller().await {
-                pollers.push(i);
-            }
-        }
-        (pollers.len() == 1).then(|| pollers[0])
-    })
-    .await
-}
+use support::{eventually, throughout, Api, Ws};
 
 async fn multi(node: &Node, token: &str) -> Ws {
     node.try_ws("/ws/v1", Some(token))
@@ -36,23 +22,6 @@ async fn events(node: &Node, token: &str) -> Vec<Value> {
     let (s, body) = node.get("/api/v1/alerts/events", token).await;
     assert_eq!(s, 200, "{body}");
     body.as_array().unwrap().clone()
-}
-
-/// Answers a ping with a pong, and fails on any `alert` frame before it:
-/// by then anything meant for this socket would have arrived.
-async fn assert_no_alert(ws: &mut Ws, whose: &str) {
-    ws.send_json(json!({"type": "ping"})).await;
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match ws
-            .next_event(end.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Some(Event::Json(v)) if v["type"] == "pong" => return,
-            Some(Event::Json(v)) => assert_ne!(v["type"], "alert", "{whose} got an alert: {v}"),
-            other => panic!("{whose}: no pong: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -107,7 +76,7 @@ async fn an_alert_fires_once_for_the_cluster_and_reaches_every_instance() {
         assert_eq!(*event_id.get_or_insert(id), id, "node {i}: another event");
     }
     for (i, ws) in theirs.iter_mut().enumerate() {
-        assert_no_alert(ws, &format!("bob on node {i}")).await;
+        ws.assert_no_alert(&format!("bob on node {i}")).await;
     }
     // One event, seen alike through every instance, and no second one
     // while the price stays above (ticks go on meanwhile).

@@ -376,11 +376,8 @@ impl FakeYahoo {
     pub fn wait_until(&self, timeout: Duration, condition: impl Fn(&Self) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if condition(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
+            if let Some(answer) = self.settled(deadline, &condition) {
+                return answer;
             }
             std::thread::sleep(POLL);
         }
@@ -395,13 +392,20 @@ impl FakeYahoo {
     ) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if condition(self) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
+            if let Some(answer) = self.settled(deadline, &condition) {
+                return answer;
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A wait's answer, once it has one: true when `condition` holds, false
+    /// past `deadline`.
+    fn settled(&self, deadline: Instant, condition: &impl Fn(&Self) -> bool) -> Option<bool> {
+        if condition(self) {
+            Some(true)
+        } else {
+            (Instant::now() >= deadline).then_some(false)
         }
     }
 

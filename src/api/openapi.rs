@@ -224,53 +224,48 @@ pub enum JsonBody {
     TooLarge(ErrorBody),
 }
 
-/// The refusals of an operation that reads a watchlist.
-#[derive(IntoResponses)]
-#[allow(dead_code)] // Only described, never built.
-pub enum ReadsWatchlist {
-    /// The watchlist is private and not the caller's (`forbidden`).
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such watchlist (`not_found`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
+/// An `IntoResponses` enum of the 403 and 404 an operation on one owned
+/// thing answers: only the descriptions differ from one to the next.
+macro_rules! refusals {
+    ($(#[doc = $doc:literal])* $name:ident, forbidden: $forbidden:literal, not_found: $not_found:literal $(,)?) => {
+        $(#[doc = $doc])*
+        #[derive(IntoResponses)]
+        #[allow(dead_code)] // Only described, never built.
+        pub enum $name {
+            #[doc = $forbidden]
+            #[response(status = 403)]
+            Forbidden(ErrorBody),
+            #[doc = $not_found]
+            #[response(status = 404)]
+            NotFound(ErrorBody),
+        }
+    };
 }
 
-/// The refusals of an operation that changes a watchlist or its items.
-#[derive(IntoResponses)]
-#[allow(dead_code)] // Only described, never built.
-pub enum OwnsWatchlist {
-    /// The watchlist is not the caller's (`forbidden`).
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such watchlist (`not_found`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-}
-
-/// The refusals of an operation on one item of a watchlist.
-#[derive(IntoResponses)]
-#[allow(dead_code)] // Only described, never built.
-pub enum OwnsItem {
-    /// The watchlist is not the caller's (`forbidden`).
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such watchlist, or no such item in it (`not_found`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-}
-
-/// The refusals of an operation on one alert.
-#[derive(IntoResponses)]
-#[allow(dead_code)] // Only described, never built.
-pub enum OwnsAlert {
-    /// The alert is not the caller's (`forbidden`).
-    #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// No such alert (`not_found`).
-    #[response(status = 404)]
-    NotFound(ErrorBody),
-}
+refusals!(
+    /// The refusals of an operation that reads a watchlist.
+    ReadsWatchlist,
+    forbidden: "The watchlist is private and not the caller's (`forbidden`).",
+    not_found: "No such watchlist (`not_found`).",
+);
+refusals!(
+    /// The refusals of an operation that changes a watchlist or its items.
+    OwnsWatchlist,
+    forbidden: "The watchlist is not the caller's (`forbidden`).",
+    not_found: "No such watchlist (`not_found`).",
+);
+refusals!(
+    /// The refusals of an operation on one item of a watchlist.
+    OwnsItem,
+    forbidden: "The watchlist is not the caller's (`forbidden`).",
+    not_found: "No such watchlist, or no such item in it (`not_found`).",
+);
+refusals!(
+    /// The refusals of an operation on one alert.
+    OwnsAlert,
+    forbidden: "The alert is not the caller's (`forbidden`).",
+    not_found: "No such alert (`not_found`).",
+);
 
 /// Registers handlers and adds their operations to the document: the only
 /// way [`super::routes`] registers an API handler, so none is left out.
@@ -447,11 +442,21 @@ mod tests {
         parsed.is_ok_and(|s| (1..=super::super::quotes::MAX_QUOTE_SYMBOLS).contains(&s.len()))
     }
 
+    /// The document's `pattern` accepts `s` exactly when the server does.
+    fn pattern_agrees(pattern: &str, s: &str, accepted: bool) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            Regex::new(pattern).unwrap().is_match(s),
+            accepted,
+            "{:?}",
+            s
+        );
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn symbol_pattern_is_the_parser(s in strings(24)) {
-            let re = Regex::new(SYMBOL_PATTERN).unwrap();
-            prop_assert_eq!(re.is_match(&s), Symbol::parse(&s).is_ok(), "{:?}", s);
+            pattern_agrees(SYMBOL_PATTERN, &s, Symbol::parse(&s).is_ok())?;
         }
 
         #[test]
@@ -462,8 +467,7 @@ mod tests {
                 1 => format!("{s}{}", "n".repeat(WatchlistName::MAX_LEN - 2)),
                 _ => format!("{}{s}", "n".repeat(WatchlistName::MAX_LEN - 2)),
             };
-            let re = Regex::new(NAME_PATTERN).unwrap();
-            prop_assert_eq!(re.is_match(&s), WatchlistName::parse(&s).is_ok(), "{:?}", s);
+            pattern_agrees(NAME_PATTERN, &s, WatchlistName::parse(&s).is_ok())?;
         }
 
         #[test]
@@ -473,8 +477,7 @@ mod tests {
                 // 49, 50 or 51 symbols.
                 n => format!("{}{s}", "A,".repeat(48 + n)),
             };
-            let re = Regex::new(SYMBOLS_PATTERN).unwrap();
-            prop_assert_eq!(re.is_match(&s), quotes_accepts(&s), "{:?}", s);
+            pattern_agrees(SYMBOLS_PATTERN, &s, quotes_accepts(&s))?;
         }
     }
 }

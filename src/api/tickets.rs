@@ -3,9 +3,10 @@
 
 use super::json::Object;
 use super::openapi::{Authenticated, JsonBody, ReadsWatchlist};
+use super::watchlists::on_watchlist;
 use super::{ApiError, ErrorBody};
-use crate::access::{self, Access};
-use crate::auth::Caller;
+use crate::access::Access;
+use crate::auth::{Caller, Claim};
 use crate::state::AppState;
 use actix_web::{post, web};
 use serde::{Deserialize, Serialize};
@@ -57,14 +58,15 @@ pub async fn ws_ticket(
 ) -> Result<web::Json<Ticket>, ApiError> {
     let Object(request) = body.into_inner();
     let id = request.watchlist_id;
-    let me = caller.user.id;
     if let Some(id) = id {
-        state
-            .db
-            .run(move |c| access::load(c, id, me, Access::Read).map(drop))
-            .await?;
+        on_watchlist(&state, &caller, id, Access::Read, |_, _| Ok(())).await?;
     }
-    let ticket = match state.tickets.issue(caller.user, caller.token_id, id).await {
+    let claim = Claim {
+        user: caller.user,
+        token_id: caller.token_id,
+        watchlist_id: id,
+    };
+    let ticket = match state.tickets.issue(claim).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             return Err(ApiError::TooManySessions(

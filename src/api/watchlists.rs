@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::control::ControlEvent;
 use crate::db::models::{Item, Watchlist};
 use crate::db::repo::{self, ItemInput, ItemPatch, WatchlistPatch};
-use crate::db::{from_micros, DbError};
+use crate::db::{from_micros, DbConn, DbError};
 use crate::domain::{Description, Memo, Price, Quantity, Symbol, WatchlistName};
 use crate::quote::format_ts;
 use crate::state::AppState;
@@ -191,6 +191,42 @@ fn notify_changed(state: &AppState, watchlist_id: i64, items: &[Item]) {
     });
 }
 
+/// Runs `f` with watchlist `id` in one database trip, once the caller has
+/// `access` to it.
+pub(super) async fn on_watchlist<T: Send + 'static>(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    access: Access,
+    f: impl FnOnce(&mut DbConn, Watchlist) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let me = caller.user.id;
+    state
+        .db
+        .run(move |c| {
+            let w = access::load(c, id, me, access)?;
+            f(c, w)
+        })
+        .await
+}
+
+/// Runs `f` on the items of watchlist `id` (owner only), then passes them on
+/// as they are now to its live sessions.
+async fn change_items<T: Send + 'static>(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    f: impl FnOnce(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (out, all) = on_watchlist(state, caller, id, Access::Write, move |c, _| {
+        let out = f(c)?;
+        Ok((out, repo::get_items(c, id)?))
+    })
+    .await?;
+    notify_changed(state, id, &all);
+    Ok(out)
+}
+
 /// The caller's own watchlists, with their items.
 #[utoipa::path(
     tag = "watchlists",
@@ -312,15 +348,11 @@ pub async fn get(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let me = caller.user.id;
-    let out = state
-        .db
-        .run(move |c| {
-            let w = access::load(c, id, me, Access::Read)?;
-            let items = repo::get_items(c, id)?;
-            Ok::<_, ApiError>(WatchlistOut::new(w, items))
-        })
-        .await?;
+    let out = on_watchlist(&state, &caller, id, Access::Read, move |c, w| {
+        let items = repo::get_items(c, id)?;
+        Ok(WatchlistOut::new(w, items))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -368,16 +400,12 @@ pub async fn update(
         is_public: body.is_public,
         updated_at: None,
     };
-    let me = caller.user.id;
-    let out = state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Write)?;
-            let w = repo::update_watchlist(c, id, patch).map_err(watchlist_error)?;
-            let items = repo::get_items(c, id)?;
-            Ok::<_, ApiError>(WatchlistOut::new(w, items))
-        })
-        .await?;
+    let out = on_watchlist(&state, &caller, id, Access::Write, move |c, _| {
+        let w = repo::update_watchlist(c, id, patch).map_err(watchlist_error)?;
+        let items = repo::get_items(c, id)?;
+        Ok(WatchlistOut::new(w, items))
+    })
+    .await?;
     // Made private: others lose read access now, not whenever they
     // reconnect.
     state.control.publish(ControlEvent::Access {
@@ -409,14 +437,10 @@ pub async fn delete(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let me = caller.user.id;
-    state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Write)?;
-            repo::delete_watchlist(c, id).map_err(watchlist_error)
-        })
-        .await?;
+    on_watchlist(&state, &caller, id, Access::Write, move |c, _| {
+        repo::delete_watchlist(c, id).map_err(watchlist_error)
+    })
+    .await?;
     state
         .control
         .publish(ControlEvent::Deleted { watchlist_id: id });
@@ -442,14 +466,10 @@ pub async fn list_items(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let me = caller.user.id;
-    let items = state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Read)?;
-            Ok::<_, ApiError>(repo::get_items(c, id)?)
-        })
-        .await?;
+    let items = on_watchlist(&state, &caller, id, Access::Read, move |c, _| {
+        Ok(repo::get_items(c, id)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(items.into_iter().map(ItemOut::from).collect::<Vec<_>>()))
 }
 
@@ -483,17 +503,11 @@ pub async fn add_item(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let item = body.into_inner().0.parse()?;
-    let me = caller.user.id;
     let max = state.settings.limits.max_items_per_watchlist;
-    let (added, all) = state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Write)?;
-            let added = repo::add_item(c, id, &item, max).map_err(item_error)?;
-            Ok::<_, ApiError>((added, repo::get_items(c, id)?))
-        })
-        .await?;
-    notify_changed(&state, id, &all);
+    let added = change_items(&state, &caller, id, move |c| {
+        repo::add_item(c, id, &item, max).map_err(item_error)
+    })
+    .await?;
     Ok(HttpResponse::Created().json(ItemOut::from(added)))
 }
 
@@ -549,16 +563,10 @@ pub async fn patch_item(
             .transpose()?
             .map(|m| m.into_inner()),
     };
-    let me = caller.user.id;
-    let (item, all) = state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Write)?;
-            let item = repo::patch_item(c, id, &symbol, &patch).map_err(item_error)?;
-            Ok::<_, ApiError>((item, repo::get_items(c, id)?))
-        })
-        .await?;
-    notify_changed(&state, id, &all);
+    let item = change_items(&state, &caller, id, move |c| {
+        repo::patch_item(c, id, &symbol, &patch).map_err(item_error)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(ItemOut::from(item)))
 }
 
@@ -582,15 +590,9 @@ pub async fn delete_item(
 ) -> Result<HttpResponse, ApiError> {
     let (id, symbol) = path.into_inner();
     let symbol = path_symbol(&symbol)?;
-    let me = caller.user.id;
-    let all = state
-        .db
-        .run(move |c| {
-            access::load(c, id, me, Access::Write)?;
-            repo::delete_item(c, id, &symbol).map_err(item_error)?;
-            Ok::<_, ApiError>(repo::get_items(c, id)?)
-        })
-        .await?;
-    notify_changed(&state, id, &all);
+    change_items(&state, &caller, id, move |c| {
+        repo::delete_item(c, id, &symbol).map_err(item_error)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -24,7 +24,7 @@
 //! `degraded` (the message names the cluster bus) and `/readyz` answers 503
 //! until it can again.
 
-use super::Cluster;
+use super::{unless_shutdown, Cluster};
 use crate::domain::Symbol;
 use crate::feed::{BusError, Distributor, QuoteBus, Round, UpstreamHealth};
 use crate::quote::{Known, Point};
@@ -198,12 +198,8 @@ impl Reader {
                 let c = conn.as_mut().expect("connected above");
                 self.read(c).await
             };
-            let res = tokio::select! {
-                res = step => res,
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+            let Some(res) = unless_shutdown(&mut shutdown, step).await else {
+                break;
             };
             match res {
                 Ok(Some(reconnect)) => {

@@ -10,7 +10,7 @@
 //! lists of every node (the admin's cluster-wide `GET /admin/v1/sessions`),
 //! answered into a short-lived list named in the request.
 
-use super::Cluster;
+use super::{unless_shutdown, Cluster};
 use crate::control::{Applier, ControlEvent, ControlPlane};
 use crate::session::table::{SessionInfo, SessionTable};
 use crate::supervisor::ReloadAll;
@@ -115,12 +115,8 @@ impl RedisControl {
         };
         let key = self.cluster.keys.key("control");
         loop {
-            let msg = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => break },
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+            let Some(Some(msg)) = unless_shutdown(&mut shutdown, rx.recv()).await else {
+                break;
             };
             let Ok(json) = serde_json::to_string(&msg) else {
                 continue;
@@ -180,12 +176,8 @@ impl RedisControl {
                     c.xread_options(&[&key], &[&from], &opts).await?;
                 Ok::<_, redis::RedisError>(reply)
             };
-            let res = tokio::select! {
-                r = step => r,
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+            let Some(res) = unless_shutdown(&mut shutdown, step).await else {
+                break;
             };
             match res {
                 Ok(reply) => {

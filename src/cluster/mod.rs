@@ -45,7 +45,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// How long any one Redis command may take before it counts as failed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -228,6 +228,25 @@ impl Cluster {
                 Err(e) => log::debug!("listener on {channel}: {e}"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// `step`'s output, or `None` once `shutdown` is signalled (or its sender is
+/// gone) first: how the cluster's loops wait for their next piece of work.
+pub(crate) async fn unless_shutdown<F: Future>(
+    shutdown: &mut watch::Receiver<bool>,
+    step: F,
+) -> Option<F::Output> {
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            out = &mut step => return Some(out),
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return None;
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //!   stops counting after 3 × lease.
 
 use super::lease::Lease;
-use super::{Cluster, ClusterError, LUA_NOW_MS};
+use super::{unless_shutdown, Cluster, ClusterError, LUA_NOW_MS};
 use crate::feed::PollerRole;
 use crate::session::table::SessionTable;
 use crate::supervisor::{Supervisor, WatchedIds};
@@ -120,12 +120,8 @@ impl Nodes {
             return;
         };
         loop {
-            let first = tokio::select! {
-                r = rx.recv() => match r { Some(r) => r, None => break },
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+            let Some(Some(first)) = unless_shutdown(&mut shutdown, rx.recv()).await else {
+                break;
             };
             let mut pipe = redis::pipe();
             pipe.zrem(self.user_key(first.user_id), first.session_id);
@@ -151,12 +147,8 @@ impl Nodes {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                    continue;
-                }
+            if unless_shutdown(&mut shutdown, tick.tick()).await.is_none() {
+                break;
             }
             let watchlists = supervisor.send(WatchedIds).await.unwrap_or_default();
             if let Err(e) = self.beat(&sessions, watchlists, lease.is_poller()).await {

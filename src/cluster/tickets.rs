@@ -3,20 +3,10 @@
 //! once at any instance, and expires by itself.
 
 use super::Cluster;
-use crate::auth::{new_ticket_id, Ticket, TicketError, Tickets};
-use crate::db::models::User;
+use crate::auth::{new_ticket_id, Claim, Ticket, TicketError, Tickets};
 use futures_util::future::{BoxFuture, FutureExt};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What a ticket stands for, as stored.
-#[derive(Serialize, Deserialize)]
-struct Claim {
-    user: User,
-    token_id: i64,
-    watchlist_id: Option<i64>,
-}
 
 pub struct RedisTickets {
     cluster: Arc<Cluster>,
@@ -38,19 +28,9 @@ impl Tickets for RedisTickets {
         self.ttl
     }
 
-    fn issue(
-        &self,
-        user: User,
-        token_id: i64,
-        watchlist_id: Option<i64>,
-    ) -> BoxFuture<'_, Result<Option<String>, TicketError>> {
+    fn issue(&self, claim: Claim) -> BoxFuture<'_, Result<Option<String>, TicketError>> {
         async move {
             let id = new_ticket_id();
-            let claim = Claim {
-                user,
-                token_id,
-                watchlist_id,
-            };
             let json = serde_json::to_string(&claim).map_err(unavailable)?;
             let key = self.cluster.keys.key(&format!("ticket:{id}"));
             let ttl = self.ttl.as_millis().max(1) as u64;
@@ -95,7 +75,7 @@ impl Tickets for RedisTickets {
             let claim: Claim = stored
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .ok_or(TicketError::Invalid)?;
-            let t = Ticket::new(claim.user, claim.token_id, claim.watchlist_id, self.ttl);
+            let t = Ticket::new(claim, self.ttl);
             t.fits(watchlist_id)?;
             Ok(t)
         }

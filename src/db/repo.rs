@@ -116,6 +116,15 @@ pub fn revoked_among(conn: &mut DbConn, token_ids: &[i64]) -> Res<Vec<i64>> {
         .collect())
 }
 
+/// Refuses `rows` rows of `table`, the new ones counted in, over its cap of
+/// `max`.
+fn below_cap(table: &'static str, rows: i64, max: i64) -> Res<()> {
+    if rows > max {
+        return Err(DbError::CapReached { table, max });
+    }
+    Ok(())
+}
+
 // ---- watchlists --------------------------------------------------------------
 
 pub fn list_watchlists(conn: &mut DbConn, owner_id: i64) -> Res<Vec<Watchlist>> {
@@ -189,23 +198,13 @@ pub fn create_watchlist(
         is_public,
         items,
     } = *input;
-    if items.len() as i64 > max_items {
-        return Err(DbError::CapReached {
-            table: "watchlist_items",
-            max: max_items,
-        });
-    }
+    below_cap("watchlist_items", items.len() as i64, max_items)?;
     write_tx!(conn, |c| {
         let count: i64 = watchlists::table
             .filter(watchlists::owner_id.eq(owner_id))
             .count()
             .get_result(c)?;
-        if count >= max_watchlists {
-            return Err(DbError::CapReached {
-                table: "watchlists",
-                max: max_watchlists,
-            });
-        }
+        below_cap("watchlists", count + 1, max_watchlists)?;
         let now = now_micros();
         let wl: Watchlist = diesel::insert_into(watchlists::table)
             .values(&NewWatchlist {
@@ -280,12 +279,7 @@ pub fn add_item(
             .filter(watchlist_items::watchlist_id.eq(watchlist_id))
             .count()
             .get_result(c)?;
-        if count >= max_items {
-            return Err(DbError::CapReached {
-                table: "watchlist_items",
-                max: max_items,
-            });
-        }
+        below_cap("watchlist_items", count + 1, max_items)?;
         let next: Option<i64> = watchlist_items::table
             .filter(watchlist_items::watchlist_id.eq(watchlist_id))
             .select(diesel::dsl::max(watchlist_items::position))
@@ -425,12 +419,7 @@ pub fn create_alert(conn: &mut DbConn, row: &NewAlert<'_>, max_alerts: i64) -> R
             .filter(alerts::user_id.eq(row.user_id))
             .count()
             .get_result(c)?;
-        if count >= max_alerts {
-            return Err(DbError::CapReached {
-                table: "alerts",
-                max: max_alerts,
-            });
-        }
+        below_cap("alerts", count + 1, max_alerts)?;
         Ok(diesel::insert_into(alerts::table)
             .values(row)
             .returning(Alert::as_returning())

@@ -280,6 +280,20 @@ impl Node {
     }
 }
 
+/// Which node polls, once exactly one does.
+pub async fn the_poller(nodes: &[Node]) -> usize {
+    super::eventually("exactly one poller", async || {
+        let mut pollers = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if n.is_poller().await {
+                pollers.push(i);
+            }
+        }
+        (pollers.len() == 1).then(|| pollers[0])
+    })
+    .await
+}
+
 impl Api for Node {
     fn http(&self) -> &Http {
         &self.http

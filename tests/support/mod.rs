@@ -685,6 +685,20 @@ impl Ws {
         self.wait_type("pong").await;
     }
 
+    /// Sends a `ping` and fails on any `alert` frame before its `pong`: by
+    /// then anything meant for this socket would have arrived.
+    pub async fn assert_no_alert(&mut self, whose: &str) {
+        self.send_json(json!({"type": "ping"})).await;
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self.next_before(end, "pong").await {
+                Event::Json(v) if v["type"] == "pong" => return,
+                Event::Json(v) => assert_ne!(v["type"], "alert", "{whose} got an alert: {v}"),
+                other => panic!("{whose}: no pong: {other:?}"),
+            }
+        }
+    }
+
     /// Waits for the close frame, skipping messages; returns its code.
     pub async fn wait_close(&mut self) -> Option<u16> {
         let end = Instant::now() + DEADLINE;
