@@ -51,7 +51,8 @@
 //! * [`quote`]: quote data, the wire `Quote` object with P/L, and totals.
 //! * [`clock`]: the one wall-clock grid that ticks and heartbeats are placed on.
 //! * [`startup`] wires it all; [`state`] is what the handlers share;
-//!   [`sweeps`] is periodic housekeeping; [`net`] the few socket calls actix
+//!   [`sweeps`] is periodic housekeeping ([`memory`]: giving a spike's
+//!   memory back); [`net`] the few socket calls actix
 //!   does not make.
 //! * [`config`], [`cli`], [`demo`], [`dashboard`], [`metrics`].
 //! * [`logging`]: env_logger, with actix-http's per-connection errors (a
@@ -82,6 +83,7 @@ pub mod demo;
 pub mod domain;
 pub mod feed;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

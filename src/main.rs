@@ -6,12 +6,6 @@ use quotecast::config::Settings;
 use quotecast::startup::Application;
 use std::process::ExitCode;
 
-// glibc's malloc keeps the memory of a spike of sessions after they close
-// (10,000 sessions took RSS from 18 to 218 MB for good); mimalloc returns
-// freed pages to the system after a short delay. docs/BENCHMARKS.md, storm.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     quotecast::logging::init();
     let cli = Cli::parse();

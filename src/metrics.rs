@@ -19,6 +19,8 @@ pub struct Metrics {
     pub sessions_closed: IntCounter,
     /// Sessions whose socket stopped draining and was cut off from outside.
     pub sessions_cut: IntCounter,
+    /// Times the allocator's free memory was given back after a crowd left.
+    pub memory_trims: IntCounter,
     pub messages_sent: IntCounter,
     pub messages_dropped: IntCounter,
     pub worker_ticks: IntCounter,
@@ -102,6 +104,10 @@ impl Metrics {
             sessions_cut: counter(
                 "quotecast_sessions_cut_total",
                 "Sessions cut off because their socket stopped draining",
+            ),
+            memory_trims: counter(
+                "quotecast_memory_trims_total",
+                "Times free memory was given back to the system after a crowd of sessions left",
             ),
             messages_sent: counter(
                 "quotecast_messages_sent_total",

@@ -3,12 +3,15 @@
 //!   polled, so they cannot notice by themselves);
 //! * sessions whose token was revoked (by the CLI, possibly in another
 //!   process) are closed with 1008;
-//! * expired WebSocket tickets are removed.
+//! * expired WebSocket tickets are removed;
+//! * after a crowd of sessions has gone, the allocator's free memory is
+//!   given back ([`crate::memory`]).
 //!
 //! Lifecycle: spawned by [`crate::startup`]; ends when the shutdown signal
 //! fires.
 
 use crate::db::repo;
+use crate::memory::{self, Trimmer};
 use crate::protocol::close;
 use crate::state::AppState;
 use actix_web::web;
@@ -21,6 +24,9 @@ pub async fn run(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>
     let mut revoke = tokio::time::interval(Duration::from_millis(rt.auth_recheck_interval_ms));
     stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     revoke.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trim = tokio::time::interval(Duration::from_secs(1));
+    trim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmer = Trimmer::default();
     let timeout_ms = rt.client_timeout_ms;
     loop {
         tokio::select! {
@@ -31,6 +37,13 @@ pub async fn run(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>
             _ = revoke.tick() => {
                 close_revoked(&state).await;
                 state.tickets.purge_expired();
+            }
+            _ = trim.tick() => {
+                if trimmer.observe(state.sessions.len()) {
+                    // One at a time: the sweeps wait for it.
+                    let _ = tokio::task::spawn_blocking(memory::trim).await;
+                    state.metrics.memory_trims.inc();
+                }
             }
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() {
