@@ -76,23 +76,27 @@ mod tests {
         }
     }
 
-    /// Freed memory below a block still in use cannot go back by `free`
+    /// Freed memory below blocks still in use cannot go back by `free`
     /// alone (only the top of a heap shrinks by itself); a trim returns it.
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn a_trim_gives_freed_memory_back() {
-        let blocks: Vec<Vec<u8>> = (0..4096).map(|_| vec![1u8; 16 * 1024]).collect();
-        let pin = vec![1u8; 64];
+        // Each freed block sits between two small ones that stay, so none
+        // of them can merge into the top of a heap and go back by itself.
+        let (blocks, pins): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (0..4096)
+            .map(|_| (vec![1u8; 16 * 1024], vec![1u8; 64]))
+            .unzip();
         drop(blocks);
         let before = rss_bytes();
         assert!(trim(), "nothing was given back");
         let after = rss_bytes();
-        // 64 MiB were freed; other tests run in parallel, so ask for half.
+        // 64 MiB were freed, at least 12 KiB of each block in whole pages;
+        // other tests run in parallel, so ask for less than that.
         assert!(
-            before.saturating_sub(after) >= 32 << 20,
+            before.saturating_sub(after) >= 24 << 20,
             "RSS {before} -> {after}"
         );
-        drop(pin);
+        drop(pins);
     }
 
     fn rss_bytes() -> u64 {
