@@ -34,7 +34,7 @@ use crate::report::{
 use crate::target::{ServerSetup, Target};
 use crate::{
     between_ticks, check, fmt_ms, invariant_checks, measure_on, parse_env, procinfo, progress,
-    ratio, spark_per_tick, spec, stat_u64, Opts, Spec, BATCH_SIZE,
+    ratio, spark_per_tick, stat_u64, Opts, Spec, BATCH_SIZE,
 };
 use fake_yahoo::{Endpoint, FakeYahoo};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -246,29 +246,13 @@ async fn start_instance(
 
 // --- 1. one cluster-mode instance against a single process -------------------
 
-fn compare_spec(o: &Opts) -> Spec {
-    spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        3.0,
-        20.0,
-    )
-}
-
 async fn compare(
     o: &Opts,
     rep: &mut ScenarioReport,
     b: &Backing,
     token: &mut Option<String>,
 ) -> Result<(), String> {
-    let spec = compare_spec(o);
+    let spec = crate::fanout_spec(o);
     let s = &spec.shape;
     crate::check_fd_room(o, s.sessions)?;
     progress(format!(
@@ -401,7 +385,7 @@ async fn spread(
     b: &Backing,
     token: &mut Option<String>,
 ) -> Result<(), String> {
-    let base = compare_spec(o);
+    let base = crate::fanout_spec(o);
     let spec = Spec {
         shape: Shape {
             sessions: o.cluster_sessions,
@@ -428,7 +412,7 @@ async fn spread(
     let mut nodes: Vec<(String, Target)> = Vec::new();
     for k in 0..o.nodes {
         let id = format!("bench-{}", (b'a' + (k % 26) as u8) as char);
-        let before = compare_spec(o).shape.watchlists;
+        let before = crate::fanout_spec(o).shape.watchlists;
         match start_instance(o, b, s, Some((&id, &prefix)), Some(&fake), token, before).await {
             Ok(t) => nodes.push((id, t)),
             Err(e) => {

@@ -326,6 +326,22 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
 
 // --- scenario definitions ----------------------------------------------------
 
+/// The `fanout` shape: many v1 sockets on one 20-symbol watchlist, a tick a
+/// second. The other scenarios' shapes say how they differ from it.
+const FANOUT: Shape = Shape {
+    sessions: 10_000,
+    watchlists: 1,
+    symbols: 20,
+    distinct: 20,
+    tick_ms: 1000,
+    subscriptions: 0,
+};
+
+/// `fanout`'s spec; the cluster scenario compares on it too.
+fn fanout_spec(o: &Opts) -> Spec {
+    spec(o, FANOUT, 3.0, 20.0)
+}
+
 fn spec(o: &Opts, d: Shape, warmup: f64, duration: f64) -> Spec {
     let symbols = o.symbols.unwrap_or(d.symbols);
     Spec {
@@ -436,19 +452,7 @@ fn connect_rate_check(q: &RunReport) -> Check {
 }
 
 async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
-    let s = spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        3.0,
-        20.0,
-    );
+    let s = fanout_spec(o);
     let (q, c) = measure_each(o, &s, rep).await?;
     if let Some(q) = &q {
         let p99 = q.delivery.latency.p99_ms;
@@ -496,10 +500,8 @@ async fn throughput(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 2_000,
             watchlists: 100,
-            symbols: 20,
             distinct: 200,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         6.0,
@@ -658,10 +660,9 @@ async fn idle(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 19_000,
             watchlists: 1_000,
-            symbols: 20,
             distinct: 200,
             tick_ms: 60_000,
-            subscriptions: 0,
+            ..FANOUT
         },
         5.0,
         5.0,
@@ -714,10 +715,8 @@ async fn upstream(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 1_000,
             watchlists: 1_000,
-            symbols: 20,
             distinct: 200,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         3.0,
         10.0,
@@ -773,10 +772,7 @@ async fn custom(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 1_000,
             watchlists: 10,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         10.0,
@@ -1241,10 +1237,7 @@ async fn churn(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 0,
             watchlists: 10,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         0.0,
         0.0,

@@ -14,7 +14,9 @@
 use crate::client::WindowStats;
 use crate::report::{self, Percentiles, Ratio, RunReport, ScenarioReport, Shape};
 use crate::target::Kind;
-use crate::{check, fmt_ms, invariant_checks, measure_on, progress, ratio, spec, Opts, Spec};
+use crate::{
+    check, fmt_ms, invariant_checks, measure_on, progress, ratio, spec, Opts, Spec, FANOUT,
+};
 use std::time::Duration;
 
 /// One shape's phases added up.
@@ -58,10 +60,9 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
         Shape {
             sessions: 200,
             watchlists: 10,
-            symbols: 20,
             distinct: 200,
             tick_ms: 100,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         6.0,

@@ -17,11 +17,11 @@
 
 use crate::client::{Clients, Reconnect, StormStats};
 use crate::report::{
-    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, ServerReport, Shape,
+    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, ServerReport,
     StormReport,
 };
 use crate::target::{Kind, Target};
-use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec};
+use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec, FANOUT};
 use std::time::{Duration, Instant};
 
 /// RSS after close must come back within this factor of the baseline.
@@ -35,19 +35,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
                 .into(),
         );
     }
-    let s = spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        2.0,
-        3.0,
-    );
+    let s = spec(o, FANOUT, 2.0, 3.0);
     for k in kinds(o) {
         let r = storm_run(o, k, &s).await?;
         let st = r.storm.as_ref().ok_or("storm run without a storm report")?;
