@@ -851,6 +851,11 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
+    /// The bench's own CPU over the window, as a share of one core.
+    pub fn client_cpu_percent(&self) -> f64 {
+        self.client_cpu_s / self.seconds.max(1e-9) * 100.0
+    }
+
     pub fn merge(&mut self, o: WindowStats) {
         self.seconds = self.seconds.max(o.seconds);
         self.msgs += o.msgs;

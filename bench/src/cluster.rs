@@ -212,18 +212,7 @@ async fn start_instance(
 ) -> Result<Target, String> {
     let mut extra_env = b.env(o, node);
     if let Some(f) = fake {
-        for (k, v) in [
-            ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
-            ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
-            ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
-            ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
-            (
-                "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
-                "10000".into(),
-            ),
-        ] {
-            extra_env.push((k.to_owned(), v));
-        }
+        extra_env.extend(crate::fake_upstream_env(f));
     }
     extra_env.extend(parse_env(o)?);
     let t = Target::start_quotecast(ServerSetup {
@@ -633,7 +622,7 @@ async fn spread_on(
         connect: ConnectReport::of(&cs),
         delivery,
         server,
-        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
         after_close: AfterClose::default(),
         upstream: Some(upstream),
@@ -692,14 +681,7 @@ async fn spread_on(
             drained_s = drained_s.max(secs);
         }
     }
-    run.after_close = AfterClose {
-        clean_closes: close.clean,
-        unclean_closes: close.unclean,
-        close_s: close.seconds,
-        sessions: Some(left.0),
-        workers: Some(left.1),
-        drained_s: Some(drained_s),
-    };
+    run.after_close = AfterClose::of(&close, Some((left.0, left.1, drained_s)));
     invariant_checks(o, &run, &mut rep.checks);
     rep.runs.push(run);
     if let Some(c) = rep.cluster.as_mut() {

@@ -324,6 +324,24 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// Points a quotecast the bench starts at the fake Yahoo, with a rate budget
+/// that never holds a tick back.
+fn fake_upstream_env(f: &FakeYahoo) -> Vec<(String, String)> {
+    [
+        ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
+        ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
+        ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
+        ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
+        (
+            "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
+            "10000".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 // --- scenario definitions ----------------------------------------------------
 
 /// The `fanout` shape: many v1 sockets on one 20-symbol watchlist, a tick a
@@ -858,18 +876,7 @@ async fn start_target(
             }
             let mut extra_env = Vec::new();
             if let Some(f) = fake {
-                for (k, v) in [
-                    ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
-                    ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
-                    ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
-                    ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
-                    (
-                        "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
-                        "10000".into(),
-                    ),
-                ] {
-                    extra_env.push((k.to_owned(), v));
-                }
+                extra_env.extend(fake_upstream_env(f));
             }
             extra_env.extend(parse_env(o)?);
             Target::start_quotecast(ServerSetup {
@@ -1212,16 +1219,9 @@ async fn measure_on(
         connect,
         delivery,
         server,
-        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
-        after_close: AfterClose {
-            clean_closes: close.clean,
-            unclean_closes: close.unclean,
-            close_s: close.seconds,
-            sessions: drained.map(|d| d.0),
-            workers: drained.map(|d| d.1),
-            drained_s: drained.map(|d| d.2),
-        },
+        after_close: AfterClose::of(&close, drained),
         upstream,
         churn: None,
         storm: None,
