@@ -29,12 +29,12 @@ use crate::client::{Clients, Reconnect};
 use crate::multiplex::Total;
 use crate::report::{
     self, AfterClose, ClusterReport, ConnectReport, DeliveryReport, FailoverReport, NodeReport,
-    Percentiles, Ratio, RunReport, ScenarioReport, ServerReport, Shape, UpstreamReport,
+    Percentiles, Ratio, RunReport, ScenarioReport, ServerReport, Shape,
 };
 use crate::target::{ServerSetup, Target};
 use crate::{
     between_ticks, check, fmt_ms, invariant_checks, measure_on, parse_env, procinfo, progress,
-    ratio, spark_per_tick, stat_u64, Opts, Spec, BATCH_SIZE,
+    ratio, stat_u64, Opts, Spec, BATCH_SIZE,
 };
 use fake_yahoo::{Endpoint, FakeYahoo};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -558,21 +558,7 @@ async fn spread_on(
             upstream_requests: req,
         });
     }
-    let upstream = UpstreamReport {
-        distinct_symbols: s.distinct,
-        batch_size: BATCH_SIZE,
-        expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
-        requests,
-        cycles,
-        requests_per_cycle: match (requests, cycles) {
-            (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
-            _ => None,
-        },
-        spark_per_tick: spark_per_tick(fake, s.tick_ms),
-        chart_requests: Some(fake.chart_requests()),
-        max_symbols_per_request: Some(fake.max_spark_symbols()),
-        errors,
-    };
+    let upstream = crate::upstream_report(fake, s, requests, cycles, errors);
     progress(format!(
         "  measured {:.1} s: {} msgs, p99 {}, spark requests per tick {:?}",
         window.seconds,

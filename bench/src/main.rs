@@ -894,6 +894,32 @@ async fn start_target(
     }
 }
 
+/// The upstream's side of a window: the server's request and cycle counts
+/// (admin stats deltas) and what the fake Yahoo saw.
+fn upstream_report(
+    f: &FakeYahoo,
+    s: &Shape,
+    requests: Option<u64>,
+    cycles: Option<u64>,
+    errors: Option<u64>,
+) -> UpstreamReport {
+    UpstreamReport {
+        distinct_symbols: s.distinct,
+        batch_size: BATCH_SIZE,
+        expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
+        requests,
+        cycles,
+        requests_per_cycle: match (requests, cycles) {
+            (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
+            _ => None,
+        },
+        spark_per_tick: spark_per_tick(f, s.tick_ms),
+        chart_requests: Some(f.chart_requests()),
+        max_symbols_per_request: Some(f.max_spark_symbols()),
+        errors,
+    }
+}
+
 /// Messages the server dropped between two reads of `/metrics`.
 fn dropped_between(
     a: &Option<BTreeMap<String, f64>>,
@@ -901,6 +927,32 @@ fn dropped_between(
 ) -> Option<f64> {
     let name = "quotecast_messages_dropped_total";
     Some(b.as_ref()?.get(name)? - a.as_ref()?.get(name)?)
+}
+
+/// The server's memory with `sessions` connected, against before they were,
+/// and what it dropped over the run.
+fn loaded_server(
+    t: &Target,
+    dropped_run: Option<f64>,
+    baseline: &Option<procinfo::Sample>,
+    loaded: &Option<procinfo::Sample>,
+    sessions: u64,
+) -> ServerReport {
+    let mut server = ServerReport {
+        pid: t.pid,
+        messages_dropped_run: dropped_run,
+        ..Default::default()
+    };
+    if let (Some(b), Some(l)) = (baseline, loaded) {
+        server.rss_baseline = Some(b.rss_bytes);
+        server.rss_loaded = Some(l.rss_bytes);
+        server.fds_loaded = Some(l.fds);
+        if sessions > 0 {
+            server.bytes_per_session =
+                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / sessions as f64);
+        }
+    }
+    server
 }
 
 /// The connect phase, with the server's CPU from samples around it.
@@ -1152,21 +1204,7 @@ async fn measure_on(
     let upstream = fake.map(|f| {
         let d = |p: &[&str]| Some(stat_u64(&stats_b, p)? - stat_u64(&stats_a, p)?);
         let (requests, cycles) = (d(&["upstream", "requests"]), d(&["upstream", "cycles"]));
-        UpstreamReport {
-            distinct_symbols: s.distinct,
-            batch_size: BATCH_SIZE,
-            expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
-            requests,
-            cycles,
-            requests_per_cycle: match (requests, cycles) {
-                (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
-                _ => None,
-            },
-            spark_per_tick: spark_per_tick(f, s.tick_ms),
-            chart_requests: Some(f.chart_requests()),
-            max_symbols_per_request: Some(f.max_spark_symbols()),
-            errors: d(&["upstream", "errors"]),
-        }
+        upstream_report(f, s, requests, cycles, d(&["upstream", "errors"]))
     });
     progress(format!(
         "  measured {:.1} s: {} msgs, p99 {}",
@@ -1182,20 +1220,13 @@ async fn measure_on(
     let after = t.sample();
     let metrics_end = t.metrics().await;
 
-    let mut server = ServerReport {
-        pid: t.pid,
-        messages_dropped_run: dropped_between(&metrics_start, &metrics_end),
-        ..Default::default()
-    };
-    if let (Some(b), Some(l)) = (&baseline, &loaded) {
-        server.rss_baseline = Some(b.rss_bytes);
-        server.rss_loaded = Some(l.rss_bytes);
-        server.fds_loaded = Some(l.fds);
-        if cs.ok > 0 {
-            server.bytes_per_session =
-                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / cs.ok as f64);
-        }
-    }
+    let mut server = loaded_server(
+        t,
+        dropped_between(&metrics_start, &metrics_end),
+        &baseline,
+        &loaded,
+        cs.ok,
+    );
     server.rss_after_close = after.as_ref().map(|a| a.rss_bytes);
     window_cpu(&mut server, &loaded, &loaded_end, &window);
     if let (Some(sum), Some(n)) = (

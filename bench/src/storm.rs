@@ -17,8 +17,7 @@
 
 use crate::client::{Clients, Reconnect, StormStats};
 use crate::report::{
-    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, ServerReport,
-    StormReport,
+    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, StormReport,
 };
 use crate::target::{Kind, Target};
 use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec, FANOUT};
@@ -258,20 +257,13 @@ async fn storm_on(
     let metrics_end = t.metrics().await;
     let rss_after_close = watch_rss(t, closed, o.rss_watch, o.rss_step).await;
 
-    let mut server = ServerReport {
-        pid: t.pid,
-        messages_dropped_run: crate::dropped_between(&metrics_start, &metrics_end),
-        ..Default::default()
-    };
-    if let (Some(b), Some(l)) = (&baseline, &loaded) {
-        server.rss_baseline = Some(b.rss_bytes);
-        server.rss_loaded = Some(l.rss_bytes);
-        server.fds_loaded = Some(l.fds);
-        if cs.ok > 0 {
-            server.bytes_per_session =
-                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / cs.ok as f64);
-        }
-    }
+    let mut server = crate::loaded_server(
+        t,
+        crate::dropped_between(&metrics_start, &metrics_end),
+        &baseline,
+        &loaded,
+        cs.ok,
+    );
     server.rss_after_close = rss_after_close.last().map(|x| x.1);
     crate::window_cpu(&mut server, &window_start, &window_end, &window);
     let mut delivery = DeliveryReport::of(&window, Some(&close));
