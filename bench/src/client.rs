@@ -271,29 +271,28 @@ impl ConnectError {
         }
     }
 
-    fn detail(&self) -> String {
+    /// The key it is counted under, and what it tells a person.
+    fn describe(&self) -> (String, String) {
         match self {
-            ConnectError::FdLimit => "out of file descriptors (EMFILE)".into(),
-            ConnectError::NoPorts => "no free local port (EADDRNOTAVAIL)".into(),
-            ConnectError::Http(s) => format!("upgrade refused with HTTP {s}"),
-            ConnectError::Refused(c) => format!("subscription refused: {c}"),
-            ConnectError::Closed(c) => format!("closed with {c} before the snapshot"),
-            ConnectError::NoSnapshot => "no snapshot".into(),
-            ConnectError::Timeout => "no answer in time".into(),
-            ConnectError::Other(m) => m.clone(),
-        }
-    }
-
-    fn key(&self) -> String {
-        match self {
-            ConnectError::FdLimit => "fd_limit".into(),
-            ConnectError::NoPorts => "no_local_ports".into(),
-            ConnectError::Http(s) => format!("http_{s}"),
-            ConnectError::Refused(c) => format!("refused_{c}"),
-            ConnectError::Closed(c) => format!("closed_{c}"),
-            ConnectError::NoSnapshot => "no_snapshot".into(),
-            ConnectError::Timeout => "timeout".into(),
-            ConnectError::Other(_) => "other".into(),
+            ConnectError::FdLimit => ("fd_limit".into(), "out of file descriptors (EMFILE)".into()),
+            ConnectError::NoPorts => (
+                "no_local_ports".into(),
+                "no free local port (EADDRNOTAVAIL)".into(),
+            ),
+            ConnectError::Http(s) => (
+                format!("http_{s}"),
+                format!("upgrade refused with HTTP {s}"),
+            ),
+            ConnectError::Refused(c) => {
+                (format!("refused_{c}"), format!("subscription refused: {c}"))
+            }
+            ConnectError::Closed(c) => (
+                format!("closed_{c}"),
+                format!("closed with {c} before the snapshot"),
+            ),
+            ConnectError::NoSnapshot => ("no_snapshot".into(), "no snapshot".into()),
+            ConnectError::Timeout => ("timeout".into(), "no answer in time".into()),
+            ConnectError::Other(m) => ("other".into(), m.clone()),
         }
     }
 }
@@ -334,7 +333,7 @@ impl StormCounters {
     }
 
     fn error(&self, e: &ConnectError) {
-        *lock(&self.errors).entry(e.key()).or_default() += 1;
+        *lock(&self.errors).entry(e.describe().0).or_default() += 1;
     }
 }
 
@@ -398,8 +397,9 @@ impl Shared {
             }
             _ => {}
         }
-        *lock(&self.errors).entry(e.key()).or_default() += 1;
-        lock(&self.first_error).get_or_insert_with(|| e.detail());
+        let (key, detail) = e.describe();
+        *lock(&self.errors).entry(key).or_default() += 1;
+        lock(&self.first_error).get_or_insert(detail);
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -481,7 +481,10 @@ pub async fn open_ws(
         token,
     )
     .await
-    .map_err(|e| format!("{}: {}", e.key(), e.detail()))
+    .map_err(|e| {
+        let (key, detail) = e.describe();
+        format!("{key}: {detail}")
+    })
 }
 
 async fn open(
