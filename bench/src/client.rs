@@ -803,9 +803,7 @@ impl ConnectStats {
         self.ok += o.ok;
         self.failed += o.failed;
         self.seconds = self.seconds.max(o.seconds);
-        for (k, v) in o.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.errors, o.errors);
         self.first_error = self.first_error.take().or(o.first_error);
         self.fd_limit_at = match (self.fd_limit_at, o.fd_limit_at) {
             (Some(a), Some(b)) => Some(a + b),
@@ -814,6 +812,13 @@ impl ConnectStats {
         self.no_ports_at = self.no_ports_at.or(o.no_ports_at);
         self.latency.merge(&o.latency);
         self.client_cpu_s += o.client_cpu_s;
+    }
+}
+
+/// Adds another process's counts (by error key or close code) into `into`.
+fn add_counts<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
     }
 }
 
@@ -870,9 +875,7 @@ impl WindowStats {
         self.missed += o.missed;
         self.duplicates += o.duplicates;
         self.unexpected_closes += o.unexpected_closes;
-        for (k, v) in o.server_close_codes {
-            *self.server_close_codes.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.server_close_codes, o.server_close_codes);
         self.client_cpu_s += o.client_cpu_s;
         self.live += o.live;
     }
@@ -938,12 +941,8 @@ impl StormStats {
         self.last_drop_us = pick(self.last_drop_us, o.last_drop_us, i64::max);
         self.last_back_us = pick(self.last_back_us, o.last_back_us, i64::max);
         self.latency.merge(&o.latency);
-        for (k, v) in o.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        for (k, v) in o.close_codes {
-            *self.close_codes.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.errors, o.errors);
+        add_counts(&mut self.close_codes, o.close_codes);
         self.pending += o.pending;
     }
 }
