@@ -12,24 +12,10 @@ const SESSIONS: u64 = 200;
 
 #[test]
 fn bench_measures_quotecast_and_the_ceiling_and_leaves_nothing_behind() {
-    let rep = bench(&[
-        "run",
-        "--both",
-        "--sessions",
-        &SESSIONS.to_string(),
-        "--watchlists",
-        "4",
-        "--tick-ms",
-        "100",
-        "--warmup",
-        "1",
-        "--duration",
-        "2",
-        "--concurrency",
-        "50",
-    ]);
-
-    assert_eq!(rep["scenario"], "run");
+    let rep = bench(&format!(
+        "run --both --sessions {SESSIONS} --watchlists 4 --tick-ms 100 --warmup 1 --duration 2
+         --concurrency 50"
+    ));
     assert!(num(&rep, "machine.cpus") >= 1.0);
     assert!(num(&rep, "machine.fd_hard_limit") > 0.0);
     let (runs, targets) = runs(&rep);

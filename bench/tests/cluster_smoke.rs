@@ -68,32 +68,11 @@ fn cluster_compares_spreads_and_fails_over() {
     let Some((redis_url, pg_url)) = services() else {
         return;
     };
-    let rep = bench(&[
-        "cluster",
-        "--redis-url",
-        &redis_url,
-        "--pg-url",
-        &pg_url,
-        "--sessions",
-        "30",
-        "--rounds",
-        "2",
-        "--cluster-sessions",
-        "30",
-        "--cluster-watchlists",
-        "10",
-        "--cluster-distinct",
-        "40",
-        "--tick-ms",
-        "500",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "2",
-        "--lease-ms",
-        "1000",
-    ]);
-    assert_eq!(rep["scenario"], "cluster");
+    let rep = bench(&format!(
+        "cluster --redis-url {redis_url} --pg-url {pg_url} --sessions 30 --rounds 2
+         --cluster-sessions 30 --cluster-watchlists 10 --cluster-distinct 40 --tick-ms 500
+         --warmup 0.5 --duration 2 --lease-ms 1000"
+    ));
 
     // Compare, ABBA, then the spread run.
     let (runs, targets) = runs(&rep);

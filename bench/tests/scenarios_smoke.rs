@@ -28,24 +28,10 @@ fn assert_sequence_sound(r: &Value, what: &str) {
 
 #[test]
 fn multiplex_alternates_both_shapes_on_one_server() {
-    let rep = bench(&[
-        "multiplex",
-        "--sessions",
-        "10",
-        "--watchlists",
-        "5",
-        "--subscriptions",
-        "5",
-        "--tick-ms",
-        "100",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1",
-        "--rounds",
-        "2",
-    ]);
-    assert_eq!(rep["scenario"], "multiplex");
+    let rep = bench(
+        "multiplex --sessions 10 --watchlists 5 --subscriptions 5 --tick-ms 100 --warmup 0.5
+         --duration 1 --rounds 2",
+    );
     let (runs, _) = runs(&rep);
     // ABBA: /ws/v1 first in even rounds.
     let subs: Vec<u64> = runs
@@ -81,25 +67,11 @@ fn multiplex_alternates_both_shapes_on_one_server() {
 
 #[test]
 fn storm_drops_every_session_and_all_come_back() {
-    let rep = bench(&[
-        "storm",
-        "--sessions",
-        "100",
-        "--tick-ms",
-        "200",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1",
-        "--rss-watch",
-        "1",
-        "--rss-step",
-        "0.5",
+    let rep = bench(
         // The revocation sweep drops the sessions; no need to wait 5 s for it.
-        "--server-env",
-        "QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS=100",
-    ]);
-    assert_eq!(rep["scenario"], "storm");
+        "storm --sessions 100 --tick-ms 200 --warmup 0.5 --duration 1 --rss-watch 1 --rss-step 0.5
+         --server-env QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS=100",
+    );
     let (runs, targets) = runs(&rep);
     assert_eq!(targets, ["ceiling", "quotecast"]);
     for r in runs {
@@ -163,16 +135,7 @@ fn storm_drops_every_session_and_all_come_back() {
 
 #[test]
 fn cpu_reports_both_shapes_against_the_ceiling() {
-    let rep = bench(&[
-        "cpu",
-        "--sessions",
-        "50",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1.5",
-    ]);
-    assert_eq!(rep["scenario"], "cpu");
+    let rep = bench("cpu --sessions 50 --warmup 0.5 --duration 1.5");
     let (runs, _) = runs(&rep);
     let seen: Vec<(&str, u64)> = runs
         .iter()

@@ -91,10 +91,12 @@ pub fn num(v: &Value, path: &str) -> f64 {
 }
 
 /// Runs `quotecast-bench ARGS --json` against this tree's server and returns
-/// its report.
-pub fn bench(args: &[&str]) -> Value {
+/// its report, which must be of the scenario ARGS name first. ARGS is written
+/// as on a command line: words split at white space.
+pub fn bench(args: &str) -> Value {
+    let args: Vec<&str> = args.split_whitespace().collect();
     let out = Command::new(env!("CARGO_BIN_EXE_quotecast-bench"))
-        .args(args)
+        .args(&args)
         .arg("--json")
         .arg("--server-bin")
         .arg(server_bin())
@@ -102,8 +104,10 @@ pub fn bench(args: &[&str]) -> Value {
         .expect("run quotecast-bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "quotecast-bench failed:\n{stderr}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"))
+    let rep: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"));
+    assert_eq!(rep["scenario"], args[0]);
+    rep
 }
 
 /// The report's check whose name starts with `prefix`.
