@@ -955,6 +955,45 @@ fn loaded_server(
     server
 }
 
+/// Sessions connected to a target, and what their connect phase measured.
+struct Connected {
+    clients: Clients,
+    stats: client::ConnectStats,
+    report: ConnectReport,
+    /// The server's `/metrics` from before the connects.
+    metrics_start: Option<BTreeMap<String, f64>>,
+}
+
+/// Connects `sessions` sockets of `plan` to `t`, sampling the server around
+/// the connects. Running out of file descriptors or local ports is an error
+/// (after closing what did connect): the numbers would be of a smaller run.
+async fn connect_all(
+    o: &Opts,
+    t: &Target,
+    plan: Plan,
+    sessions: usize,
+) -> Result<Connected, String> {
+    let mut clients = Clients::new(plan, sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
+    let before = t.sample();
+    let cs = clients.connect().await?;
+    let after = t.sample();
+    progress(format!(
+        "  connected {} of {} in {:.2} s",
+        cs.ok, cs.requested, cs.seconds
+    ));
+    if let Some(e) = limit_error(&cs, t) {
+        let _ = clients.close().await;
+        return Err(e);
+    }
+    Ok(Connected {
+        report: connect_report(&cs, &before, &after),
+        clients,
+        stats: cs,
+        metrics_start,
+    })
+}
+
 /// The connect phase, with the server's CPU from samples around it.
 fn connect_report(
     cs: &client::ConnectStats,
@@ -1167,19 +1206,12 @@ async fn measure_on(
 
     let mut plan = plan_for(o, t, ids);
     plan.subscriptions = s.subscriptions;
-    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
-    let metrics_start = t.metrics().await;
-    let before_connect = t.sample();
-    let cs = clients.connect().await?;
-    let after_connect = t.sample();
-    progress(format!(
-        "  connected {} of {} in {:.2} s",
-        cs.ok, cs.requested, cs.seconds
-    ));
-    if let Some(e) = limit_error(&cs, t) {
-        let _ = clients.close().await;
-        return Err(e);
-    }
+    let Connected {
+        mut clients,
+        stats: cs,
+        report: connect,
+        metrics_start,
+    } = connect_all(o, t, plan, s.sessions).await?;
 
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
     if let Some(f) = fake {
@@ -1236,7 +1268,6 @@ async fn measure_on(
         server.fanout_loop_ms = (n > 0.0).then(|| sum / n * 1000.0);
     }
     server.messages_dropped = metric("quotecast_messages_dropped_total");
-    let connect = connect_report(&cs, &before_connect, &after_connect);
     let mut delivery = DeliveryReport::of(&window, Some(&close));
     // Only meaningful when the window holds a few ticks.
     if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {

@@ -15,12 +15,12 @@
 //! sees, so the sweep's interval (`realtime.auth_recheck_interval_ms`) does
 //! not count.
 
-use crate::client::{Clients, Reconnect, StormStats};
+use crate::client::{Reconnect, StormStats};
 use crate::report::{
     self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, StormReport,
 };
 use crate::target::{Kind, Target};
-use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec, FANOUT};
+use crate::{check, find, kinds, procinfo, progress, spec, Connected, Opts, Spec, FANOUT};
 use std::time::{Duration, Instant};
 
 /// RSS after close must come back within this factor of the baseline.
@@ -207,19 +207,12 @@ async fn storm_on(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = t.sample();
 
-    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
-    let metrics_start = t.metrics().await;
-    let before_connect = t.sample();
-    let cs = clients.connect().await?;
-    let after_connect = t.sample();
-    progress(format!(
-        "  connected {} of {} in {:.2} s",
-        cs.ok, cs.requested, cs.seconds
-    ));
-    if let Some(e) = crate::limit_error(&cs, t) {
-        let _ = clients.close().await;
-        return Err(e);
-    }
+    let Connected {
+        mut clients,
+        stats: cs,
+        report: connect,
+        metrics_start,
+    } = crate::connect_all(o, t, plan, s.sessions).await?;
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
     let loaded = t.sample();
 
@@ -300,7 +293,7 @@ async fn storm_on(
         target: t.kind.name(),
         shape: s.clone(),
         load_before,
-        connect: connect_report(&cs, &before_connect, &after_connect),
+        connect,
         delivery,
         server,
         client_cpu_percent: window.client_cpu_percent(),
