@@ -29,12 +29,12 @@ use crate::client::{Clients, Reconnect};
 use crate::multiplex::Total;
 use crate::report::{
     self, AfterClose, ClusterReport, ConnectReport, DeliveryReport, FailoverReport, NodeReport,
-    Percentiles, Ratio, RunReport, ScenarioReport, ServerReport, Shape,
+    Percentiles, RunReport, ScenarioReport, ServerReport, Shape,
 };
 use crate::target::{ServerSetup, Target};
 use crate::{
     between_ticks, check, fmt_ms, invariant_checks, measure_on, parse_env, procinfo, progress,
-    ratio, stat_u64, Opts, Spec, BATCH_SIZE,
+    stat_u64, Opts, Spec, BATCH_SIZE,
 };
 use fake_yahoo::{Endpoint, FakeYahoo};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -301,16 +301,11 @@ async fn compare(
         Percentiles::of(&one.window.latency),
         Percentiles::of(&many.window.latency),
     );
-    let r = Ratio {
-        what: "cluster mode (1 instance) / single process".into(),
-        shape: format!("{}, {} rounds", report::shape_label(s), one.runs),
-        msgs_per_s: ratio(Some(many.msgs_per_s()), Some(one.msgs_per_s())),
-        p50: ratio(pn.p50_ms, p1.p50_ms),
-        p99: ratio(pn.p99_ms, p1.p99_ms),
-        connects_per_s: None,
-        bytes_per_session: None,
-        cpu_us_per_msg: ratio(many.cpu_us_per_msg(), one.cpu_us_per_msg()),
-    };
+    let r = many.ratio_to(
+        &one,
+        "cluster mode (1 instance) / single process".into(),
+        format!("{}, {} rounds", report::shape_label(s), one.runs),
+    );
     rep.checks.push(check(
         "p99 delivery latency, cluster mode vs single process",
         &format!("<= {P99_BOUND:.2}x"),
