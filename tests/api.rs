@@ -116,9 +116,7 @@ async fn watchlist_crud(b: Backend) {
 }
 
 async fn items_crud(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, json!([])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, json!([])).await;
 
     let (s, item) = app
         .add_item(
@@ -196,9 +194,7 @@ async fn items_crud(b: Backend) {
 }
 
 async fn malformed_and_hostile_input(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, json!([])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, json!([])).await;
     let raw = |s: &str| Some(Body::Raw(s.to_owned()));
 
     let cases: Vec<(Method, String, Option<Body>, u16, &str)> = vec![
@@ -610,9 +606,7 @@ async fn quotes_from_the_store(b: Backend) {
 }
 
 async fn tickets(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, json!([])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, json!([])).await;
     let (s, body) = app
         .post("/api/v1/ws-tickets", &alice, json!({"watchlist_id": id}))
         .await;

@@ -112,8 +112,11 @@ async fn spark_speaks_the_wire_format_and_prices_move() {
     assert!(meta["currentTradingPeriod"]["regular"]["start"].is_i64());
     assert_eq!(json["spark"]["result"].as_array().unwrap().len(), 2);
 
-    let quotes =
-        yahoo::spark_from_response(&requested, 200, None, &first.body, Utc::now()).unwrap();
+    let quotes = yahoo::spark_from_response(
+        &requested,
+        yahoo::Answer::new(200, None, &first.body, Utc::now()),
+    )
+    .unwrap();
     assert_eq!(quotes.len(), 2, "ZZZZ is unknown");
     let toyota = &quotes[0];
     assert_eq!(toyota.symbol.as_str(), "7203.T");

@@ -518,7 +518,7 @@ mod yahoo {
     use super::*;
     use quotecast::upstream::yahoo::{
         chart_from_response, check_status, parse_chart, parse_retry_after, parse_spark,
-        spark_from_response, MAX_RETRY_AFTER,
+        spark_from_response, Answer, MAX_RETRY_AFTER,
     };
     use quotecast::upstream::UpstreamError;
     use serde::de::IgnoredAny;
@@ -662,10 +662,10 @@ mod yahoo {
     fn check_body(requested: &[Symbol], body: &[u8]) -> Result<(), TestCaseError> {
         let now = fixture_now();
         let (spark, chart) = check_parses(requested, body)?;
-        let whole = spark_from_response(requested, 200, None, body, now);
+        let whole = spark_from_response(requested, Answer::new(200, None, body, now));
         prop_assert_eq!(format!("{whole:?}"), format!("{spark:?}"));
         let one = requested.first().cloned().unwrap_or_else(|| sym("AAPL"));
-        let whole = chart_from_response(&one, 200, None, body, now);
+        let whole = chart_from_response(&one, Answer::new(200, None, body, now));
         prop_assert_eq!(format!("{whole:?}"), format!("{chart:?}"));
         Ok(())
     }
@@ -746,7 +746,7 @@ mod yahoo {
             assert_eq!(got, expected, "{name}");
             // The fixture's own status through the whole-answer functions.
             let now = fixture_now();
-            let spark = spark_from_response(&requested, *status, None, body, now);
+            let spark = spark_from_response(&requested, Answer::new(*status, None, body, now));
             if *status != 200 {
                 assert!(
                     matches!(
@@ -759,7 +759,11 @@ mod yahoo {
         }
         let now = fixture_now();
         assert_eq!(
-            chart_from_response(&sym("ZZZZ"), 404, None, fixture("chart_404"), now).unwrap(),
+            chart_from_response(
+                &sym("ZZZZ"),
+                Answer::new(404, None, fixture("chart_404"), now)
+            )
+            .unwrap(),
             None
         );
     }
@@ -784,7 +788,8 @@ mod yahoo {
                 }
                 // A 404 is "unknown symbol" only once Yahoo's error body is whole.
                 if *status == 404 {
-                    let chart = chart_from_response(&requested[3], 404, None, prefix, now);
+                    let chart =
+                        chart_from_response(&requested[3], Answer::new(404, None, prefix, now));
                     if cut < complete_at {
                         assert!(
                             matches!(chart, Err(UpstreamError::Status { status: 404, .. })),
@@ -1137,8 +1142,8 @@ mod yahoo {
         ) {
             prop_assume!(serde_json::from_slice::<Value>(&body).is_err());
             let now = fixture_now();
-            prop_assert!(is_bad_data(&spark_from_response(&requested, status, None, &body, now)));
-            prop_assert!(is_bad_data(&chart_from_response(&sym("AAPL"), status, None, &body, now)));
+            prop_assert!(is_bad_data(&spark_from_response(&requested, Answer::new(status, None, &body, now))));
+            prop_assert!(is_bad_data(&chart_from_response(&sym("AAPL"), Answer::new(status, None, &body, now))));
             check_body(&requested, &body)?;
         }
 
@@ -1155,7 +1160,7 @@ mod yahoo {
             check_status_mapping(status, retry_after, now)?;
             let checked = check_status(status, retry_after, now);
 
-            let spark = spark_from_response(&requested, status, retry_after, body, now);
+            let spark = spark_from_response(&requested, Answer::new(status, retry_after, body, now));
             match checked {
                 Ok(()) => prop_assert_eq!(
                     format!("{spark:?}"),
@@ -1164,7 +1169,7 @@ mod yahoo {
                 Err(ref e) => prop_assert_eq!(format!("{spark:?}"), format!("{:?}", Err::<(), _>(e))),
             }
 
-            let chart = chart_from_response(&requested[0], status, retry_after, body, now);
+            let chart = chart_from_response(&requested[0], Answer::new(status, retry_after, body, now));
             if status == 404 && has_chart_error(body) {
                 prop_assert!(matches!(chart, Ok(None)), "{chart:?}");
             } else {
@@ -1189,7 +1194,7 @@ mod yahoo {
         ) {
             let body = value.to_string().into_bytes();
             let now = fixture_now();
-            let chart = chart_from_response(&sym("ZZZZ"), 404, retry_after.as_deref(), &body, now);
+            let chart = chart_from_response(&sym("ZZZZ"), Answer::new(404, retry_after.as_deref(), &body, now));
             if has_chart_error(&body) {
                 prop_assert!(matches!(chart, Ok(None)), "{chart:?}");
             } else {

@@ -16,9 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Case 1: A session registers and removes both itself and the worker.
 async fn connect_then_disconnect(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, items(&["AAPL"])).await;
     app.wait_counts(0, 0).await;
     let (ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["watchlist_id"], id);
@@ -59,9 +57,7 @@ async fn sessions_share_a_worker(b: Backend) {
 /// Case 3: Ten concurrent connects give exactly one worker; ten concurrent
 /// disconnects give none.
 async fn concurrent_connects_one_worker(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, items(&["MSFT"])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, items(&["MSFT"])).await;
     let clients: Vec<Ws> = join_all((0..10).map(|_| app.ws(id, &alice))).await;
     let stats = app.wait_counts(10, 1).await;
     assert_eq!(stats["workers"], 1);
@@ -74,9 +70,7 @@ async fn concurrent_connects_one_worker(b: Backend) {
 /// A worker being stopped while a new session arrives orphans neither: the
 /// newcomer always ends up on a live worker that ticks.
 async fn leave_and_join_race(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
-    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
+    let (app, alice, id) = TestApp::with_alice_watching(b, items(&["AAPL"])).await;
     for _ in 0..30 {
         let old = app.ws(id, &alice).await;
         // Close the last session and open a new one at the same moment.

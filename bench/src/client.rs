@@ -271,29 +271,28 @@ impl ConnectError {
         }
     }
 
-    fn detail(&self) -> String {
+    /// The key it is counted under, and what it tells a person.
+    fn describe(&self) -> (String, String) {
         match self {
-            ConnectError::FdLimit => "out of file descriptors (EMFILE)".into(),
-            ConnectError::NoPorts => "no free local port (EADDRNOTAVAIL)".into(),
-            ConnectError::Http(s) => format!("upgrade refused with HTTP {s}"),
-            ConnectError::Refused(c) => format!("subscription refused: {c}"),
-            ConnectError::Closed(c) => format!("closed with {c} before the snapshot"),
-            ConnectError::NoSnapshot => "no snapshot".into(),
-            ConnectError::Timeout => "no answer in time".into(),
-            ConnectError::Other(m) => m.clone(),
-        }
-    }
-
-    fn key(&self) -> String {
-        match self {
-            ConnectError::FdLimit => "fd_limit".into(),
-            ConnectError::NoPorts => "no_local_ports".into(),
-            ConnectError::Http(s) => format!("http_{s}"),
-            ConnectError::Refused(c) => format!("refused_{c}"),
-            ConnectError::Closed(c) => format!("closed_{c}"),
-            ConnectError::NoSnapshot => "no_snapshot".into(),
-            ConnectError::Timeout => "timeout".into(),
-            ConnectError::Other(_) => "other".into(),
+            ConnectError::FdLimit => ("fd_limit".into(), "out of file descriptors (EMFILE)".into()),
+            ConnectError::NoPorts => (
+                "no_local_ports".into(),
+                "no free local port (EADDRNOTAVAIL)".into(),
+            ),
+            ConnectError::Http(s) => (
+                format!("http_{s}"),
+                format!("upgrade refused with HTTP {s}"),
+            ),
+            ConnectError::Refused(c) => {
+                (format!("refused_{c}"), format!("subscription refused: {c}"))
+            }
+            ConnectError::Closed(c) => (
+                format!("closed_{c}"),
+                format!("closed with {c} before the snapshot"),
+            ),
+            ConnectError::NoSnapshot => ("no_snapshot".into(), "no snapshot".into()),
+            ConnectError::Timeout => ("timeout".into(), "no answer in time".into()),
+            ConnectError::Other(m) => ("other".into(), m.clone()),
         }
     }
 }
@@ -334,7 +333,7 @@ impl StormCounters {
     }
 
     fn error(&self, e: &ConnectError) {
-        *lock(&self.errors).entry(e.key()).or_default() += 1;
+        *lock(&self.errors).entry(e.describe().0).or_default() += 1;
     }
 }
 
@@ -398,8 +397,9 @@ impl Shared {
             }
             _ => {}
         }
-        *lock(&self.errors).entry(e.key()).or_default() += 1;
-        lock(&self.first_error).get_or_insert_with(|| e.detail());
+        let (key, detail) = e.describe();
+        *lock(&self.errors).entry(key).or_default() += 1;
+        lock(&self.first_error).get_or_insert(detail);
         self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -481,7 +481,10 @@ pub async fn open_ws(
         token,
     )
     .await
-    .map_err(|e| format!("{}: {}", e.key(), e.detail()))
+    .map_err(|e| {
+        let (key, detail) = e.describe();
+        format!("{key}: {detail}")
+    })
 }
 
 async fn open(
@@ -800,9 +803,7 @@ impl ConnectStats {
         self.ok += o.ok;
         self.failed += o.failed;
         self.seconds = self.seconds.max(o.seconds);
-        for (k, v) in o.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.errors, o.errors);
         self.first_error = self.first_error.take().or(o.first_error);
         self.fd_limit_at = match (self.fd_limit_at, o.fd_limit_at) {
             (Some(a), Some(b)) => Some(a + b),
@@ -811,6 +812,13 @@ impl ConnectStats {
         self.no_ports_at = self.no_ports_at.or(o.no_ports_at);
         self.latency.merge(&o.latency);
         self.client_cpu_s += o.client_cpu_s;
+    }
+}
+
+/// Adds another process's counts (by error key or close code) into `into`.
+fn add_counts<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
     }
 }
 
@@ -851,6 +859,11 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
+    /// The bench's own CPU over the window, as a share of one core.
+    pub fn client_cpu_percent(&self) -> f64 {
+        self.client_cpu_s / self.seconds.max(1e-9) * 100.0
+    }
+
     pub fn merge(&mut self, o: WindowStats) {
         self.seconds = self.seconds.max(o.seconds);
         self.msgs += o.msgs;
@@ -862,9 +875,7 @@ impl WindowStats {
         self.missed += o.missed;
         self.duplicates += o.duplicates;
         self.unexpected_closes += o.unexpected_closes;
-        for (k, v) in o.server_close_codes {
-            *self.server_close_codes.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.server_close_codes, o.server_close_codes);
         self.client_cpu_s += o.client_cpu_s;
         self.live += o.live;
     }
@@ -930,12 +941,8 @@ impl StormStats {
         self.last_drop_us = pick(self.last_drop_us, o.last_drop_us, i64::max);
         self.last_back_us = pick(self.last_back_us, o.last_back_us, i64::max);
         self.latency.merge(&o.latency);
-        for (k, v) in o.errors {
-            *self.errors.entry(k).or_default() += v;
-        }
-        for (k, v) in o.close_codes {
-            *self.close_codes.entry(k).or_default() += v;
-        }
+        add_counts(&mut self.errors, o.errors);
+        add_counts(&mut self.close_codes, o.close_codes);
         self.pending += o.pending;
     }
 }

@@ -29,12 +29,12 @@ use crate::client::{Clients, Reconnect};
 use crate::multiplex::Total;
 use crate::report::{
     self, AfterClose, ClusterReport, ConnectReport, DeliveryReport, FailoverReport, NodeReport,
-    Percentiles, Ratio, RunReport, ScenarioReport, ServerReport, Shape, UpstreamReport,
+    Percentiles, RunReport, ScenarioReport, ServerReport, Shape,
 };
 use crate::target::{ServerSetup, Target};
 use crate::{
     between_ticks, check, fmt_ms, invariant_checks, measure_on, parse_env, procinfo, progress,
-    ratio, spark_per_tick, spec, stat_u64, Opts, Spec, BATCH_SIZE,
+    stat_u64, Opts, Spec, BATCH_SIZE,
 };
 use fake_yahoo::{Endpoint, FakeYahoo};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -212,18 +212,7 @@ async fn start_instance(
 ) -> Result<Target, String> {
     let mut extra_env = b.env(o, node);
     if let Some(f) = fake {
-        for (k, v) in [
-            ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
-            ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
-            ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
-            ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
-            (
-                "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
-                "10000".into(),
-            ),
-        ] {
-            extra_env.push((k.to_owned(), v));
-        }
+        extra_env.extend(crate::fake_upstream_env(f));
     }
     extra_env.extend(parse_env(o)?);
     let t = Target::start_quotecast(ServerSetup {
@@ -246,29 +235,13 @@ async fn start_instance(
 
 // --- 1. one cluster-mode instance against a single process -------------------
 
-fn compare_spec(o: &Opts) -> Spec {
-    spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        3.0,
-        20.0,
-    )
-}
-
 async fn compare(
     o: &Opts,
     rep: &mut ScenarioReport,
     b: &Backing,
     token: &mut Option<String>,
 ) -> Result<(), String> {
-    let spec = compare_spec(o);
+    let spec = crate::fanout_spec(o);
     let s = &spec.shape;
     crate::check_fd_room(o, s.sessions)?;
     progress(format!(
@@ -328,16 +301,11 @@ async fn compare(
         Percentiles::of(&one.window.latency),
         Percentiles::of(&many.window.latency),
     );
-    let r = Ratio {
-        what: "cluster mode (1 instance) / single process".into(),
-        shape: format!("{}, {} rounds", report::shape_label(s), one.runs),
-        msgs_per_s: ratio(Some(many.msgs_per_s()), Some(one.msgs_per_s())),
-        p50: ratio(pn.p50_ms, p1.p50_ms),
-        p99: ratio(pn.p99_ms, p1.p99_ms),
-        connects_per_s: None,
-        bytes_per_session: None,
-        cpu_us_per_msg: ratio(many.cpu_us_per_msg(), one.cpu_us_per_msg()),
-    };
+    let r = many.ratio_to(
+        &one,
+        "cluster mode (1 instance) / single process".into(),
+        format!("{}, {} rounds", report::shape_label(s), one.runs),
+    );
     rep.checks.push(check(
         "p99 delivery latency, cluster mode vs single process",
         &format!("<= {P99_BOUND:.2}x"),
@@ -401,7 +369,7 @@ async fn spread(
     b: &Backing,
     token: &mut Option<String>,
 ) -> Result<(), String> {
-    let base = compare_spec(o);
+    let base = crate::fanout_spec(o);
     let spec = Spec {
         shape: Shape {
             sessions: o.cluster_sessions,
@@ -428,7 +396,7 @@ async fn spread(
     let mut nodes: Vec<(String, Target)> = Vec::new();
     for k in 0..o.nodes {
         let id = format!("bench-{}", (b'a' + (k % 26) as u8) as char);
-        let before = compare_spec(o).shape.watchlists;
+        let before = crate::fanout_spec(o).shape.watchlists;
         match start_instance(o, b, s, Some((&id, &prefix)), Some(&fake), token, before).await {
             Ok(t) => nodes.push((id, t)),
             Err(e) => {
@@ -585,21 +553,7 @@ async fn spread_on(
             upstream_requests: req,
         });
     }
-    let upstream = UpstreamReport {
-        distinct_symbols: s.distinct,
-        batch_size: BATCH_SIZE,
-        expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
-        requests,
-        cycles,
-        requests_per_cycle: match (requests, cycles) {
-            (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
-            _ => None,
-        },
-        spark_per_tick: spark_per_tick(fake, s.tick_ms),
-        chart_requests: Some(fake.chart_requests()),
-        max_symbols_per_request: Some(fake.max_spark_symbols()),
-        errors,
-    };
+    let upstream = crate::upstream_report(fake, s, requests, cycles, errors);
     progress(format!(
         "  measured {:.1} s: {} msgs, p99 {}, spark requests per tick {:?}",
         window.seconds,
@@ -649,7 +603,7 @@ async fn spread_on(
         connect: ConnectReport::of(&cs),
         delivery,
         server,
-        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
         after_close: AfterClose::default(),
         upstream: Some(upstream),
@@ -708,14 +662,7 @@ async fn spread_on(
             drained_s = drained_s.max(secs);
         }
     }
-    run.after_close = AfterClose {
-        clean_closes: close.clean,
-        unclean_closes: close.unclean,
-        close_s: close.seconds,
-        sessions: Some(left.0),
-        workers: Some(left.1),
-        drained_s: Some(drained_s),
-    };
+    run.after_close = AfterClose::of(&close, Some((left.0, left.1, drained_s)));
     invariant_checks(o, &run, &mut rep.checks);
     rep.runs.push(run);
     if let Some(c) = rep.cluster.as_mut() {

@@ -7,7 +7,7 @@
 
 use crate::report::{RunReport, ScenarioReport, Shape};
 use crate::target::Kind;
-use crate::{check, invariant_checks, kinds, measure, ratio, ratio_of, spec, Opts};
+use crate::{check, invariant_checks, kinds, measure, ratio, ratio_of, spec, Opts, FANOUT};
 
 pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
     let shapes = [
@@ -17,32 +17,16 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
                 Shape {
                     sessions: 2_000,
                     watchlists: 100,
-                    symbols: 20,
                     distinct: 200,
                     tick_ms: 100,
-                    subscriptions: 0,
+                    ..FANOUT
                 },
                 2.0,
                 6.0,
             ),
             1.15,
         ),
-        (
-            spec(
-                o,
-                Shape {
-                    sessions: 10_000,
-                    watchlists: 1,
-                    symbols: 20,
-                    distinct: 20,
-                    tick_ms: 1000,
-                    subscriptions: 0,
-                },
-                3.0,
-                10.0,
-            ),
-            1.25,
-        ),
+        (spec(o, FANOUT, 3.0, 10.0), 1.25),
     ];
     for (s, bound) in shapes {
         let (mut q, mut c): (Option<RunReport>, Option<RunReport>) = (None, None);

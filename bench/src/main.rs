@@ -324,7 +324,41 @@ fn scenario(name: &'static str, opts: Opts) -> Result<(), String> {
     Ok(())
 }
 
+/// Points a quotecast the bench starts at the fake Yahoo, with a rate budget
+/// that never holds a tick back.
+fn fake_upstream_env(f: &FakeYahoo) -> Vec<(String, String)> {
+    [
+        ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
+        ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
+        ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
+        ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
+        (
+            "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
+            "10000".into(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
 // --- scenario definitions ----------------------------------------------------
+
+/// The `fanout` shape: many v1 sockets on one 20-symbol watchlist, a tick a
+/// second. The other scenarios' shapes say how they differ from it.
+const FANOUT: Shape = Shape {
+    sessions: 10_000,
+    watchlists: 1,
+    symbols: 20,
+    distinct: 20,
+    tick_ms: 1000,
+    subscriptions: 0,
+};
+
+/// `fanout`'s spec; the cluster scenario compares on it too.
+fn fanout_spec(o: &Opts) -> Spec {
+    spec(o, FANOUT, 3.0, 20.0)
+}
 
 fn spec(o: &Opts, d: Shape, warmup: f64, duration: f64) -> Spec {
     let symbols = o.symbols.unwrap_or(d.symbols);
@@ -436,19 +470,7 @@ fn connect_rate_check(q: &RunReport) -> Check {
 }
 
 async fn fanout(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
-    let s = spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        3.0,
-        20.0,
-    );
+    let s = fanout_spec(o);
     let (q, c) = measure_each(o, &s, rep).await?;
     if let Some(q) = &q {
         let p99 = q.delivery.latency.p99_ms;
@@ -496,10 +518,8 @@ async fn throughput(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 2_000,
             watchlists: 100,
-            symbols: 20,
             distinct: 200,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         6.0,
@@ -658,10 +678,9 @@ async fn idle(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 19_000,
             watchlists: 1_000,
-            symbols: 20,
             distinct: 200,
             tick_ms: 60_000,
-            subscriptions: 0,
+            ..FANOUT
         },
         5.0,
         5.0,
@@ -714,10 +733,8 @@ async fn upstream(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 1_000,
             watchlists: 1_000,
-            symbols: 20,
             distinct: 200,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         3.0,
         10.0,
@@ -773,10 +790,7 @@ async fn custom(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 1_000,
             watchlists: 10,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         10.0,
@@ -862,18 +876,7 @@ async fn start_target(
             }
             let mut extra_env = Vec::new();
             if let Some(f) = fake {
-                for (k, v) in [
-                    ("QUOTECAST__UPSTREAM__PROVIDER", "yahoo".to_owned()),
-                    ("QUOTECAST__UPSTREAM__BASE_URL", f.base_url()),
-                    ("QUOTECAST__UPSTREAM__BATCH_SIZE", BATCH_SIZE.to_string()),
-                    ("QUOTECAST__UPSTREAM__RATE_LIMIT__CAPACITY", "10000".into()),
-                    (
-                        "QUOTECAST__UPSTREAM__RATE_LIMIT__REFILL_PER_SEC",
-                        "10000".into(),
-                    ),
-                ] {
-                    extra_env.push((k.to_owned(), v));
-                }
+                extra_env.extend(fake_upstream_env(f));
             }
             extra_env.extend(parse_env(o)?);
             Target::start_quotecast(ServerSetup {
@@ -891,6 +894,32 @@ async fn start_target(
     }
 }
 
+/// The upstream's side of a window: the server's request and cycle counts
+/// (admin stats deltas) and what the fake Yahoo saw.
+fn upstream_report(
+    f: &FakeYahoo,
+    s: &Shape,
+    requests: Option<u64>,
+    cycles: Option<u64>,
+    errors: Option<u64>,
+) -> UpstreamReport {
+    UpstreamReport {
+        distinct_symbols: s.distinct,
+        batch_size: BATCH_SIZE,
+        expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
+        requests,
+        cycles,
+        requests_per_cycle: match (requests, cycles) {
+            (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
+            _ => None,
+        },
+        spark_per_tick: spark_per_tick(f, s.tick_ms),
+        chart_requests: Some(f.chart_requests()),
+        max_symbols_per_request: Some(f.max_spark_symbols()),
+        errors,
+    }
+}
+
 /// Messages the server dropped between two reads of `/metrics`.
 fn dropped_between(
     a: &Option<BTreeMap<String, f64>>,
@@ -898,6 +927,71 @@ fn dropped_between(
 ) -> Option<f64> {
     let name = "quotecast_messages_dropped_total";
     Some(b.as_ref()?.get(name)? - a.as_ref()?.get(name)?)
+}
+
+/// The server's memory with `sessions` connected, against before they were,
+/// and what it dropped over the run.
+fn loaded_server(
+    t: &Target,
+    dropped_run: Option<f64>,
+    baseline: &Option<procinfo::Sample>,
+    loaded: &Option<procinfo::Sample>,
+    sessions: u64,
+) -> ServerReport {
+    let mut server = ServerReport {
+        pid: t.pid,
+        messages_dropped_run: dropped_run,
+        ..Default::default()
+    };
+    if let (Some(b), Some(l)) = (baseline, loaded) {
+        server.rss_baseline = Some(b.rss_bytes);
+        server.rss_loaded = Some(l.rss_bytes);
+        server.fds_loaded = Some(l.fds);
+        if sessions > 0 {
+            server.bytes_per_session =
+                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / sessions as f64);
+        }
+    }
+    server
+}
+
+/// Sessions connected to a target, and what their connect phase measured.
+struct Connected {
+    clients: Clients,
+    stats: client::ConnectStats,
+    report: ConnectReport,
+    /// The server's `/metrics` from before the connects.
+    metrics_start: Option<BTreeMap<String, f64>>,
+}
+
+/// Connects `sessions` sockets of `plan` to `t`, sampling the server around
+/// the connects. Running out of file descriptors or local ports is an error
+/// (after closing what did connect): the numbers would be of a smaller run.
+async fn connect_all(
+    o: &Opts,
+    t: &Target,
+    plan: Plan,
+    sessions: usize,
+) -> Result<Connected, String> {
+    let mut clients = Clients::new(plan, sessions, o.procs, o.client_threads).await?;
+    let metrics_start = t.metrics().await;
+    let before = t.sample();
+    let cs = clients.connect().await?;
+    let after = t.sample();
+    progress(format!(
+        "  connected {} of {} in {:.2} s",
+        cs.ok, cs.requested, cs.seconds
+    ));
+    if let Some(e) = limit_error(&cs, t) {
+        let _ = clients.close().await;
+        return Err(e);
+    }
+    Ok(Connected {
+        report: connect_report(&cs, &before, &after),
+        clients,
+        stats: cs,
+        metrics_start,
+    })
 }
 
 /// The connect phase, with the server's CPU from samples around it.
@@ -1112,19 +1206,12 @@ async fn measure_on(
 
     let mut plan = plan_for(o, t, ids);
     plan.subscriptions = s.subscriptions;
-    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
-    let metrics_start = t.metrics().await;
-    let before_connect = t.sample();
-    let cs = clients.connect().await?;
-    let after_connect = t.sample();
-    progress(format!(
-        "  connected {} of {} in {:.2} s",
-        cs.ok, cs.requested, cs.seconds
-    ));
-    if let Some(e) = limit_error(&cs, t) {
-        let _ = clients.close().await;
-        return Err(e);
-    }
+    let Connected {
+        mut clients,
+        stats: cs,
+        report: connect,
+        metrics_start,
+    } = connect_all(o, t, plan, s.sessions).await?;
 
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
     if let Some(f) = fake {
@@ -1149,21 +1236,7 @@ async fn measure_on(
     let upstream = fake.map(|f| {
         let d = |p: &[&str]| Some(stat_u64(&stats_b, p)? - stat_u64(&stats_a, p)?);
         let (requests, cycles) = (d(&["upstream", "requests"]), d(&["upstream", "cycles"]));
-        UpstreamReport {
-            distinct_symbols: s.distinct,
-            batch_size: BATCH_SIZE,
-            expected_per_tick: s.distinct.div_ceil(BATCH_SIZE),
-            requests,
-            cycles,
-            requests_per_cycle: match (requests, cycles) {
-                (Some(r), Some(c)) if c > 0 => Some(r as f64 / c as f64),
-                _ => None,
-            },
-            spark_per_tick: spark_per_tick(f, s.tick_ms),
-            chart_requests: Some(f.chart_requests()),
-            max_symbols_per_request: Some(f.max_spark_symbols()),
-            errors: d(&["upstream", "errors"]),
-        }
+        upstream_report(f, s, requests, cycles, d(&["upstream", "errors"]))
     });
     progress(format!(
         "  measured {:.1} s: {} msgs, p99 {}",
@@ -1179,20 +1252,13 @@ async fn measure_on(
     let after = t.sample();
     let metrics_end = t.metrics().await;
 
-    let mut server = ServerReport {
-        pid: t.pid,
-        messages_dropped_run: dropped_between(&metrics_start, &metrics_end),
-        ..Default::default()
-    };
-    if let (Some(b), Some(l)) = (&baseline, &loaded) {
-        server.rss_baseline = Some(b.rss_bytes);
-        server.rss_loaded = Some(l.rss_bytes);
-        server.fds_loaded = Some(l.fds);
-        if cs.ok > 0 {
-            server.bytes_per_session =
-                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / cs.ok as f64);
-        }
-    }
+    let mut server = loaded_server(
+        t,
+        dropped_between(&metrics_start, &metrics_end),
+        &baseline,
+        &loaded,
+        cs.ok,
+    );
     server.rss_after_close = after.as_ref().map(|a| a.rss_bytes);
     window_cpu(&mut server, &loaded, &loaded_end, &window);
     if let (Some(sum), Some(n)) = (
@@ -1202,7 +1268,6 @@ async fn measure_on(
         server.fanout_loop_ms = (n > 0.0).then(|| sum / n * 1000.0);
     }
     server.messages_dropped = metric("quotecast_messages_dropped_total");
-    let connect = connect_report(&cs, &before_connect, &after_connect);
     let mut delivery = DeliveryReport::of(&window, Some(&close));
     // Only meaningful when the window holds a few ticks.
     if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {
@@ -1216,16 +1281,9 @@ async fn measure_on(
         connect,
         delivery,
         server,
-        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
-        after_close: AfterClose {
-            clean_closes: close.clean,
-            unclean_closes: close.unclean,
-            close_s: close.seconds,
-            sessions: drained.map(|d| d.0),
-            workers: drained.map(|d| d.1),
-            drained_s: drained.map(|d| d.2),
-        },
+        after_close: AfterClose::of(&close, drained),
         upstream,
         churn: None,
         storm: None,
@@ -1241,10 +1299,7 @@ async fn churn(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
         Shape {
             sessions: 0,
             watchlists: 10,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
+            ..FANOUT
         },
         0.0,
         0.0,

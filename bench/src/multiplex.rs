@@ -14,7 +14,9 @@
 use crate::client::WindowStats;
 use crate::report::{self, Percentiles, Ratio, RunReport, ScenarioReport, Shape};
 use crate::target::Kind;
-use crate::{check, fmt_ms, invariant_checks, measure_on, progress, ratio, spec, Opts, Spec};
+use crate::{
+    check, fmt_ms, invariant_checks, measure_on, progress, ratio, spec, Opts, Spec, FANOUT,
+};
 use std::time::Duration;
 
 /// One shape's phases added up.
@@ -45,6 +47,24 @@ impl Total {
     pub(crate) fn cpu_us_per_msg(&self) -> Option<f64> {
         (self.window.msgs > 0).then(|| self.server_cpu_s * 1e6 / self.window.msgs as f64)
     }
+
+    /// These totals against `base`'s: delivery, latency and server CPU.
+    pub(crate) fn ratio_to(&self, base: &Total, what: String, shape: String) -> Ratio {
+        let (p, pb) = (
+            Percentiles::of(&self.window.latency),
+            Percentiles::of(&base.window.latency),
+        );
+        Ratio {
+            what,
+            shape,
+            msgs_per_s: ratio(Some(self.msgs_per_s()), Some(base.msgs_per_s())),
+            p50: ratio(p.p50_ms, pb.p50_ms),
+            p99: ratio(p.p99_ms, pb.p99_ms),
+            connects_per_s: None,
+            bytes_per_session: None,
+            cpu_us_per_msg: ratio(self.cpu_us_per_msg(), base.cpu_us_per_msg()),
+        }
+    }
 }
 
 pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> {
@@ -58,10 +78,9 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
         Shape {
             sessions: 200,
             watchlists: 10,
-            symbols: 20,
             distinct: 200,
             tick_ms: 100,
-            subscriptions: 0,
+            ..FANOUT
         },
         2.0,
         6.0,
@@ -142,9 +161,10 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
         Percentiles::of(&m.window.latency),
         Percentiles::of(&s.window.latency),
     );
-    let r = Ratio {
-        what: format!("one /ws/v1 socket x {subs} subscriptions / {subs} v1 sockets"),
-        shape: format!(
+    let r = m.ratio_to(
+        &s,
+        format!("one /ws/v1 socket x {subs} subscriptions / {subs} v1 sockets"),
+        format!(
             "{} watchlists x {} symbols ({} distinct), tick {} ms, {} rounds",
             base.shape.watchlists,
             base.shape.symbols,
@@ -152,13 +172,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
             base.shape.tick_ms,
             m.runs
         ),
-        msgs_per_s: ratio(Some(m.msgs_per_s()), Some(s.msgs_per_s())),
-        p50: ratio(mp.p50_ms, sp.p50_ms),
-        p99: ratio(mp.p99_ms, sp.p99_ms),
-        connects_per_s: None,
-        bytes_per_session: None,
-        cpu_us_per_msg: ratio(m.cpu_us_per_msg(), s.cpu_us_per_msg()),
-    };
+    );
     // "Within 10% of each other" guards against multiplexing costing more;
     // a multiplexed socket that does better (fewer, fuller writes) passes.
     rep.checks.push(check(

@@ -57,12 +57,18 @@ impl Sample {
     }
 }
 
-pub fn sample(pid: u32) -> Option<Sample> {
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib: u64 = status
+    let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    Some(kib * 1024)
+}
+
+pub fn sample(pid: u32) -> Option<Sample> {
+    let rss_bytes = status_bytes(pid, "VmRSS:")?;
     let (_, cpu_s) = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let mut threads = BTreeMap::new();
@@ -88,7 +94,7 @@ pub fn sample(pid: u32) -> Option<Sample> {
         }
     }
     Some(Sample {
-        rss_bytes: rss_kib * 1024,
+        rss_bytes,
         cpu_s,
         fds,
         threads,
@@ -97,12 +103,7 @@ pub fn sample(pid: u32) -> Option<Sample> {
 
 /// The peak RSS of a process over its life (VmHWM), in bytes.
 pub fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
-    Some(kib * 1024)
+    status_bytes(pid, "VmHWM:")
 }
 
 /// The soft open-file limit of a process.

@@ -175,6 +175,21 @@ pub struct AfterClose {
     pub drained_s: Option<f64>,
 }
 
+impl AfterClose {
+    /// `drained`: sessions and workers left, and the seconds it took, from
+    /// admin stats (quotecast only).
+    pub fn of(close: &CloseStats, drained: Option<(u64, u64, f64)>) -> Self {
+        Self {
+            clean_closes: close.clean,
+            unclean_closes: close.unclean,
+            close_s: close.seconds,
+            sessions: drained.map(|d| d.0),
+            workers: drained.map(|d| d.1),
+            drained_s: drained.map(|d| d.2),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UpstreamReport {
     pub distinct_symbols: usize,

@@ -15,13 +15,12 @@
 //! sees, so the sweep's interval (`realtime.auth_recheck_interval_ms`) does
 //! not count.
 
-use crate::client::{Clients, Reconnect, StormStats};
+use crate::client::{Reconnect, StormStats};
 use crate::report::{
-    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, ServerReport, Shape,
-    StormReport,
+    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, StormReport,
 };
 use crate::target::{Kind, Target};
-use crate::{check, connect_report, find, kinds, procinfo, progress, spec, Opts, Spec};
+use crate::{check, find, kinds, procinfo, progress, spec, Connected, Opts, Spec, FANOUT};
 use std::time::{Duration, Instant};
 
 /// RSS after close must come back within this factor of the baseline.
@@ -35,19 +34,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
                 .into(),
         );
     }
-    let s = spec(
-        o,
-        Shape {
-            sessions: 10_000,
-            watchlists: 1,
-            symbols: 20,
-            distinct: 20,
-            tick_ms: 1000,
-            subscriptions: 0,
-        },
-        2.0,
-        3.0,
-    );
+    let s = spec(o, FANOUT, 2.0, 3.0);
     for k in kinds(o) {
         let r = storm_run(o, k, &s).await?;
         let st = r.storm.as_ref().ok_or("storm run without a storm report")?;
@@ -220,19 +207,12 @@ async fn storm_on(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = t.sample();
 
-    let mut clients = Clients::new(plan, s.sessions, o.procs, o.client_threads).await?;
-    let metrics_start = t.metrics().await;
-    let before_connect = t.sample();
-    let cs = clients.connect().await?;
-    let after_connect = t.sample();
-    progress(format!(
-        "  connected {} of {} in {:.2} s",
-        cs.ok, cs.requested, cs.seconds
-    ));
-    if let Some(e) = crate::limit_error(&cs, t) {
-        let _ = clients.close().await;
-        return Err(e);
-    }
+    let Connected {
+        mut clients,
+        stats: cs,
+        report: connect,
+        metrics_start,
+    } = crate::connect_all(o, t, plan, s.sessions).await?;
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
     let loaded = t.sample();
 
@@ -270,20 +250,13 @@ async fn storm_on(
     let metrics_end = t.metrics().await;
     let rss_after_close = watch_rss(t, closed, o.rss_watch, o.rss_step).await;
 
-    let mut server = ServerReport {
-        pid: t.pid,
-        messages_dropped_run: crate::dropped_between(&metrics_start, &metrics_end),
-        ..Default::default()
-    };
-    if let (Some(b), Some(l)) = (&baseline, &loaded) {
-        server.rss_baseline = Some(b.rss_bytes);
-        server.rss_loaded = Some(l.rss_bytes);
-        server.fds_loaded = Some(l.fds);
-        if cs.ok > 0 {
-            server.bytes_per_session =
-                Some((l.rss_bytes as f64 - b.rss_bytes as f64) / cs.ok as f64);
-        }
-    }
+    let mut server = crate::loaded_server(
+        t,
+        crate::dropped_between(&metrics_start, &metrics_end),
+        &baseline,
+        &loaded,
+        cs.ok,
+    );
     server.rss_after_close = rss_after_close.last().map(|x| x.1);
     crate::window_cpu(&mut server, &window_start, &window_end, &window);
     let mut delivery = DeliveryReport::of(&window, Some(&close));
@@ -320,19 +293,12 @@ async fn storm_on(
         target: t.kind.name(),
         shape: s.clone(),
         load_before,
-        connect: connect_report(&cs, &before_connect, &after_connect),
+        connect,
         delivery,
         server,
-        client_cpu_percent: window.client_cpu_s / window.seconds.max(1e-9) * 100.0,
+        client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
-        after_close: AfterClose {
-            clean_closes: close.clean,
-            unclean_closes: close.unclean,
-            close_s: close.seconds,
-            sessions: drained.map(|d| d.0),
-            workers: drained.map(|d| d.1),
-            drained_s: drained.map(|d| d.2),
-        },
+        after_close: AfterClose::of(&close, drained),
         upstream: None,
         churn: None,
         storm: Some(storm),

@@ -525,18 +525,7 @@ impl Target {
     /// Counters from `/metrics` (quotecast only), by metric name; labelled
     /// series are added up.
     pub async fn metrics(&self) -> Option<std::collections::BTreeMap<String, f64>> {
-        if self.kind != Kind::Quotecast {
-            return None;
-        }
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = self.metrics_text().await?;
         let mut m = std::collections::BTreeMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let Some((name, value)) = line.rsplit_once(' ') else {

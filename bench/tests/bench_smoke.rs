@@ -6,33 +6,19 @@
 
 mod support;
 
-use serde_json::Value;
-use std::process::Command;
-use support::{num, server_bin};
+use support::{assert_nothing_left, bench, delivery_ratio, num, runs};
 
 const SESSIONS: u64 = 200;
 
 #[test]
 fn bench_measures_quotecast_and_the_ceiling_and_leaves_nothing_behind() {
-    let out = Command::new(env!("CARGO_BIN_EXE_quotecast-bench"))
-        .args(["run", "--both", "--json"])
-        .arg("--server-bin")
-        .arg(server_bin())
-        .args(["--sessions", &SESSIONS.to_string(), "--watchlists", "4"])
-        .args(["--tick-ms", "100", "--warmup", "1", "--duration", "2"])
-        .args(["--concurrency", "50"])
-        .output()
-        .expect("run quotecast-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "quotecast-bench failed:\n{stderr}");
-    let rep: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"));
-
-    assert_eq!(rep["scenario"], "run");
+    let rep = bench(&format!(
+        "run --both --sessions {SESSIONS} --watchlists 4 --tick-ms 100 --warmup 1 --duration 2
+         --concurrency 50"
+    ));
     assert!(num(&rep, "machine.cpus") >= 1.0);
     assert!(num(&rep, "machine.fd_hard_limit") > 0.0);
-    let runs = rep["runs"].as_array().expect("runs");
-    let targets: Vec<&str> = runs.iter().filter_map(|r| r["target"].as_str()).collect();
+    let (runs, targets) = runs(&rep);
     assert_eq!(targets, ["ceiling", "quotecast"]);
 
     for r in runs {
@@ -63,14 +49,10 @@ fn bench_measures_quotecast_and_the_ceiling_and_leaves_nothing_behind() {
     }
 
     let q = &runs[1];
-    assert_eq!(q["after_close"]["sessions"], 0, "sessions leaked: {q:#}");
-    assert_eq!(q["after_close"]["workers"], 0, "workers leaked: {q:#}");
+    assert_nothing_left(q, "quotecast");
     assert!(q["server"]["bytes_per_session"].is_number());
 
-    let ratios = rep["ratios"].as_array().expect("ratios");
-    assert_eq!(ratios.len(), 1);
-    assert!(num(&ratios[0], "msgs_per_s") > 0.0);
-    assert!(num(&ratios[0], "p99") > 0.0);
+    delivery_ratio(&rep);
     let checks = rep["checks"].as_array().expect("checks");
     assert!(!checks.is_empty());
     for c in checks {

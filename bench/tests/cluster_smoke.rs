@@ -16,9 +16,8 @@ mod support;
 use serde_json::Value;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::process::Command;
 use std::time::Duration;
-use support::{num, server_bin};
+use support::{assert_nothing_left, assert_nums, bench, check_named, delivery_ratio, num, runs};
 
 const REDIS_DEFAULT: &str = "redis://127.0.0.1:6379";
 const PG_DEFAULT: &str = "postgres://root@127.0.0.1:5432/postgres";
@@ -64,39 +63,19 @@ fn services() -> Option<(String, String)> {
     None
 }
 
-fn check_named<'a>(rep: &'a Value, prefix: &str) -> &'a Value {
-    rep["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-        .unwrap_or_else(|| panic!("no check named {prefix}...: {:#}", rep["checks"]))
-}
-
 #[test]
 fn cluster_compares_spreads_and_fails_over() {
     let Some((redis_url, pg_url)) = services() else {
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_quotecast-bench"))
-        .args(["cluster", "--json", "--server-bin"])
-        .arg(server_bin())
-        .args(["--redis-url", &redis_url, "--pg-url", &pg_url])
-        .args(["--sessions", "30", "--rounds", "2"])
-        .args(["--cluster-sessions", "30", "--cluster-watchlists", "10"])
-        .args(["--cluster-distinct", "40", "--tick-ms", "500"])
-        .args(["--warmup", "0.5", "--duration", "2", "--lease-ms", "1000"])
-        .output()
-        .expect("run quotecast-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "quotecast-bench failed:\n{stderr}");
-    let rep: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"));
-    assert_eq!(rep["scenario"], "cluster");
+    let rep = bench(&format!(
+        "cluster --redis-url {redis_url} --pg-url {pg_url} --sessions 30 --rounds 2
+         --cluster-sessions 30 --cluster-watchlists 10 --cluster-distinct 40 --tick-ms 500
+         --warmup 0.5 --duration 2 --lease-ms 1000"
+    ));
 
     // Compare, ABBA, then the spread run.
-    let runs = rep["runs"].as_array().expect("runs");
-    let targets: Vec<&str> = runs.iter().filter_map(|r| r["target"].as_str()).collect();
+    let (runs, targets) = runs(&rep);
     assert_eq!(
         targets,
         [
@@ -114,14 +93,12 @@ fn cluster_compares_spreads_and_fails_over() {
         assert!(num(r, "delivery.messages") > 0.0, "{what}: no quotes");
         assert_eq!(num(r, "delivery.duplicates"), 0.0, "{what}: duplicates");
         assert_eq!(num(r, "delivery.unexpected_closes"), 0.0, "{what}");
-        assert_eq!(r["after_close"]["sessions"], 0, "{what}: sessions left");
-        assert_eq!(r["after_close"]["workers"], 0, "{what}: workers left");
+        assert_nothing_left(r, &what);
     }
-    let ratios = rep["ratios"].as_array().expect("ratios");
-    assert_eq!(ratios.len(), 1, "{ratios:#?}");
-    assert!(ratios[0]["what"].as_str().unwrap().contains("cluster mode"));
-    assert!(num(&ratios[0], "msgs_per_s") > 0.0);
-    assert!(num(&ratios[0], "p99") > 0.0);
+    assert!(delivery_ratio(&rep)["what"]
+        .as_str()
+        .unwrap()
+        .contains("cluster mode"));
     for prefix in [
         "p99 delivery latency, cluster mode vs single process",
         "msgs/s, cluster mode vs single process",
@@ -156,17 +133,19 @@ fn cluster_compares_spreads_and_fails_over() {
     // nobody else dropped, another instance polling.
     let f = &c["failover"];
     assert_eq!(f["killed_node"], pollers[0]["node_id"], "{f:#}");
-    for (field, want) in [
-        ("sessions", 30.0),
-        ("on_killed", 10.0),
-        ("dropped", 10.0),
-        ("reconnected", 10.0),
-        ("failed", 0.0),
-        ("pending", 0.0),
-        ("reconnect_latency.samples", 10.0),
-    ] {
-        assert_eq!(num(f, field), want, "failover.{field}: {f:#}");
-    }
+    assert_nums(
+        f,
+        "failover",
+        &[
+            ("sessions", 30.0),
+            ("on_killed", 10.0),
+            ("dropped", 10.0),
+            ("reconnected", 10.0),
+            ("failed", 0.0),
+            ("pending", 0.0),
+            ("reconnect_latency.samples", 10.0),
+        ],
+    );
     assert!(num(f, "kill_to_all_back_s") > 0.0, "{f:#}");
     let new_poller = f["new_poller"].as_str().expect("a new poller");
     assert_ne!(new_poller, f["killed_node"].as_str().unwrap(), "{f:#}");

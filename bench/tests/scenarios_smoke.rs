@@ -9,32 +9,7 @@
 mod support;
 
 use serde_json::Value;
-use std::process::Command;
-use support::{num, server_bin};
-
-/// Runs `quotecast-bench ARGS --json` and returns its report.
-fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_quotecast-bench"))
-        .args(args)
-        .arg("--json")
-        .arg("--server-bin")
-        .arg(server_bin())
-        .output()
-        .expect("run quotecast-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "quotecast-bench failed:\n{stderr}");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"))
-}
-
-fn check_named<'a>(rep: &'a Value, prefix: &str) -> &'a Value {
-    rep["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-        .unwrap_or_else(|| panic!("no check named {prefix}...: {:#}", rep["checks"]))
-}
+use support::{assert_nothing_left, assert_nums, bench, check_named, delivery_ratio, num, runs};
 
 /// Gaps are allowed only where the server says it coalesced a lagging
 /// session's messages (a loaded machine makes sessions lag), at most one
@@ -53,25 +28,11 @@ fn assert_sequence_sound(r: &Value, what: &str) {
 
 #[test]
 fn multiplex_alternates_both_shapes_on_one_server() {
-    let rep = bench(&[
-        "multiplex",
-        "--sessions",
-        "10",
-        "--watchlists",
-        "5",
-        "--subscriptions",
-        "5",
-        "--tick-ms",
-        "100",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1",
-        "--rounds",
-        "2",
-    ]);
-    assert_eq!(rep["scenario"], "multiplex");
-    let runs = rep["runs"].as_array().expect("runs");
+    let rep = bench(
+        "multiplex --sessions 10 --watchlists 5 --subscriptions 5 --tick-ms 100 --warmup 0.5
+         --duration 1 --rounds 2",
+    );
+    let (runs, _) = runs(&rep);
     // ABBA: /ws/v1 first in even rounds.
     let subs: Vec<u64> = runs
         .iter()
@@ -93,14 +54,12 @@ fn multiplex_alternates_both_shapes_on_one_server() {
         assert_eq!(num(r, "delivery.live_sessions"), sockets as f64, "{what}");
         assert_eq!(num(r, "delivery.unexpected_closes"), 0.0, "{what}");
         assert_sequence_sound(r, &what);
-        assert_eq!(r["after_close"]["sessions"], 0, "{what}: sessions left");
-        assert_eq!(r["after_close"]["workers"], 0, "{what}: workers left");
+        assert_nothing_left(r, &what);
     }
-    let ratios = rep["ratios"].as_array().expect("ratios");
-    assert_eq!(ratios.len(), 1, "{ratios:#?}");
-    assert!(ratios[0]["what"].as_str().unwrap().contains("/ws/v1"));
-    assert!(num(&ratios[0], "msgs_per_s") > 0.0);
-    assert!(num(&ratios[0], "p99") > 0.0);
+    assert!(delivery_ratio(&rep)["what"]
+        .as_str()
+        .unwrap()
+        .contains("/ws/v1"));
     for prefix in ["msgs/s, /ws/v1 vs v1", "p99 delivery latency, /ws/v1 vs v1"] {
         assert!(check_named(&rep, prefix)["pass"].is_boolean());
     }
@@ -108,43 +67,30 @@ fn multiplex_alternates_both_shapes_on_one_server() {
 
 #[test]
 fn storm_drops_every_session_and_all_come_back() {
-    let rep = bench(&[
-        "storm",
-        "--sessions",
-        "100",
-        "--tick-ms",
-        "200",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1",
-        "--rss-watch",
-        "1",
-        "--rss-step",
-        "0.5",
+    let rep = bench(
         // The revocation sweep drops the sessions; no need to wait 5 s for it.
-        "--server-env",
-        "QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS=100",
-    ]);
-    assert_eq!(rep["scenario"], "storm");
-    let runs = rep["runs"].as_array().expect("runs");
-    let targets: Vec<&str> = runs.iter().filter_map(|r| r["target"].as_str()).collect();
+        "storm --sessions 100 --tick-ms 200 --warmup 0.5 --duration 1 --rss-watch 1 --rss-step 0.5
+         --server-env QUOTECAST__REALTIME__AUTH_RECHECK_INTERVAL_MS=100",
+    );
+    let (runs, targets) = runs(&rep);
     assert_eq!(targets, ["ceiling", "quotecast"]);
     for r in runs {
         let t = r["target"].as_str().unwrap();
         assert_eq!(num(r, "connect.ok"), 100.0, "{t}: {r:#}");
         assert!(num(r, "connect.per_s") > 0.0, "{t}");
         let st = &r["storm"];
-        for (field, want) in [
-            ("sessions", 100.0),
-            ("dropped", 100.0),
-            ("reconnected", 100.0),
-            ("failed", 0.0),
-            ("pending", 0.0),
-            ("reconnect_latency.samples", 100.0),
-        ] {
-            assert_eq!(num(st, field), want, "{t}: storm.{field}: {st:#}");
-        }
+        assert_nums(
+            st,
+            &format!("{t}: storm"),
+            &[
+                ("sessions", 100.0),
+                ("dropped", 100.0),
+                ("reconnected", 100.0),
+                ("failed", 0.0),
+                ("pending", 0.0),
+                ("reconnect_latency.samples", 100.0),
+            ],
+        );
         assert_eq!(st["close_codes"]["1008"], 100, "{t}: every drop is a 1008");
         assert!(num(st, "drop_window_s") >= 0.0, "{t}");
         assert!(num(st, "storm_s") >= num(st, "drop_window_s"), "{t}");
@@ -168,9 +114,7 @@ fn storm_drops_every_session_and_all_come_back() {
         assert_eq!(num(r, "after_close.clean_closes"), 100.0, "{t}");
         assert!(r["server"]["bytes_per_session"].is_number(), "{t}");
     }
-    let q = &runs[1];
-    assert_eq!(q["after_close"]["sessions"], 0, "sessions leaked: {q:#}");
-    assert_eq!(q["after_close"]["workers"], 0, "workers leaked: {q:#}");
+    assert_nothing_left(&runs[1], "quotecast");
     for prefix in [
         "ceiling: sessions back after the storm",
         "quotecast: sessions back after the storm",
@@ -191,17 +135,8 @@ fn storm_drops_every_session_and_all_come_back() {
 
 #[test]
 fn cpu_reports_both_shapes_against_the_ceiling() {
-    let rep = bench(&[
-        "cpu",
-        "--sessions",
-        "50",
-        "--warmup",
-        "0.5",
-        "--duration",
-        "1.5",
-    ]);
-    assert_eq!(rep["scenario"], "cpu");
-    let runs = rep["runs"].as_array().expect("runs");
+    let rep = bench("cpu --sessions 50 --warmup 0.5 --duration 1.5");
+    let (runs, _) = runs(&rep);
     let seen: Vec<(&str, u64)> = runs
         .iter()
         .map(|r| {

@@ -138,9 +138,8 @@ impl QuoteProvider for YahooProvider {
             if symbols.is_empty() {
                 return Ok(Vec::new());
             }
-            let answer = get(&client, &url).await?;
-            check_status(answer.status, answer.retry_after.as_deref(), Utc::now())?;
-            parse_spark_full(&symbols, &answer.body)
+            let raw = get(&client, &url).await?;
+            spark_full_from_response(&symbols, raw.answer(Utc::now()))
         })
     }
 
@@ -151,23 +150,23 @@ impl QuoteProvider for YahooProvider {
         let client = self.client.clone();
         let url = self.chart_url(&symbol);
         Box::pin(async move {
-            let answer = get(&client, &url).await?;
-            chart_full_from_response(
-                &symbol,
-                answer.status,
-                answer.retry_after.as_deref(),
-                &answer.body,
-                Utc::now(),
-            )
+            let raw = get(&client, &url).await?;
+            chart_full_from_response(&symbol, raw.answer(Utc::now()))
         })
     }
 }
 
-/// What came back, before anyone looked at it.
+/// What came back, owned: the [`Answer`] it is read as borrows from it.
 struct RawAnswer {
     status: u16,
     retry_after: Option<String>,
     body: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn answer(&self, now: DateTime<Utc>) -> Answer<'_> {
+        Answer::new(self.status, self.retry_after.as_deref(), &self.body, now)
+    }
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Result<RawAnswer, UpstreamError> {
@@ -266,28 +265,53 @@ fn encode_component(raw: &str) -> String {
 // Pure parsing: (status, Retry-After, body) in, result out.
 // ---------------------------------------------------------------------------
 
+/// An answer as it came back, before anyone looked at it: the status, the
+/// `Retry-After` header and the body, judged at `now` (an HTTP-date
+/// `Retry-After` is relative to it).
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    pub retry_after: Option<&'a str>,
+    pub body: &'a [u8],
+    pub now: DateTime<Utc>,
+}
+
+impl<'a> Answer<'a> {
+    pub fn new(
+        status: u16,
+        retry_after: Option<&'a str>,
+        body: &'a [u8],
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            status,
+            retry_after,
+            body,
+            now,
+        }
+    }
+
+    fn check_status(&self) -> Result<(), UpstreamError> {
+        check_status(self.status, self.retry_after, self.now)
+    }
+}
+
 /// A spark answer as a whole: the status decides first, then the body.
 pub fn spark_from_response(
     requested: &[Symbol],
-    status: u16,
-    retry_after: Option<&str>,
-    body: &[u8],
-    now: DateTime<Utc>,
+    answer: Answer<'_>,
 ) -> Result<Vec<MarketQuote>, UpstreamError> {
-    check_status(status, retry_after, now)?;
-    parse_spark(requested, body)
+    spark_full_from_response(requested, answer)
+        .map(|all| all.into_iter().map(|f| f.quote).collect())
 }
 
 /// [`spark_from_response`] with each quote's intraday points.
 pub fn spark_full_from_response(
     requested: &[Symbol],
-    status: u16,
-    retry_after: Option<&str>,
-    body: &[u8],
-    now: DateTime<Utc>,
+    answer: Answer<'_>,
 ) -> Result<Vec<Fetched>, UpstreamError> {
-    check_status(status, retry_after, now)?;
-    parse_spark_full(requested, body)
+    answer.check_status()?;
+    parse_spark_full(requested, answer.body)
 }
 
 /// A chart answer as a whole: `Ok(None)` is Yahoo saying the symbol does not
@@ -295,27 +319,21 @@ pub fn spark_full_from_response(
 /// wrong base URL) is an error like any other status.
 pub fn chart_from_response(
     requested: &Symbol,
-    status: u16,
-    retry_after: Option<&str>,
-    body: &[u8],
-    now: DateTime<Utc>,
+    answer: Answer<'_>,
 ) -> Result<Option<MarketQuote>, UpstreamError> {
-    chart_full_from_response(requested, status, retry_after, body, now).map(|f| f.map(|f| f.quote))
+    chart_full_from_response(requested, answer).map(|f| f.map(|f| f.quote))
 }
 
 /// [`chart_from_response`] with the quote's intraday points.
 pub fn chart_full_from_response(
     requested: &Symbol,
-    status: u16,
-    retry_after: Option<&str>,
-    body: &[u8],
-    now: DateTime<Utc>,
+    answer: Answer<'_>,
 ) -> Result<Option<Fetched>, UpstreamError> {
-    if status == 404 && chart_error(body).is_some() {
+    if answer.status == 404 && chart_error(answer.body).is_some() {
         return Ok(None);
     }
-    check_status(status, retry_after, now)?;
-    parse_chart_full(requested, body)
+    answer.check_status()?;
+    parse_chart_full(requested, answer.body)
 }
 
 /// Maps a non-2xx status to its error: 429 is rate limiting, anything else a
@@ -727,7 +745,7 @@ mod tests {
     #[test]
     fn current_spark_shape_maps_every_field() {
         let requested = syms(&["7203.T", "6758.T", "AAPL", "ZZZZ"]);
-        let quotes = spark_from_response(&requested, 200, None, SPARK, now()).unwrap();
+        let quotes = spark_from_response(&requested, Answer::new(200, None, SPARK, now())).unwrap();
         assert_eq!(quotes.len(), 3, "ZZZZ is missing from the answer");
         assert_eq!(
             find(&quotes, "7203.T"),
@@ -871,7 +889,8 @@ mod tests {
     #[test]
     fn legacy_spark_shape_takes_the_last_non_null_close() {
         let requested = syms(&["7203.T", "AAPL", "ZZZZ"]);
-        let quotes = spark_from_response(&requested, 200, None, LEGACY, now()).unwrap();
+        let quotes =
+            spark_from_response(&requested, Answer::new(200, None, LEGACY, now())).unwrap();
         assert_eq!(quotes.len(), 2);
         assert_eq!(
             find(&quotes, "7203.T"),
@@ -915,7 +934,7 @@ mod tests {
 
     #[test]
     fn chart_answer_maps_meta() {
-        let quote = chart_from_response(&sym("7203.T"), 200, None, CHART, now())
+        let quote = chart_from_response(&sym("7203.T"), Answer::new(200, None, CHART, now()))
             .unwrap()
             .unwrap();
         assert_eq!(quote.symbol, sym("7203.T"));
@@ -930,23 +949,23 @@ mod tests {
     fn chart_not_found_is_an_unknown_symbol() {
         let zzzz = sym("ZZZZ");
         assert_eq!(
-            chart_from_response(&zzzz, 404, None, CHART_404, now()).unwrap(),
+            chart_from_response(&zzzz, Answer::new(404, None, CHART_404, now())).unwrap(),
             None
         );
         // Same body with 200, as some deployments send it.
         assert_eq!(
-            chart_from_response(&zzzz, 200, None, CHART_404, now()).unwrap(),
+            chart_from_response(&zzzz, Answer::new(200, None, CHART_404, now())).unwrap(),
             None
         );
         // A 404 that is not Yahoo's (wrong base URL, a proxy page) is an error.
         assert!(matches!(
-            chart_from_response(&zzzz, 404, None, HTML_503, now()),
+            chart_from_response(&zzzz, Answer::new(404, None, HTML_503, now())),
             Err(UpstreamError::Status { status: 404, .. })
         ));
         let other =
             br#"{"chart":{"result":null,"error":{"code":"Bad Request","description":"x"}}}"#;
         assert!(matches!(
-            chart_from_response(&zzzz, 200, None, other, now()),
+            chart_from_response(&zzzz, Answer::new(200, None, other, now())),
             Err(UpstreamError::BadData(_))
         ));
     }
@@ -954,12 +973,14 @@ mod tests {
     #[test]
     fn rate_limiting_carries_retry_after() {
         let requested = syms(&["AAPL"]);
-        let err = spark_from_response(&requested, 429, Some("7"), TEXT_429, now()).unwrap_err();
+        let err = spark_from_response(&requested, Answer::new(429, Some("7"), TEXT_429, now()))
+            .unwrap_err();
         assert!(matches!(
             err,
             UpstreamError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)
         ));
-        let err = chart_from_response(&requested[0], 429, None, TEXT_429, now()).unwrap_err();
+        let err = chart_from_response(&requested[0], Answer::new(429, None, TEXT_429, now()))
+            .unwrap_err();
         assert!(matches!(
             err,
             UpstreamError::RateLimited { retry_after: None }
@@ -974,23 +995,27 @@ mod tests {
     #[test]
     fn server_errors_and_html_are_errors() {
         let requested = syms(&["AAPL"]);
-        let err = spark_from_response(&requested, 503, Some("120"), HTML_503, now()).unwrap_err();
+        let err = spark_from_response(&requested, Answer::new(503, Some("120"), HTML_503, now()))
+            .unwrap_err();
         assert!(matches!(
             err,
             UpstreamError::Status { status: 503, retry_after: Some(d) } if d == Duration::from_secs(120)
         ));
-        let err = spark_from_response(&requested, 200, None, HTML_503, now()).unwrap_err();
+        let err =
+            spark_from_response(&requested, Answer::new(200, None, HTML_503, now())).unwrap_err();
         let UpstreamError::BadData(message) = err else {
             panic!("{err:?}")
         };
         assert!(message.contains("<!DOCTYPE html>"), "{message}");
-        let err = chart_from_response(&requested[0], 200, None, HTML_503, now()).unwrap_err();
+        let err = chart_from_response(&requested[0], Answer::new(200, None, HTML_503, now()))
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::BadData(_)));
     }
 
     #[test]
     fn too_many_symbols_is_a_client_error() {
-        let err = spark_from_response(&syms(&["AAPL"]), 400, None, TOO_MANY, now()).unwrap_err();
+        let err = spark_from_response(&syms(&["AAPL"]), Answer::new(400, None, TOO_MANY, now()))
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::Status { status: 400, .. }));
         assert_eq!(err.outcome(), "client_error");
         // The same body with 200 is still not quotes.

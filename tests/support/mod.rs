@@ -377,6 +377,15 @@ impl TestApp {
         user_token(&self.state.db, name, false)
     }
 
+    /// A fresh app with alice and one private watchlist of hers holding
+    /// `items`: the app, her token and the watchlist's id.
+    pub async fn with_alice_watching(b: Backend, items: Value) -> (TestApp, String, i64) {
+        let app = TestApp::spawn(b).await;
+        let alice = app.user("alice");
+        let id = app.private_watchlist(&alice, items).await;
+        (app, alice, id)
+    }
+
     /// A private watchlist named `W` of these items; its id.
     pub async fn private_watchlist(&self, token: &str, items: Value) -> i64 {
         self.watchlist(token, "W", false, items).await

@@ -1,5 +1,8 @@
 //! What the bench's smoke tests share: the server binary of this source
-//! tree, and reading numbers out of a JSON report.
+//! tree, running the bench, and reading and checking its JSON report.
+
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -85,4 +88,71 @@ pub fn num(v: &Value, path: &str) -> f64 {
     }
     cur.as_f64()
         .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"))
+}
+
+/// Runs `quotecast-bench ARGS --json` against this tree's server and returns
+/// its report, which must be of the scenario ARGS name first. ARGS is written
+/// as on a command line: words split at white space.
+pub fn bench(args: &str) -> Value {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_quotecast-bench"))
+        .args(&args)
+        .arg("--json")
+        .arg("--server-bin")
+        .arg(server_bin())
+        .output()
+        .expect("run quotecast-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "quotecast-bench failed:\n{stderr}");
+    let rep: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json output is not JSON ({e}):\n{stderr}"));
+    assert_eq!(rep["scenario"], args[0]);
+    rep
+}
+
+/// The report's check whose name starts with `prefix`.
+pub fn check_named<'a>(rep: &'a Value, prefix: &str) -> &'a Value {
+    rep["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("no check named {prefix}...: {:#}", rep["checks"]))
+}
+
+/// The report's runs, and their targets in order.
+pub fn runs(rep: &Value) -> (&Vec<Value>, Vec<&str>) {
+    let runs = rep["runs"].as_array().expect("runs");
+    (
+        runs,
+        runs.iter().filter_map(|r| r["target"].as_str()).collect(),
+    )
+}
+
+/// The numbers at each dotted path of `v` are the ones wanted.
+pub fn assert_nums(v: &Value, what: &str, want: &[(&str, f64)]) {
+    for &(field, want) in want {
+        assert_eq!(num(v, field), want, "{what}.{field}: {v:#}");
+    }
+}
+
+/// A quotecast run left no session and no worker behind on the server.
+pub fn assert_nothing_left(r: &Value, what: &str) {
+    assert_eq!(
+        r["after_close"]["sessions"], 0,
+        "{what}: sessions left: {r:#}"
+    );
+    assert_eq!(
+        r["after_close"]["workers"], 0,
+        "{what}: workers left: {r:#}"
+    );
+}
+
+/// The report has one ratio, of delivery, with both its numbers; returns it.
+pub fn delivery_ratio(rep: &Value) -> &Value {
+    let ratios = rep["ratios"].as_array().expect("ratios");
+    assert_eq!(ratios.len(), 1, "{ratios:#?}");
+    assert!(num(&ratios[0], "msgs_per_s") > 0.0, "{ratios:#?}");
+    assert!(num(&ratios[0], "p99") > 0.0, "{ratios:#?}");
+    &ratios[0]
 }
