@@ -19,7 +19,7 @@ pub struct Metrics {
     pub sessions_closed: IntCounter,
     /// Sessions whose socket stopped draining and was cut off from outside.
     pub sessions_cut: IntCounter,
-    /// Times the allocator's free memory was given back after a crowd left.
+    /// Times the allocator was asked to give its free memory back after a crowd left.
     pub memory_trims: IntCounter,
     pub messages_sent: IntCounter,
     pub messages_dropped: IntCounter,
@@ -107,7 +107,7 @@ impl Metrics {
             ),
             memory_trims: counter(
                 "quotecast_memory_trims_total",
-                "Times free memory was given back to the system after a crowd of sessions left",
+                "Times the allocator was asked to give its free memory back after a crowd of sessions left",
             ),
             messages_sent: counter(
                 "quotecast_messages_sent_total",
