@@ -18,8 +18,10 @@
 //!   stored (database down) is retried with the next round; one that lost to
 //!   a concurrent change makes the alert be read again.
 //! * Alerts changed through this instance's API are applied at once
-//!   ([`Command`]); every `alerts.reload_interval_ms` the whole set is read
-//!   again, which picks up changes made through other instances.
+//!   ([`Command`], through a queue of [`COMMAND_QUEUE`]); every
+//!   `alerts.reload_interval_ms` the whole set is read again, which picks up
+//!   changes made through other instances, and any change that found the
+//!   queue full.
 //! * The symbols of the enabled alerts are the [`PinnedSymbols`] the poller
 //!   fetches whether or not any watchlist is open.
 //!
@@ -46,6 +48,10 @@ use tokio::sync::{mpsc, watch, Notify};
 /// Rounds waiting for the evaluator before new ones are skipped: at a 5 s
 /// tick, minutes of a slow database.
 pub const ROUND_QUEUE: usize = 256;
+
+/// Alert changes from this instance's API waiting for the evaluator. A
+/// change that finds it full is not lost: the next reload reads it.
+pub const COMMAND_QUEUE: usize = 1024;
 
 /// One published round, as alerts see it.
 #[derive(Debug, Clone)]
@@ -556,7 +562,7 @@ impl Engine {
     pub async fn run(
         mut self,
         mut rounds: mpsc::Receiver<RoundSamples>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
         _guard: TaskGuard,
     ) {

@@ -63,7 +63,7 @@ impl Drop for TaskGuard {
 /// on the tasks. Cheap to clone.
 #[derive(Clone)]
 pub struct Alerts {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     progress: Arc<Progress>,
     alive: Arc<watch::Sender<usize>>,
 }
@@ -71,11 +71,19 @@ pub struct Alerts {
 impl Alerts {
     /// An alert was created or changed (as now stored).
     pub fn saved(&self, alert: Alert) {
-        let _ = self.commands.send(Command::Saved(Box::new(alert)));
+        self.tell(Command::Saved(Box::new(alert)));
     }
 
     pub fn deleted(&self, id: i64) {
-        let _ = self.commands.send(Command::Deleted(id));
+        self.tell(Command::Deleted(id));
+    }
+
+    /// Best effort: what does not fit (or comes after shutdown) is in the
+    /// database, and the evaluator's next reload reads it.
+    fn tell(&self, cmd: Command) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(cmd) {
+            log::debug!("alert change queue full; the next reload picks it up");
+        }
     }
 
     /// The tick of the last round handed to the evaluator.
@@ -138,7 +146,7 @@ pub fn start(
         deps.metrics.clone(),
     )?;
     let (round_tx, round_rx) = mpsc::channel(engine::ROUND_QUEUE);
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(engine::COMMAND_QUEUE);
     let engine = Engine::new(EngineDeps {
         db: deps.db,
         control: deps.control,
