@@ -805,13 +805,18 @@ impl ConnectStats {
         self.seconds = self.seconds.max(o.seconds);
         add_counts(&mut self.errors, o.errors);
         self.first_error = self.first_error.take().or(o.first_error);
-        self.fd_limit_at = match (self.fd_limit_at, o.fd_limit_at) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        self.fd_limit_at = merge_opt(self.fd_limit_at, o.fd_limit_at, |a, b| a + b);
         self.no_ports_at = self.no_ports_at.or(o.no_ports_at);
         self.latency.merge(&o.latency);
         self.client_cpu_s += o.client_cpu_s;
+    }
+}
+
+/// Two processes' figures for one field, either of which may be missing.
+fn merge_opt<T>(a: Option<T>, b: Option<T>, f: impl FnOnce(T, T) -> T) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -933,13 +938,9 @@ impl StormStats {
         self.reconnected += o.reconnected;
         self.failed += o.failed;
         self.retries += o.retries;
-        let pick = |a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64| match (a, b) {
-            (Some(a), Some(b)) => Some(f(a, b)),
-            (a, b) => a.or(b),
-        };
-        self.first_drop_us = pick(self.first_drop_us, o.first_drop_us, i64::min);
-        self.last_drop_us = pick(self.last_drop_us, o.last_drop_us, i64::max);
-        self.last_back_us = pick(self.last_back_us, o.last_back_us, i64::max);
+        self.first_drop_us = merge_opt(self.first_drop_us, o.first_drop_us, i64::min);
+        self.last_drop_us = merge_opt(self.last_drop_us, o.last_drop_us, i64::max);
+        self.last_back_us = merge_opt(self.last_back_us, o.last_back_us, i64::max);
         self.latency.merge(&o.latency);
         add_counts(&mut self.errors, o.errors);
         add_counts(&mut self.close_codes, o.close_codes);
