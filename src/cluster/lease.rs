@@ -11,7 +11,7 @@
 //! lease back (compare-and-delete) and says so on `PREFIX:lease_released`,
 //! so another instance takes over at once.
 
-use super::{Cluster, LUA_NOW_MS};
+use super::Cluster;
 use crate::feed::PollerRole;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::Script;
@@ -222,14 +222,4 @@ impl PollerRole for Lease {
     fn changed(&self) -> BoxFuture<'_, ()> {
         self.flipped.notified().boxed()
     }
-}
-
-/// The time of Redis in milliseconds (for tests and the admin view).
-pub async fn redis_now_ms(cluster: &Cluster) -> Option<i64> {
-    let script = format!("{LUA_NOW_MS} return now");
-    cluster
-        .redis
-        .run(move |mut c| async move { Script::new(&script).invoke_async(&mut c).await })
-        .await
-        .ok()
 }

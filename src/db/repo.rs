@@ -596,13 +596,6 @@ pub fn list_events(
         .load(c))?)
 }
 
-pub fn get_event(conn: &mut DbConn, id: i64) -> Res<AlertEvent> {
-    Ok(with_conn!(conn, |c| alert_events::table
-        .find(id)
-        .select(AlertEvent::as_select())
-        .first(c))?)
-}
-
 /// Claims up to `limit` pending deliveries due at `now`: each is moved to
 /// `claim_until`, conditional on being unchanged, so that of several
 /// instances claiming at once only one gets it. A claimed delivery that is
