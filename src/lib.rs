@@ -9,9 +9,10 @@
 //!
 //! The realtime path, from the socket inwards:
 //! * [`session`]: the `WsSession` actor, one per WebSocket (the only user of
-//!   actix-web-actors), for both endpoints (one watchlist per socket, or many
-//!   by subscription); the bounded decoder of its inbound frames
-//!   ([`session::frames`]); the upgrade endpoints ([`session::endpoint`]) and
+//!   actix-web-actors, for the handshake), for both endpoints (one watchlist
+//!   per socket, or many by subscription); the bounded decoder of its inbound
+//!   frames ([`session::frames`]) and the queue of framed bytes its
+//!   connection writes ([`session::outbox`]); the upgrade endpoints ([`session::endpoint`]) and
 //!   what is checked before them ([`session::admission`]: origins, connect
 //!   rates) and their database reads, several upgrades to a trip
 //!   ([`session::lookups`]); the table of live sessions that enforces limits and cuts off

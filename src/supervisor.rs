@@ -14,9 +14,8 @@
 //! worker nobody would stop.
 
 use crate::protocol::{close, Since};
-use crate::session::messages::{
-    CloseSession, Deliver, SessionStats, Subscription, SubscriptionEnded,
-};
+use crate::session::messages::{CloseSession, SessionStats, Subscription, SubscriptionEnded};
+use crate::session::outbox::Outbox;
 use crate::session::relay::RelayHandle;
 use crate::worker::{
     AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, Reload,
@@ -67,7 +66,7 @@ pub struct Join {
     pub session_id: u64,
     pub user_id: i64,
     pub sub: Arc<Subscription>,
-    pub deliver: Recipient<Deliver>,
+    pub out: Outbox,
     pub ended: Recipient<SubscriptionEnded>,
     /// To close the session when the server is draining.
     pub close: Recipient<CloseSession>,
@@ -106,7 +105,7 @@ impl Handler<Join> for Supervisor {
             session_id: msg.session_id,
             user_id: msg.user_id,
             sub: msg.sub,
-            deliver: msg.deliver,
+            out: msg.out,
             control: msg.ended,
             stats: msg.stats,
             relay: msg.relay,

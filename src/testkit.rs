@@ -23,14 +23,16 @@ use crate::metrics::Metrics;
 use crate::protocol::{close, EndReason};
 use crate::quote::{Fetched, Known, MarketQuote, MARKET_CLOSED, MARKET_REGULAR};
 use crate::session::messages::{
-    CloseSession, Deliver, SessionStats, Subscription, SubscriptionEnded,
+    CatchUp, CloseSession, SessionStats, Subscription, SubscriptionEnded,
 };
+use crate::session::outbox::{Outbox, Writer};
 use crate::session::relay::RelayHandle;
 use crate::supervisor::{Join, Leave, Supervisor};
 use crate::upstream::{QuoteProvider, UpstreamError};
 use crate::worker::{ItemView, WorkerDeps};
 use actix::prelude::*;
 use futures_util::future::{self, BoxFuture, FutureExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -291,27 +293,41 @@ pub(crate) enum Seen {
     Closed(u16),
 }
 
-/// Stands for a session actor: forwards what it is sent to its [`Session`].
+/// Stands for a session actor: closes its outbox as a session would. What
+/// the outbox's writer yields (frames from the relay, then the close) goes
+/// to its [`Session`], in order.
 struct FakeSession {
-    seen: mpsc::UnboundedSender<Seen>,
+    out: Outbox,
 }
 
 impl Actor for FakeSession {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Roomy, so a burst of frames is never dropped as lagging here.
-        ctx.set_mailbox_capacity(1024);
-    }
 }
 
-impl Handler<Deliver> for FakeSession {
+impl Handler<CatchUp> for FakeSession {
     type Result = ();
-    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        for frame in msg.body.into_frames() {
-            let v = serde_json::from_str(&frame).expect("frames are JSON");
-            let _ = self.seen.send(Seen::Frame(v));
-        }
+    fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) {}
+}
+
+/// What a server frame says, for the fake session: a text message's JSON,
+/// or a close frame's code.
+fn read_frame(frame: &[u8]) -> Option<Seen> {
+    let opcode = frame[0] & 0x0f;
+    let (len, start) = match frame[1] {
+        126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+        127 => (
+            u64::from_be_bytes(frame[2..10].try_into().expect("8 bytes")) as usize,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let payload = &frame[start..start + len];
+    match opcode {
+        0x1 => Some(Seen::Frame(
+            serde_json::from_slice(payload).expect("frames are JSON"),
+        )),
+        0x8 => Some(Seen::Closed(u16::from_be_bytes([payload[0], payload[1]]))),
+        _ => None,
     }
 }
 
@@ -324,7 +340,7 @@ impl Handler<SubscriptionEnded> for FakeSession {
             EndReason::Deleted => close::WATCHLIST_DELETED,
             EndReason::Forbidden => close::POLICY,
         };
-        let _ = self.seen.send(Seen::Closed(code));
+        self.out.close(Some(code), "");
         ctx.stop();
     }
 }
@@ -332,7 +348,7 @@ impl Handler<SubscriptionEnded> for FakeSession {
 impl Handler<CloseSession> for FakeSession {
     type Result = ();
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
-        let _ = self.seen.send(Seen::Closed(msg.code));
+        self.out.close(Some(msg.code), msg.reason);
         ctx.stop();
     }
 }
@@ -340,7 +356,7 @@ impl Handler<CloseSession> for FakeSession {
 /// A fake session's side in the test: its id, and what it was sent.
 pub(crate) struct Session {
     pub id: u64,
-    deliver: Recipient<Deliver>,
+    out: Outbox,
     control: Recipient<CloseSession>,
     ended: Recipient<SubscriptionEnded>,
     /// One subscription per fake session (as on a v1 socket).
@@ -471,14 +487,30 @@ impl Rig {
     pub fn session(&mut self) -> Session {
         self.next_session += 1;
         let (tx, seen) = mpsc::unbounded_channel();
-        let addr = FakeSession { seen: tx }.start();
+        let stats = Arc::new(SessionStats::new());
+        // Roomy, so a burst of frames is never dropped as lagging here.
+        let out = Outbox::new(1024, stats.clone());
+        let addr = FakeSession { out: out.clone() }.start();
+        let mut writer = Writer::new(
+            out.clone(),
+            addr.clone().recipient(),
+            addr.clone().recipient(),
+            None,
+        );
+        actix::spawn(async move {
+            while let Some(Ok(frame)) = writer.next().await {
+                if let Some(seen) = read_frame(&frame) {
+                    let _ = tx.send(seen);
+                }
+            }
+        });
         Session {
             id: self.next_session,
-            deliver: addr.clone().recipient(),
+            out,
             control: addr.clone().recipient(),
             ended: addr.recipient(),
             sub: Arc::new(Subscription::new(1)),
-            stats: Arc::new(SessionStats::new()),
+            stats,
             seen,
         }
     }
@@ -501,7 +533,7 @@ impl Rig {
             session_id: session.id,
             user_id: self.owner_id,
             sub: session.sub.clone(),
-            deliver: session.deliver.clone(),
+            out: session.out.clone(),
             ended: session.ended.clone(),
             close: session.control.clone(),
             stats: session.stats.clone(),

@@ -467,7 +467,7 @@ pub struct Subscribe {
     pub session_id: u64,
     pub user_id: i64,
     pub sub: Arc<Subscription>,
-    pub deliver: Recipient<crate::session::messages::Deliver>,
+    pub out: crate::session::outbox::Outbox,
     pub control: Recipient<SubscriptionEnded>,
     pub stats: Arc<SessionStats>,
     pub relay: RelayHandle,
@@ -494,7 +494,7 @@ impl Handler<Subscribe> for PriceWorker {
             session_id,
             Subscriber {
                 target: Target {
-                    deliver: msg.deliver,
+                    out: msg.out,
                     stats: msg.stats,
                     sub: msg.sub,
                 },

@@ -6,6 +6,7 @@
 use super::admission;
 use super::frames::{Limits, Messages};
 use super::lookups::{Credentials, Found, Lookup};
+use super::outbox::{Outbox, Throttled, Writer};
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
 use super::{Endpoint, FirstSubscription, SessionDeps, WsSession};
@@ -15,10 +16,9 @@ use crate::net::ConnSocket;
 use crate::protocol::{self, Since};
 use crate::state::AppState;
 use crate::worker::ItemView;
-use actix::AsyncContext;
+use actix::{Actor, AsyncContext};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use futures_util::stream;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -220,19 +220,23 @@ async fn start(
         metrics: state.metrics.clone(),
         rules,
     };
-    let session = WsSession::new(guard, caller.user.id, endpoint, deps);
     let limits = Limits {
         max_message_bytes: rules.max_message_bytes,
         max_fragments: protocol::MAX_FRAGMENTS,
     };
     let mut response = ws::handshake(req)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
-    // The context's own decoder buffers a whole frame before it checks its
-    // size; it gets an input that never yields, and the socket goes to
-    // `frames::Messages` instead. The context still writes the frames out.
-    let outbound = ws::WebsocketContext::with_factory(stream::pending(), move |ctx| {
-        ctx.add_stream(Messages::new(payload, limits));
+    let out = Outbox::new(rules.mailbox, guard.stats.clone());
+    let guard = std::sync::Arc::new(guard);
+    let session = WsSession::new(guard.clone(), caller.user.id, endpoint, out.clone(), deps);
+    // The actor runs on this thread's arbiter, beside the connection: it
+    // reads the client's messages (paused while its outbox is backlogged)
+    // and the connection writes the outbox.
+    let input = Throttled::new(Messages::new(payload, limits), out.clone());
+    let addr = WsSession::create(move |ctx| {
+        ctx.add_stream(input);
         session
     });
-    Ok(response.streaming(outbound))
+    let writer = Writer::new(out, addr.clone().recipient(), addr.recipient(), Some(guard));
+    Ok(response.streaming(writer))
 }

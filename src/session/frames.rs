@@ -3,8 +3,8 @@
 //!
 //! [`FrameDecoder`] is the state machine, fed chunks of the upgraded byte
 //! stream as they arrive; [`Messages`] drives it over that stream (what
-//! `web::Payload` is) and is what the session actor reads. The outbound half
-//! stays with actix-web-actors' `WebsocketContext`.
+//! `web::Payload` is) and is what the session actor reads. The outbound half is
+//! [`super::outbox`].
 //!
 //! Limits, checked as soon as the bytes that decide them arrive:
 //! * a frame header whose length would take its message past

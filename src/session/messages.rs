@@ -6,17 +6,8 @@ use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Sent to a session actor: write these frames of subscription `sub`
-/// (unless that subscription has ended since: a frame of an old
-/// subscription still in flight is dropped, never shown under a new one).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Deliver {
-    pub sub: u64,
-    pub body: Body,
-}
-
-/// What a [`Deliver`] carries.
+/// What a worker sends a subscription (through the relay of the session's
+/// thread, into the session's [`super::outbox::Outbox`]).
 #[derive(Clone, Debug)]
 pub enum Body {
     /// A live message (quotes, snapshot, ...).
@@ -49,6 +40,13 @@ impl Body {
     }
 }
 
+/// Sent to a session actor by its writer: frames of its subscriptions were
+/// refused while its queue was full, and the queue has drained now; the
+/// lagging subscriptions ask for the latest state.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
 /// Sent to a session actor: write this frame, which is about the user, not
 /// a watchlist (an alert that fired). Best effort: dropped when the
 /// session's queue is full.
@@ -75,6 +73,10 @@ pub struct Subscription {
     /// A frame could not be queued for it: it gets a full snapshot (the
     /// latest state, coalesced) as soon as it has room again.
     pub lagged: AtomicBool,
+    /// The session has ended it (unsubscribed, or the worker ended it): a
+    /// frame of it still on the way is dropped, never shown after the end
+    /// or under a new subscription.
+    ended: AtomicBool,
 }
 
 impl Subscription {
@@ -82,7 +84,16 @@ impl Subscription {
         Self {
             id,
             lagged: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         }
+    }
+
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
     }
 }
 
@@ -99,9 +110,10 @@ pub struct CloseSession {
 pub struct SessionStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
-    /// Milliseconds since `epoch` at which the actor last ran. An actor whose
-    /// socket cannot drain is not polled at all (actix-web #2441), so a stale
-    /// value here is how a stalled session is recognised from outside.
+    /// Milliseconds since `epoch` at which the connection last asked for
+    /// a frame, or found it had written all there was. A connection whose
+    /// socket cannot drain stops asking (actix-web #2441), so a stale value
+    /// here is how a stalled session is recognised from outside.
     last_poll_ms: AtomicU64,
     epoch: Instant,
 }
@@ -121,7 +133,7 @@ impl SessionStats {
         self.last_poll_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// How long since the actor last ran.
+    /// How long since the connection last took frames or was idle.
     pub fn idle_ms(&self) -> u64 {
         let now = self.epoch.elapsed().as_millis() as u64;
         now.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed))

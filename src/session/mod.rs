@@ -12,20 +12,24 @@
 //! and limits, reserves a place in the [`table`] and starts the actor. Its
 //! subscriptions join in `started` (v1) or on request, and all leave in
 //! `stopped`. Its heartbeat timer is owned by its context and ends with it.
-//! The table entry is released when the actor is dropped, so a session that
-//! vanishes by any path is no longer counted.
+//! The table entry is released when both the actor and its connection's
+//! writer are dropped, so a session that vanishes by any path is no longer
+//! counted, and a connection still flushing after its actor stopped is.
 //!
-//! Inbound frames are decoded by [`frames`], not by actix-web-actors, so
-//! that size limits hold from the first header byte; outbound frames go
-//! through actix-web-actors' `WebsocketContext`. This is the only module that
-//! uses actix-web-actors (deprecated upstream), so replacing it later touches
-//! nothing else.
+//! Inbound frames are decoded by [`frames`], so that size limits hold from
+//! the first header byte; outbound frames are queued, already framed, in the
+//! session's [`outbox`], which the connection writes. A worker's frames go
+//! into the outbox straight from the relay of the session's thread, framed
+//! once per broadcast, with no message to the actor: the actor is there for
+//! what the client says and for the session's own rules. Of actix-web-actors
+//! (deprecated upstream) only the handshake is used, here in `endpoint`.
 
 pub mod admission;
 pub mod endpoint;
 pub mod frames;
 pub mod lookups;
 pub mod messages;
+pub mod outbox;
 pub mod relay;
 pub mod table;
 
@@ -37,9 +41,9 @@ use crate::protocol::{self, close, ClientError, ClientMessage, EndReason, Frame,
 use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::ItemView;
 use actix::prelude::*;
-use actix_web_actors::ws;
 use frames::Inbound;
-use messages::{Body, CloseSession, Deliver, Subscription, SubscriptionEnded, UserFrame};
+use messages::{CatchUp, CloseSession, Subscription, SubscriptionEnded, UserFrame};
+use outbox::Outbox;
 use relay::RelayHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,12 +114,12 @@ struct Sub {
     state: Arc<Subscription>,
     /// Joined; false while its access check is running.
     joined: bool,
-    /// A catch-up snapshot was asked for since it last lagged.
-    catch_up_asked: bool,
 }
 
 pub struct WsSession {
-    guard: SessionGuard,
+    /// Shared with the writer: the table counts the session until both
+    /// the actor and its connection are gone.
+    guard: Arc<SessionGuard>,
     user_id: i64,
     /// The v1 watchlist, for the life of the socket; `None` on `/ws/v1`.
     single: Option<i64>,
@@ -123,9 +127,8 @@ pub struct WsSession {
     first: Option<FirstSubscription>,
     subs: HashMap<i64, Sub>,
     next_sub: u64,
-    /// The last `status` written: each worker of a multi-watchlist socket
-    /// sends the same one, and it is written once.
-    last_status: Option<Frame>,
+    /// What the connection writes; the relays queue into it too.
+    out: Outbox,
     deps: SessionDeps,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
@@ -133,7 +136,13 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub fn new(guard: SessionGuard, user_id: i64, endpoint: Endpoint, deps: SessionDeps) -> Self {
+    pub fn new(
+        guard: Arc<SessionGuard>,
+        user_id: i64,
+        endpoint: Endpoint,
+        out: Outbox,
+        deps: SessionDeps,
+    ) -> Self {
         let (single, first) = match endpoint {
             Endpoint::Watchlist(first) => (Some(first.watchlist_id), Some(first)),
             Endpoint::Multi => (None, None),
@@ -145,46 +154,38 @@ impl WsSession {
             first,
             subs: HashMap::new(),
             next_sub: 0,
-            last_status: None,
+            out,
             deps,
             last_heard: Instant::now(),
             bad_messages: 0,
         }
     }
 
-    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }));
+    fn close(&self, ctx: &mut Context<Self>, code: u16, reason: &str) {
+        self.out.close(Some(code), reason);
         ctx.stop();
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: Frame) {
-        ctx.text(frame);
-        self.guard
-            .stats
-            .sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn send(&self, frame: Frame) {
+        self.out.text(frame);
         self.deps.metrics.messages_sent.inc();
     }
 
-    fn bad_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: ClientError) {
+    fn bad_message(&mut self, ctx: &mut Context<Self>, err: ClientError) {
         self.bad_messages += 1;
-        self.send(ctx, protocol::error(err.code(), err.message()));
+        self.send(protocol::error(err.code(), err.message()));
         if self.bad_messages >= protocol::MAX_BAD_MESSAGES {
             self.close(ctx, close::POLICY, "too many bad messages");
         }
     }
 
-    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        self.guard.stats.mark_polled();
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         if self.last_heard.elapsed() > self.deps.rules.client_timeout {
             log::info!("session {}: peer silent, dropping", self.guard.id);
             self.close(ctx, close::GOING_AWAY, "client timeout");
             return;
         }
-        ctx.ping(b"");
+        self.out.ping();
     }
 
     /// Records a new subscription (not joined yet) and returns its state.
@@ -196,7 +197,6 @@ impl WsSession {
             Sub {
                 state: state.clone(),
                 joined: false,
-                catch_up_asked: false,
             },
         );
         self.publish_subscriptions();
@@ -210,8 +210,8 @@ impl WsSession {
     }
 
     /// Registers subscription `sub` with the watchlist's worker.
-    fn join(&mut self, ctx: &mut ws::WebsocketContext<Self>, first: FirstSubscription, ack: bool) {
-        self.size_queue(ctx);
+    fn join(&mut self, ctx: &mut Context<Self>, first: FirstSubscription, ack: bool) {
+        self.size_queue();
         let Some(sub) = self.subs.get_mut(&first.watchlist_id) else {
             return;
         };
@@ -221,7 +221,7 @@ impl WsSession {
             session_id: self.guard.id,
             user_id: self.user_id,
             sub: sub.state.clone(),
-            deliver: ctx.address().recipient(),
+            out: self.out.clone(),
             ended: ctx.address().recipient(),
             close: ctx.address().recipient(),
             stats: self.guard.stats.clone(),
@@ -236,9 +236,10 @@ impl WsSession {
     /// Every subscription gets `realtime.session_queue` slots: a socket of
     /// ten watchlists is sent ten messages a tick, and should lag no sooner
     /// (in ticks) than a socket of one.
-    fn size_queue(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn size_queue(&self) {
         let subs = self.subs.len().max(1);
-        ctx.set_mailbox_capacity(self.deps.rules.mailbox.saturating_mul(subs));
+        self.out
+            .set_capacity(self.deps.rules.mailbox.saturating_mul(subs));
     }
 
     /// Drops a subscription and, if it had joined, unregisters it.
@@ -246,6 +247,7 @@ impl WsSession {
         let Some(sub) = self.subs.remove(&watchlist_id) else {
             return false;
         };
+        sub.state.end();
         if sub.joined {
             self.deps.supervisor.do_send(Leave {
                 watchlist_id,
@@ -257,24 +259,24 @@ impl WsSession {
         true
     }
 
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, refusal: Refusal, watchlist_id: i64) {
-        self.send(ctx, protocol::refusal(refusal, watchlist_id));
+    fn refuse(&self, refusal: Refusal, watchlist_id: i64) {
+        self.send(protocol::refusal(refusal, watchlist_id));
     }
 
     /// `subscribe` on `/ws/v1`: checked here (limit, duplicate), then access
     /// in the database, then joined.
     fn subscribe(
         &mut self,
-        ctx: &mut ws::WebsocketContext<Self>,
+        ctx: &mut Context<Self>,
         watchlist_id: i64,
         since: Option<Since>,
         intraday: bool,
     ) {
         if self.subs.contains_key(&watchlist_id) {
-            return self.refuse(ctx, Refusal::AlreadySubscribed, watchlist_id);
+            return self.refuse(Refusal::AlreadySubscribed, watchlist_id);
         }
         if self.subs.len() >= self.deps.rules.max_subscriptions {
-            return self.refuse(ctx, Refusal::LimitExceeded, watchlist_id);
+            return self.refuse(Refusal::LimitExceeded, watchlist_id);
         }
         let sub = self.add_sub(watchlist_id).id;
         let user_id = self.user_id;
@@ -309,13 +311,13 @@ impl WsSession {
                 }
             };
             act.drop_sub(watchlist_id);
-            act.refuse(ctx, refusal, watchlist_id);
+            act.refuse(refusal, watchlist_id);
         }));
     }
 
-    fn client_message(&mut self, ctx: &mut ws::WebsocketContext<Self>, msg: ClientMessage) {
+    fn client_message(&mut self, ctx: &mut Context<Self>, msg: ClientMessage) {
         match (msg, self.single) {
-            (ClientMessage::Ping, _) => self.send(ctx, protocol::pong()),
+            (ClientMessage::Ping, _) => self.send(protocol::pong()),
             (ClientMessage::Snapshot { .. }, Some(watchlist_id)) => self.snapshot_for(watchlist_id),
             (ClientMessage::Snapshot { watchlist_id: None }, None) => {
                 self.bad_message(ctx, ClientError::InvalidMessage)
@@ -327,7 +329,7 @@ impl WsSession {
                 None,
             ) => match self.subs.get(&id) {
                 Some(_) => self.snapshot_for(id),
-                None => self.refuse(ctx, Refusal::NotSubscribed, id),
+                None => self.refuse(Refusal::NotSubscribed, id),
             },
             (
                 ClientMessage::Subscribe {
@@ -339,10 +341,10 @@ impl WsSession {
             ) => self.subscribe(ctx, watchlist_id, since, intraday),
             (ClientMessage::Unsubscribe { watchlist_id }, None) => {
                 if self.drop_sub(watchlist_id) {
-                    self.size_queue(ctx);
-                    self.send(ctx, protocol::unsubscribed(watchlist_id, None));
+                    self.size_queue();
+                    self.send(protocol::unsubscribed(watchlist_id, None));
                 } else {
-                    self.refuse(ctx, Refusal::NotSubscribed, watchlist_id);
+                    self.refuse(Refusal::NotSubscribed, watchlist_id);
                 }
             }
             // The v1 grammar has no such messages (see `parse`).
@@ -360,15 +362,6 @@ impl WsSession {
         }
     }
 
-    /// Writes a `status` frame unless it is the one written last.
-    fn send_status(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: Frame) {
-        if self.last_status.as_ref() == Some(&frame) {
-            return;
-        }
-        self.last_status = Some(frame.clone());
-        self.send(ctx, frame);
-    }
-
     fn snapshot_for(&self, watchlist_id: i64) {
         self.deps.supervisor.do_send(SnapshotFor {
             watchlist_id,
@@ -378,11 +371,11 @@ impl WsSession {
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A bounded mailbox is what lets the worker notice a session that
-        // does not keep up (try_send fails) instead of queueing a backlog.
+        // The mailbox takes control messages and alerts; those are offered
+        // with `try_send`, and a session that does not take them is full.
         ctx.set_mailbox_capacity(self.deps.rules.mailbox);
         self.guard.stats.mark_polled();
         self.deps.metrics.sessions_opened.inc();
@@ -415,6 +408,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.out.finish();
         self.deps.metrics.sessions_closed.inc();
         let ids: Vec<i64> = self.subs.keys().copied().collect();
         for id in ids {
@@ -423,38 +417,16 @@ impl Actor for WsSession {
     }
 }
 
-/// A frame from a worker (snapshot, quotes, status, ...): write it, unless
-/// its subscription has ended since it was sent.
-impl Handler<Deliver> for WsSession {
+/// Frames were refused while the queue was full, and it has drained: the
+/// lagging subscriptions ask for the latest state now rather than wait for
+/// the next broadcast, which may be long in coming (an upstream outage
+/// broadcasts nothing).
+impl Handler<CatchUp> for WsSession {
     type Result = ();
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.guard.stats.mark_polled();
-        let Some((&watchlist_id, sub)) = self.subs.iter_mut().find(|(_, s)| s.state.id == msg.sub)
-        else {
-            return;
-        };
-        // A frame was dropped for this subscription while its queue was
-        // full, and the queue is draining now: ask for the latest state
-        // rather than wait for the next broadcast, which may be long in
-        // coming (an upstream outage broadcasts nothing).
-        if sub.state.lagged.load(std::sync::atomic::Ordering::Relaxed) {
-            if !sub.catch_up_asked {
-                sub.catch_up_asked = true;
+    fn handle(&mut self, _: CatchUp, _: &mut Self::Context) {
+        for (&watchlist_id, sub) in &self.subs {
+            if sub.state.lagged.load(std::sync::atomic::Ordering::Relaxed) {
                 self.snapshot_for(watchlist_id);
-            }
-        } else {
-            sub.catch_up_asked = false;
-        }
-        match msg.body {
-            Body::Frame(frame) => self.send(ctx, frame),
-            Body::Status(frame) => self.send_status(ctx, frame),
-            Body::Opening { frames, status } => {
-                for frame in frames {
-                    self.send(ctx, frame);
-                }
-                if let Some(frame) = status {
-                    self.send_status(ctx, frame);
-                }
             }
         }
     }
@@ -479,10 +451,7 @@ impl Handler<SubscriptionEnded> for WsSession {
                 EndReason::Forbidden => self.close(ctx, close::POLICY, "watchlist is private now"),
             }
         } else {
-            self.send(
-                ctx,
-                protocol::unsubscribed(msg.watchlist_id, Some(msg.reason)),
-            );
+            self.send(protocol::unsubscribed(msg.watchlist_id, Some(msg.reason)));
         }
     }
 }
@@ -490,9 +459,8 @@ impl Handler<SubscriptionEnded> for WsSession {
 /// A frame about the user (an alert): written as it is.
 impl Handler<UserFrame> for WsSession {
     type Result = ();
-    fn handle(&mut self, msg: UserFrame, ctx: &mut Self::Context) {
-        self.guard.stats.mark_polled();
-        self.send(ctx, msg.0);
+    fn handle(&mut self, msg: UserFrame, _: &mut Self::Context) {
+        self.send(msg.0);
     }
 }
 
@@ -507,23 +475,23 @@ impl Handler<CloseSession> for WsSession {
 /// Messages from the client, whole, from [`frames::Messages`].
 impl StreamHandler<Inbound> for WsSession {
     fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) {
-        self.guard.stats.mark_polled();
         self.last_heard = Instant::now();
         match msg {
-            Inbound::Ping(p) => ctx.pong(&p),
+            Inbound::Ping(p) => self.out.pong(&p),
             Inbound::Pong => {}
             Inbound::Text(text) => match self.parse(&text) {
                 Ok(m) => self.client_message(ctx, m),
                 Err(e) => self.bad_message(ctx, e),
             },
             Inbound::Binary { .. } => self.bad_message(ctx, ClientError::Binary),
-            Inbound::Close(frame) => {
-                ctx.close(frame.map(|f| ws::CloseReason {
-                    code: ws::CloseCode::from(f.code),
-                    description: (!f.reason.is_empty()).then(|| f.reason.to_string()),
-                }));
-                ctx.stop();
-            }
+            // The closing handshake: echo the client's code.
+            Inbound::Close(frame) => match frame {
+                Some(f) => self.close(ctx, f.code, &f.reason),
+                None => {
+                    self.out.close(None, "");
+                    ctx.stop();
+                }
+            },
             Inbound::Violation(v) => {
                 log::debug!("session {}: {}", self.guard.id, v.reason());
                 self.close(ctx, v.close_code(), v.reason());
@@ -534,10 +502,4 @@ impl StreamHandler<Inbound> for WsSession {
     fn finished(&mut self, ctx: &mut Self::Context) {
         ctx.stop();
     }
-}
-
-/// `WebsocketContext` insists on decoding its own input; it is given one
-/// that never yields (see [`endpoint`]), so this is never called.
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
-    fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
 }

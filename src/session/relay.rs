@@ -14,7 +14,8 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Body, Deliver, SessionStats, Subscription};
+use super::messages::{Body, SessionStats, Subscription};
+use super::outbox::{Outbox, Refused, Wire, WireBody};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use actix::prelude::*;
@@ -29,24 +30,31 @@ pub const RELAY_QUEUE: usize = 4096;
 /// that say how that went.
 #[derive(Clone)]
 pub struct Target {
-    pub deliver: Recipient<Deliver>,
+    pub out: Outbox,
     pub stats: Arc<SessionStats>,
     pub sub: Arc<Subscription>,
 }
 
 impl Target {
-    /// Queues a frame without waiting. A full session queue marks the
-    /// subscription lagging (it gets a snapshot later) and counts a drop. A
-    /// closed one is left alone: its `Leave` is on the way to the worker.
-    fn offer(&self, body: Body, metrics: &Metrics) {
-        let msg = Deliver {
-            sub: self.sub.id,
-            body,
-        };
-        match self.deliver.try_send(msg) {
-            Ok(()) => self.sub.lagged.store(false, Ordering::Relaxed),
-            Err(SendError::Full(_)) => self.dropped(metrics),
-            Err(SendError::Closed(_)) => {}
+    /// Queues a frame without waiting, and returns how many frames went in.
+    /// A full session queue marks the subscription lagging (it gets a
+    /// snapshot later) and counts a drop. A closed session, or a
+    /// subscription the session has ended, is left alone: its `Leave` is on
+    /// the way to the worker.
+    fn offer(&self, body: &WireBody, metrics: &Metrics) -> usize {
+        if self.sub.is_ended() {
+            return 0;
+        }
+        match self.out.offer(body) {
+            Ok(n) => {
+                self.sub.lagged.store(false, Ordering::Relaxed);
+                n
+            }
+            Err(Refused::Full) => {
+                self.dropped(metrics);
+                0
+            }
+            Err(Refused::Closed) => 0,
         }
     }
 
@@ -91,13 +99,18 @@ impl Drop for Relay {
 impl Handler<Batch> for Relay {
     type Result = ();
     fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
+        // Framed once here, shared by every session of this thread.
+        let body = WireBody::from(batch.body);
+        let catch_up = batch.catch_up.map(|snap| WireBody::Frame(Wire::new(snap)));
+        let mut sent = 0;
         for t in batch.targets.iter() {
-            let body = match &batch.catch_up {
-                Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => Body::Frame(snap.clone()),
-                _ => batch.body.clone(),
+            let body = match &catch_up {
+                Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => snap,
+                _ => &body,
             };
-            t.offer(body, &self.metrics);
+            sent += t.offer(body, &self.metrics);
         }
+        self.metrics.messages_sent.inc_by(sent as u64);
     }
 }
 

@@ -1,0 +1,463 @@
+//! The outbound half of a WebSocket: one [`Outbox`] per session, the queue of
+//! framed bytes that the connection writes, in the order they were queued.
+//!
+//! A broadcast is framed once (server frames are not masked, so the same
+//! bytes are valid on every socket) and each session's outbox takes a
+//! reference to those bytes. The relay of the session's thread queues them
+//! directly, without a message to the session actor; the actor queues its own
+//! answers, pings and the close frame into the same outbox, so everything a
+//! client sees keeps one order. The HTTP connection reads the outbox through
+//! [`Writer`], the response body of the upgrade.
+//!
+//! Bounds: a worker's offers are refused once `capacity` of them wait (the
+//! subscription is then marked lagging and catches up with a snapshot); an
+//! offer is one slot however many frames it holds (a join's opening is one,
+//! however long its replay). The session's own frames are always queued,
+//! but once more than `capacity` frames of any kind wait the session stops
+//! reading its client ([`Throttled`]), so a client that sends and never reads
+//! cannot grow the queue: its writes stall and the stall watchdog cuts it.
+//!
+//! Lifecycle: made by the upgrade (see [`super::endpoint`]), shared by the
+//! session actor, the relays' targets and the [`Writer`]. Closed by a close
+//! frame or when the actor stops; the [`Writer`] ends once a closed outbox is
+//! empty, which ends the connection. A [`Writer`] dropped by the connection
+//! (the peer went) tells the actor to stop.
+
+use super::messages::{Body, CloseSession, SessionStats};
+use super::table::SessionGuard;
+use crate::protocol::{close, Frame};
+use actix::Recipient;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+const TEXT: u8 = 0x1;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// One unfragmented, unmasked server frame (RFC 6455 §5.2).
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut out = BytesMut::with_capacity(len + 10);
+    out.put_u8(0x80 | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        out.put_u8(126);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A text message, framed: what every session on a broadcast shares.
+#[derive(Clone, Debug)]
+pub struct Wire {
+    /// The JSON, kept to compare `status` frames.
+    text: Frame,
+    bytes: Bytes,
+}
+
+impl Wire {
+    pub fn new(text: Frame) -> Self {
+        let bytes = frame(TEXT, text.as_bytes());
+        Self { text, bytes }
+    }
+}
+
+/// A worker's [`Body`], framed once for all the sessions it goes to.
+#[derive(Clone, Debug)]
+pub enum WireBody {
+    Frame(Wire),
+    Status(Wire),
+    Opening {
+        frames: Vec<Wire>,
+        status: Option<Wire>,
+    },
+}
+
+impl From<Body> for WireBody {
+    fn from(body: Body) -> Self {
+        match body {
+            Body::Frame(f) => WireBody::Frame(Wire::new(f)),
+            Body::Status(f) => WireBody::Status(Wire::new(f)),
+            Body::Opening { frames, status } => WireBody::Opening {
+                frames: frames.into_iter().map(Wire::new).collect(),
+                status: status.map(Wire::new),
+            },
+        }
+    }
+}
+
+/// Why a worker's frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `capacity` frames are waiting: the client does not keep up.
+    Full,
+    /// The session is closing or gone.
+    Closed,
+}
+
+struct Inner {
+    /// Each frame, and whether it is the first of a worker's offer.
+    frames: VecDeque<(Bytes, bool)>,
+    /// Worker offers waiting (their first frames not yet written).
+    offers: usize,
+    capacity: usize,
+    /// A close frame is queued, or the session stopped: nothing more goes in.
+    closed: bool,
+    /// The connection's task, waiting for a frame.
+    writer: Option<Waker>,
+    /// The session's input, paused while the queue is over `capacity`.
+    reader: Option<Waker>,
+    /// The last `status` queued: a session on several watchlists gets the
+    /// same one from each worker and writes it once.
+    last_status: Option<Frame>,
+    /// A worker's frame was refused: when the queue has drained, the session
+    /// asks for the latest state rather than wait for the next broadcast,
+    /// which may be long in coming (an upstream outage broadcasts nothing).
+    catch_up: bool,
+}
+
+/// A session's queue of framed bytes (cheap to clone: one shared queue).
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Mutex<Inner>>,
+    stats: Arc<SessionStats>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize, stats: Arc<SessionStats>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                frames: VecDeque::new(),
+                offers: 0,
+                capacity,
+                closed: false,
+                writer: None,
+                reader: None,
+                last_status: None,
+                catch_up: false,
+            })),
+            stats,
+        }
+    }
+
+    // A panic while the lock is held leaves plain data, and every path
+    // below keeps it consistent between statements: carry on with it.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many of a worker's frames may wait before more are refused.
+    pub fn set_capacity(&self, capacity: usize) {
+        let mut inner = self.lock();
+        inner.capacity = capacity;
+        wake_reader_if_room(&mut inner);
+    }
+
+    /// Queues a worker's frames, unless `capacity` offers are waiting. All
+    /// the frames of one body go in together, as one offer. Returns the
+    /// number of frames queued.
+    pub fn offer(&self, body: &WireBody) -> Result<usize, Refused> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(Refused::Closed);
+        }
+        if inner.offers >= inner.capacity {
+            inner.catch_up = true;
+            return Err(Refused::Full);
+        }
+        let was_empty = inner.frames.is_empty();
+        let before = inner.frames.len();
+        match body {
+            WireBody::Frame(w) => inner.frames.push_back((w.bytes.clone(), false)),
+            WireBody::Status(w) => queue_status(&mut inner, w),
+            WireBody::Opening { frames, status } => {
+                inner
+                    .frames
+                    .extend(frames.iter().map(|w| (w.bytes.clone(), false)));
+                if let Some(w) = status {
+                    queue_status(&mut inner, w);
+                }
+            }
+        }
+        let queued = inner.frames.len() - before;
+        if let Some(first) = inner.frames.get_mut(before) {
+            first.1 = true;
+            inner.offers += 1;
+        }
+        self.queued(inner, was_empty, queued);
+        Ok(queued)
+    }
+
+    /// Queues a text message of the session's own (an answer, an alert).
+    pub fn text(&self, text: Frame) {
+        self.push(frame(TEXT, text.as_bytes()), 1);
+    }
+
+    pub fn ping(&self) {
+        self.push(frame(PING, b""), 0);
+    }
+
+    pub fn pong(&self, payload: &[u8]) {
+        self.push(frame(PONG, payload), 0);
+    }
+
+    /// Queues the close frame (with no code when `code` is `None`, as when
+    /// echoing a client's close that had none); nothing is queued after it.
+    pub fn close(&self, code: Option<u16>, reason: &str) {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        if let Some(code) = code {
+            payload.extend_from_slice(&code.to_be_bytes());
+            // A close frame's payload is at most 125 bytes (§5.5).
+            payload.extend_from_slice(truncate_utf8(reason, 123).as_bytes());
+        }
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let was_empty = inner.frames.is_empty();
+        inner.frames.push_back((frame(CLOSE, &payload), false));
+        inner.closed = true;
+        self.queued(inner, was_empty, 0);
+    }
+
+    /// The session stopped: the writer ends once what is queued is written.
+    pub fn finish(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        if let Some(w) = inner.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Frames waiting to be written.
+    pub fn len(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, bytes: Bytes, texts: usize) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let was_empty = inner.frames.is_empty();
+        inner.frames.push_back((bytes, false));
+        self.queued(inner, was_empty, texts);
+    }
+
+    fn queued(&self, mut inner: MutexGuard<'_, Inner>, was_empty: bool, texts: usize) {
+        // A writer that had caught up is not stalled until it fails to take
+        // what is queued now: the watchdog's clock starts here.
+        if was_empty {
+            self.stats.mark_polled();
+        }
+        let writer = inner.writer.take();
+        drop(inner);
+        if texts > 0 {
+            self.stats
+                .sent
+                .fetch_add(texts as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// True (and the caller is woken later) while more than `capacity`
+    /// frames wait: the session's input is paused until they drain.
+    fn backlogged(&self, cx: &Context<'_>) -> bool {
+        let mut inner = self.lock();
+        if inner.frames.len() > inner.capacity && !inner.closed {
+            inner.reader = Some(cx.waker().clone());
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn queue_status(inner: &mut Inner, w: &Wire) {
+    if inner.last_status.as_ref() != Some(&w.text) {
+        inner.last_status = Some(w.text.clone());
+        inner.frames.push_back((w.bytes.clone(), false));
+    }
+}
+
+fn wake_reader_if_room(inner: &mut Inner) {
+    if inner.frames.len() <= inner.capacity {
+        if let Some(r) = inner.reader.take() {
+            r.wake();
+        }
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The response body of an upgrade: the outbox's frames, as the connection
+/// asks for them.
+pub struct Writer {
+    outbox: Outbox,
+    /// Told to stop when the connection drops this writer, and to catch up
+    /// when frames were refused and the queue has drained.
+    session: Recipient<CloseSession>,
+    catch_up: Recipient<super::messages::CatchUp>,
+    /// The session's place in the table, kept while the connection lives
+    /// even if the actor has stopped: a connection that cannot flush its
+    /// close frame is still found, and cut, by the stall watchdog.
+    _guard: Option<Arc<SessionGuard>>,
+}
+
+impl Writer {
+    pub fn new(
+        outbox: Outbox,
+        session: Recipient<CloseSession>,
+        catch_up: Recipient<super::messages::CatchUp>,
+        guard: Option<Arc<SessionGuard>>,
+    ) -> Self {
+        Self {
+            outbox,
+            session,
+            catch_up,
+            _guard: guard,
+        }
+    }
+}
+
+impl Stream for Writer {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut inner = this.outbox.lock();
+        this.outbox.stats.mark_polled();
+        if let Some((bytes, first_of_offer)) = inner.frames.pop_front() {
+            if first_of_offer {
+                inner.offers -= 1;
+            }
+            wake_reader_if_room(&mut inner);
+            let catch_up = inner.frames.is_empty() && std::mem::take(&mut inner.catch_up);
+            drop(inner);
+            if catch_up {
+                this.catch_up.do_send(super::messages::CatchUp);
+            }
+            return Poll::Ready(Some(Ok(bytes)));
+        }
+        if inner.closed {
+            return Poll::Ready(None);
+        }
+        inner.writer = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.outbox.finish();
+        // The connection is gone (or done): the session goes with it.
+        self.session.do_send(CloseSession {
+            code: close::GOING_AWAY,
+            reason: "connection closed",
+        });
+    }
+}
+
+/// The session's input, paused while its outbox is backlogged: a client
+/// that keeps sending and never reads stops being read.
+pub struct Throttled<S> {
+    input: S,
+    outbox: Outbox,
+}
+
+impl<S> Throttled<S> {
+    pub fn new(input: S, outbox: Outbox) -> Self {
+        Self { input, outbox }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Throttled<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if this.outbox.backlogged(cx) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.input).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_the_length_in_the_smallest_form() {
+        assert_eq!(&frame(TEXT, b"hi")[..], b"\x81\x02hi");
+        let mid = frame(TEXT, &[b'a'; 300]);
+        assert_eq!(&mid[..4], &[0x81, 126, 0x01, 0x2c]);
+        assert_eq!(mid.len(), 304);
+        let big = frame(TEXT, &[b'a'; 70_000]);
+        assert_eq!(&big[..2], &[0x81, 127]);
+        assert_eq!(u64::from_be_bytes(big[2..10].try_into().unwrap()), 70_000);
+        assert_eq!(big.len(), 70_010);
+    }
+
+    #[test]
+    fn a_long_close_reason_is_cut_at_a_character() {
+        let reason = "é".repeat(100);
+        let cut = truncate_utf8(&reason, 123);
+        assert_eq!(cut.len(), 122);
+        assert!(reason.starts_with(cut));
+    }
+
+    #[test]
+    fn offers_stop_at_capacity_and_own_frames_do_not() {
+        let out = Outbox::new(2, Arc::new(SessionStats::new()));
+        let body = WireBody::Frame(Wire::new("{}".into()));
+        let opening = WireBody::Opening {
+            frames: vec![Wire::new("{}".into()); 5],
+            status: None,
+        };
+        assert_eq!(out.offer(&opening), Ok(5), "an opening is one offer");
+        assert_eq!(out.offer(&body), Ok(1));
+        assert_eq!(out.offer(&body), Err(Refused::Full));
+        out.text("{}".into());
+        assert_eq!(out.len(), 7);
+        out.close(Some(1000), "bye");
+        assert_eq!(out.offer(&body), Err(Refused::Closed));
+        out.text("{}".into());
+        assert_eq!(out.len(), 8, "nothing after the close frame");
+    }
+
+    #[test]
+    fn a_repeated_status_is_queued_once() {
+        let out = Outbox::new(8, Arc::new(SessionStats::new()));
+        let status = WireBody::Status(Wire::new(r#"{"type":"status"}"#.into()));
+        assert_eq!(out.offer(&status), Ok(1));
+        assert_eq!(out.offer(&status), Ok(0));
+        let other = WireBody::Status(Wire::new(r#"{"type":"status","x":1}"#.into()));
+        assert_eq!(out.offer(&other), Ok(1));
+    }
+}
