@@ -110,11 +110,17 @@ pub struct CloseSession {
 pub struct SessionStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
-    /// Milliseconds since `epoch` at which the connection last asked for
-    /// a frame, or found it had written all there was. A connection whose
-    /// socket cannot drain stops asking (actix-web #2441), so a stale value
-    /// here is how a stalled session is recognised from outside.
-    last_poll_ms: AtomicU64,
+    /// Bumped each time the connection takes a frame or finds it has
+    /// written all there was. A connection whose socket cannot drain stops
+    /// asking (actix-web #2441), so a count that stands still while frames
+    /// wait is how a stalled session is recognised from outside. A count,
+    /// not a clock: it is bumped for every frame, and reading the clock
+    /// there was 3% of the server's CPU at 10,000 sessions.
+    progress: AtomicU64,
+    /// The stall sweep's view: the count it saw last, and when it changed
+    /// (milliseconds since `epoch`).
+    seen: AtomicU64,
+    seen_changed_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -123,20 +129,30 @@ impl SessionStats {
         Self {
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            last_poll_ms: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            seen_changed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
     pub fn mark_polled(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_poll_ms.store(ms, Ordering::Relaxed);
+        // One writer thread bumps it (the session's), so no read-modify-write.
+        let n = self.progress.load(Ordering::Relaxed);
+        self.progress.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// How long since the connection last took frames or was idle.
+    /// For the stall sweep: how long the connection has made no progress,
+    /// as seen by this and earlier calls (so at most one sweep interval
+    /// late).
     pub fn idle_ms(&self) -> u64 {
         let now = self.epoch.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_poll_ms.load(Ordering::Relaxed))
+        let progress = self.progress.load(Ordering::Relaxed);
+        if self.seen.swap(progress, Ordering::Relaxed) != progress {
+            self.seen_changed_ms.store(now, Ordering::Relaxed);
+            return 0;
+        }
+        now.saturating_sub(self.seen_changed_ms.load(Ordering::Relaxed))
     }
 }
 

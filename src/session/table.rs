@@ -334,9 +334,9 @@ impl SessionTable {
         ids
     }
 
-    /// Cuts the sockets of sessions whose actor has not run for `timeout_ms`
-    /// (their socket stopped draining, so they cannot even see a close
-    /// request). Returns how many were cut.
+    /// Cuts the sockets of sessions whose connection has made no progress
+    /// for `timeout_ms` (their socket stopped draining, so they cannot even
+    /// write a close frame). Returns how many were cut.
     pub fn cut_stalled(&self, timeout_ms: u64) -> usize {
         let stalled: Vec<(u64, ConnSocket)> = self
             .lock()
