@@ -204,7 +204,9 @@ impl Outbox {
     }
 
     pub fn ping(&self) {
-        self.push(frame(PING, b""), 0);
+        // Every session pings on the same beat: one shared, static frame.
+        const EMPTY_PING: [u8; 2] = [0x80 | PING, 0];
+        self.push(Bytes::from_static(&EMPTY_PING), 0);
     }
 
     pub fn pong(&self, payload: &[u8]) {
@@ -422,6 +424,13 @@ mod tests {
         assert_eq!(&big[..2], &[0x81, 127]);
         assert_eq!(u64::from_be_bytes(big[2..10].try_into().unwrap()), 70_000);
         assert_eq!(big.len(), 70_010);
+    }
+
+    #[test]
+    fn the_static_ping_is_an_empty_ping_frame() {
+        let out = Outbox::new(1, Arc::new(SessionStats::new()));
+        out.ping();
+        assert_eq!(out.lock().frames[0].0, frame(PING, b""));
     }
 
     #[test]
