@@ -146,6 +146,20 @@ impl Market {
     fn close(&self, symbol: &str, previous_close: f64) {
         self.fake.set_previous_close(symbol, Some(previous_close));
     }
+
+    /// Stops the server and starts it again on the same database and fake
+    /// upstream; `while_down` runs in between and may change its settings.
+    async fn restart(self, while_down: impl FnOnce(&mut Settings)) -> Market {
+        let Market { fake, app, keeper } = self;
+        let mut settings = app.state.settings.as_ref().clone();
+        let db = app.stop().await;
+        while_down(&mut settings);
+        Market {
+            fake,
+            app: TestApp::start(settings, db).await,
+            keeper,
+        }
+    }
 }
 
 /// Creates an alert; its JSON.
@@ -153,6 +167,28 @@ async fn alert(app: &TestApp, token: &str, body: Value) -> Value {
     let (status, body) = app.post("/api/v1/alerts", token, body).await;
     assert_eq!(status, 201, "create alert: {body}");
     body
+}
+
+/// An alert on `symbol` above 100 that calls `hook` when it fires.
+async fn hook_alert(app: &TestApp, token: &str, symbol: &str, hook: &Hook) -> Value {
+    alert(
+        app,
+        token,
+        json!({"symbol": symbol, "condition": "above", "threshold": 100.0,
+               "webhook_url": hook.url()}),
+    )
+    .await
+}
+
+/// The id of the caller's first event, once there is one.
+async fn first_event_id(app: &TestApp, token: &str) -> i64 {
+    eventually("the event", async || {
+        events(app, token, 0)
+            .await
+            .first()
+            .map(|e| e["event_id"].as_i64().unwrap())
+    })
+    .await
 }
 
 /// The caller's events after `after`.
@@ -747,20 +783,8 @@ async fn webhooks_fail_after_the_last_attempt(b: Backend) {
     let alice = app.user("alice");
     let hook = Hook::start(&[], 503).await;
     m.set(&[("WF", 150.0)]);
-    alert(
-        app,
-        &alice,
-        json!({"symbol": "WF", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
-    let id = eventually("the event", async || {
-        events(app, &alice, 0)
-            .await
-            .first()
-            .map(|e| e["event_id"].as_i64().unwrap())
-    })
-    .await;
+    hook_alert(app, &alice, "WF", &hook).await;
+    let id = first_event_id(app, &alice).await;
     let failed = wait_webhook(app, &alice, id, "failed").await;
     assert_eq!(failed["webhook"]["attempts"], 3, "{failed}");
     assert!(
@@ -787,24 +811,19 @@ async fn pending_deliveries_survive_a_restart(b: Backend) {
     let alice = m.app.user("alice");
     let hook = Hook::start(&[], 503).await;
     m.set(&[("RS", 150.0)]);
-    alert(
-        &m.app,
-        &alice,
-        json!({"symbol": "RS", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
+    hook_alert(&m.app, &alice, "RS", &hook).await;
     hook.wait_for(2).await;
     let ev = events(&m.app, &alice, 0).await[0].clone();
     assert_eq!(ev["webhook"]["status"], "pending", "{ev}");
-    let Market { fake, app, keeper } = m;
-    let settings = app.state.settings.as_ref().clone();
-    let db = app.stop().await;
-    let tried = hook.got().len();
-    hook.answer(200);
-    let app = TestApp::start(settings, db).await;
+    let mut tried = 0;
+    let m = m
+        .restart(|_| {
+            tried = hook.got().len();
+            hook.answer(200);
+        })
+        .await;
     let id = ev["event_id"].as_i64().unwrap();
-    let done = wait_webhook(&app, &alice, id, "delivered").await;
+    let done = wait_webhook(&m.app, &alice, id, "delivered").await;
     // Attempts cut short by the stop are not recorded; all others are, and
     // the one that delivered.
     assert!(
@@ -814,8 +833,7 @@ async fn pending_deliveries_survive_a_restart(b: Backend) {
     let got = hook.got();
     assert_eq!(got.last().unwrap().json()["event_id"], id);
     // Stored once: the restart fired nothing again (`once`, disabled).
-    assert_eq!(events(&app, &alice, 0).await.len(), 1);
-    drop((fake, keeper));
+    assert_eq!(events(&m.app, &alice, 0).await.len(), 1);
     hook.stop().await;
 }
 
@@ -826,30 +844,16 @@ async fn delivery_checks_the_address_again(b: Backend) {
     let alice = m.app.user("alice");
     let hook = Hook::start(&[], 200).await;
     m.set(&[("DC", 50.0)]);
-    alert(
-        &m.app,
-        &alice,
-        json!({"symbol": "DC", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
+    hook_alert(&m.app, &alice, "DC", &hook).await;
     m.step(&[("DC", 50.0)]).await;
-    let Market { fake, app, keeper } = m;
-    let mut settings = app.state.settings.as_ref().clone();
-    let db = app.stop().await;
-    settings.alerts.allow_private_webhooks = false;
-    settings.alerts.webhook_max_attempts = 1;
-    let m = Market {
-        fake,
-        app: TestApp::start(settings, db).await,
-        keeper,
-    };
+    let m = m
+        .restart(|s| {
+            s.alerts.allow_private_webhooks = false;
+            s.alerts.webhook_max_attempts = 1;
+        })
+        .await;
     m.step(&[("DC", 150.0)]).await;
-    let id = eventually("the event", async || {
-        let all = events(&m.app, &alice, 0).await;
-        all.first().map(|e| e["event_id"].as_i64().unwrap())
-    })
-    .await;
+    let id = first_event_id(&m.app, &alice).await;
     let failed = wait_webhook(&m.app, &alice, id, "failed").await;
     let err = failed["webhook"]["last_error"].as_str().unwrap();
     assert!(err.contains("loopback"), "{err}");
