@@ -151,12 +151,9 @@ impl Market {
     /// upstream; `while_down` runs in between and may change its settings.
     async fn restart(self, while_down: impl FnOnce(&mut Settings)) -> Market {
         let Market { fake, app, keeper } = self;
-        let mut settings = app.state.settings.as_ref().clone();
-        let db = app.stop().await;
-        while_down(&mut settings);
         Market {
             fake,
-            app: TestApp::start(settings, db).await,
+            app: app.restart(while_down).await,
             keeper,
         }
     }

@@ -579,8 +579,7 @@ async fn quotes_from_the_store(b: Backend) {
     app.db()
         .run_sync(move |c| repo::upsert_latest_quotes(c, &rows))
         .unwrap();
-    let settings = app.state.settings.as_ref().clone();
-    let app = TestApp::start(settings, app.stop().await).await;
+    let app = app.restart(|_| {}).await;
 
     let (s, body) = app
         .get("/api/v1/quotes?symbols=7203.t,ZZZZ,MSFT", &alice)

@@ -368,6 +368,15 @@ impl TestApp {
         std::mem::replace(&mut self._db, TestDb::Sqlite(tempfile::tempdir().unwrap()))
     }
 
+    /// Stops the server and starts it again on the same database;
+    /// `while_down` runs in between and may change its settings.
+    pub async fn restart(self, while_down: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.state.settings.as_ref().clone();
+        let db = self.stop().await;
+        while_down(&mut settings);
+        Self::start(settings, db).await
+    }
+
     pub fn db(&self) -> &Db {
         &self.state.db
     }
