@@ -123,10 +123,6 @@ impl QuoteProvider for YahooProvider {
         "yahoo"
     }
 
-    fn rate_limited(&self) -> bool {
-        true
-    }
-
     /// Callers chunk to [`MAX_BATCH`]; a larger batch earns `Status { status: 400 }`.
     fn fetch_batch(
         &self,
