@@ -48,16 +48,30 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
     Some((TestApp::spawn(Backend::Sqlite).await, browser))
 }
 
-/// [`start`], then alice with one watchlist `name` of `items`, signed in on
-/// the page (a first visit: its panel opens by itself): the app, the
-/// browser, alice's token and the watchlist's id; `None` when skipped.
+/// [`start`], then alice: the app, the browser and alice's token; `None`
+/// when skipped.
+async fn with_alice(test: &str) -> Option<(TestApp, Browser, String)> {
+    let (app, b) = start(test).await?;
+    let token = app.user("alice");
+    Some((app, b, token))
+}
+
+/// [`with_alice`], signed in on the page.
+async fn signed_in(test: &str) -> Option<(TestApp, Browser, String)> {
+    let (app, b, token) = with_alice(test).await?;
+    sign_in(&b, &app, &token).await;
+    Some((app, b, token))
+}
+
+/// [`with_alice`], with one watchlist `name` of `items`, signed in on the
+/// page (a first visit: its panel opens by itself): the app, the browser,
+/// alice's token and the watchlist's id; `None` when skipped.
 async fn signed_in_with(
     test: &str,
     name: &str,
     items: Value,
 ) -> Option<(TestApp, Browser, String, i64)> {
-    let (app, b) = start(test).await?;
-    let token = app.user("alice");
+    let (app, b, token) = with_alice(test).await?;
     let id = app.watchlist(&token, name, false, items).await;
     sign_in(&b, &app, &token).await;
     Some((app, b, token, id))
@@ -248,12 +262,9 @@ async fn demo_user(app: &TestApp) -> (String, Vec<i64>) {
 
 #[actix_web::test]
 async fn signs_in_from_a_link_and_from_the_form() {
-    let Some((app, b)) = start("sign-in").await else {
+    let Some((app, b, token)) = signed_in("sign-in").await else {
         return;
     };
-    let token = app.user("alice");
-
-    sign_in(&b, &app, &token).await;
     assert_eq!(b.text_of("who-name").await, "alice");
     let href = b
         .eval("return location.href")
@@ -307,11 +318,9 @@ async fn signs_in_from_a_link_and_from_the_form() {
 
 #[actix_web::test]
 async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
-    let Some((app, b)) = start("create-and-stream").await else {
+    let Some((app, b, token)) = signed_in("create-and-stream").await else {
         return;
     };
-    let token = app.user("alice");
-    sign_in(&b, &app, &token).await;
 
     b.type_into("new-watchlist-name", "Tech").await;
     b.click("create-watchlist").await;
@@ -442,10 +451,9 @@ async fn add_item_errors_show_the_servers_message() {
 
 #[actix_web::test]
 async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
-    let Some((app, b)) = start("one-socket").await else {
+    let Some((app, b, token)) = with_alice("one-socket").await else {
         return;
     };
-    let token = app.user("alice");
     let first = app
         .watchlist(&token, "First", false, items(&["AAPL"]))
         .await;
@@ -795,10 +803,9 @@ async fn the_page_logs_no_errors() {
 
 #[actix_web::test]
 async fn a_phone_sized_window_does_not_scroll_sideways() {
-    let Some((app, b)) = start("phone").await else {
+    let Some((app, b, token)) = with_alice("phone").await else {
         return;
     };
-    let token = app.user("alice");
     let id = app
         .watchlist(
             &token,
