@@ -863,8 +863,7 @@ async fn delivery_checks_the_address_again(b: Backend) {
 /// Two evaluators deciding the same firing (a stale poller beside the new
 /// one) store one event: the write is conditional on the version read.
 async fn a_firing_is_stored_once_whoever_decides_it(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let a = alert(
         &app,
         &alice,
@@ -959,8 +958,7 @@ on_both_backends!(
 /// Bad input on every field answers 422 with the error envelope.
 #[actix_web::test]
 async fn bad_input_on_every_field_is_refused() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(Backend::Sqlite).await;
     let ok = json!({"symbol": "AAPL", "condition": "above", "threshold": 100.0});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
@@ -1068,13 +1066,12 @@ async fn bad_input_on_every_field_is_refused() {
 /// Create, read, change, delete; owner only; the per-user limit.
 #[actix_web::test]
 async fn the_alert_resource_is_its_owners() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+    let (app, alice) = TestApp::for_alice_with(Backend::Sqlite, |s| {
         s.limits.max_alerts_per_user = 3;
         // Only for the loopback URL below; the alert never fires.
         s.alerts.allow_private_webhooks = true;
     })
     .await;
-    let alice = app.user("alice");
     let bob = app.user("bob");
     let a = alert(
         &app,
