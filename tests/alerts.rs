@@ -216,6 +216,22 @@ async fn get_alert(app: &TestApp, token: &str, id: &Value) -> Value {
     body
 }
 
+/// The caller's alerts as `GET /api/v1/alerts` lists them.
+async fn list_alerts(app: &TestApp, token: &str) -> Vec<Value> {
+    app.get("/api/v1/alerts", token)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `PATCH /api/v1/alerts/{id}` with `changes`: the status and body.
+async fn patch_alert(app: &TestApp, token: &str, id: &Value, changes: Value) -> (u16, Value) {
+    app.patch(&format!("/api/v1/alerts/{id}"), token, changes)
+        .await
+}
+
 /// Opens `GET /ws/v1` (no subscription).
 async fn multi(app: &TestApp, token: &str) -> Ws {
     app.try_ws(&format!("ws://{}/ws/v1", app.addr), Some(token))
@@ -666,22 +682,10 @@ async fn alert_symbols_join_and_leave_the_demand(b: Backend) {
         assert_eq!(m.fake.times_served("PIN"), n, "still fetched");
     };
     let id = a["id"].clone();
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/alerts/{id}"),
-            &alice,
-            json!({"enabled": false}),
-        )
-        .await;
+    let (s, body) = patch_alert(app, &alice, &id, json!({"enabled": false})).await;
     assert_eq!(s, 200, "{body}");
     not_fetched().await;
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/alerts/{id}"),
-            &alice,
-            json!({"enabled": true}),
-        )
-        .await;
+    let (s, body) = patch_alert(app, &alice, &id, json!({"enabled": true})).await;
     assert_eq!((s, &body["state"]), (200, &json!("armed")), "{body}");
     fetched(3).await;
     // Two alerts on it: deleting one keeps it fetched.
@@ -1017,13 +1021,7 @@ async fn bad_input_on_every_field_is_refused() {
         let (s, b) = app.post("/api/v1/alerts", &alice, body).await;
         assert_invalid(s, &b, what);
     }
-    assert!(app
-        .get("/api/v1/alerts", &alice)
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(list_alerts(&app, &alice).await.is_empty());
 
     let a = alert(&app, &alice, ok.clone()).await;
     let path = format!("/api/v1/alerts/{}", a["id"]);
@@ -1163,15 +1161,8 @@ async fn the_alert_resource_is_its_owners() {
     );
     assert_eq!(b["state"], "armed");
 
-    let (_, mine) = app.get("/api/v1/alerts", &alice).await;
-    assert_eq!(mine.as_array().unwrap().len(), 2);
-    assert!(app
-        .get("/api/v1/alerts", &bob)
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_eq!(list_alerts(&app, &alice).await.len(), 2);
+    assert!(list_alerts(&app, &bob).await.is_empty());
 
     // The limit counts each user's alerts.
     alert(
@@ -1249,13 +1240,13 @@ async fn webhook_addresses_are_refused_unless_allowed() {
         json!({"symbol": "NEVER", "condition": "above", "threshold": 1e12}),
     )
     .await;
-    let (s, b) = strict
-        .patch(
-            &format!("/api/v1/alerts/{}", a["id"]),
-            &alice,
-            json!({"webhook_url": "http://10.1.1.1/"}),
-        )
-        .await;
+    let (s, b) = patch_alert(
+        &strict,
+        &alice,
+        &a["id"],
+        json!({"webhook_url": "http://10.1.1.1/"}),
+    )
+    .await;
     assert_invalid(s, &b, "patch");
 
     let lax =
