@@ -159,6 +159,12 @@ async fn wait_text_starting(b: &Browser, testid: &str, prefix: &str) {
         .await;
 }
 
+/// Waits until no element has this test id.
+async fn wait_gone(b: &Browser, what: &str, testid: &str) {
+    b.wait_js(what, &format!("return !{}", by_testid(testid)))
+        .await;
+}
+
 /// Waits until the page shows the sign-in form.
 async fn wait_signin_form(b: &Browser, what: &str) {
     b.wait_js(what, "return !document.getElementById('signin').hidden")
@@ -604,9 +610,10 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
         "panel message: {message:?}"
     );
     // The sidebar list is reloaded without it.
-    b.wait_js(
+    wait_gone(
+        &b,
         "the watchlist gone from the sidebar",
-        &format!("return !{}", by_testid(&format!("open-{id}"))),
+        &format!("open-{id}"),
     )
     .await;
 
@@ -1227,11 +1234,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     threshold.send_keys("105").await;
     b.click(&format!("alert-repeat-{sid}-once")).await;
     b.click(&format!("alert-save-{sid}")).await;
-    b.wait_js(
-        "the form closed",
-        &format!("return !{}", by_testid(&format!("alert-row-{sid}"))),
-    )
-    .await;
+    wait_gone(&b, "the form closed", &format!("alert-row-{sid}")).await;
     let alerts = rest_alerts(&app, &token).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
@@ -1309,11 +1312,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     );
 
     b.click(&format!("toast-dismiss-{event_id}")).await;
-    b.wait_js(
-        "the toast dismissed",
-        &format!("return !{}", by_testid(&format!("toast-{event_id}"))),
-    )
-    .await;
+    wait_gone(&b, "the toast dismissed", &format!("toast-{event_id}")).await;
 }
 
 /// The list's buttons: disable, enable and delete (after confirming) go to
@@ -1405,9 +1404,10 @@ async fn alerts_are_disabled_and_deleted_from_the_list() {
     assert_eq!(rest_alerts(&app, &token).await.len(), 2);
     b.click(&format!("alert-delete-{aid}")).await;
     b.click(&format!("alert-confirm-delete-{aid}")).await;
-    b.wait_js(
+    wait_gone(
+        &b,
         "the alert gone from the list",
-        &format!("return !{}", by_testid(&format!("alert-item-{aid}"))),
+        &format!("alert-item-{aid}"),
     )
     .await;
     let (status, body) = app.get(&format!("/api/v1/alerts/{aid}"), &token).await;
