@@ -146,6 +146,17 @@ impl Market {
     fn close(&self, symbol: &str, previous_close: f64) {
         self.fake.set_previous_close(symbol, Some(previous_close));
     }
+
+    /// Stops the server and starts it again on the same database and fake
+    /// upstream; `while_down` runs in between and may change its settings.
+    async fn restart(self, while_down: impl FnOnce(&mut Settings)) -> Market {
+        let Market { fake, app, keeper } = self;
+        Market {
+            fake,
+            app: app.restart(while_down).await,
+            keeper,
+        }
+    }
 }
 
 /// Creates an alert; its JSON.
@@ -153,6 +164,28 @@ async fn alert(app: &TestApp, token: &str, body: Value) -> Value {
     let (status, body) = app.post("/api/v1/alerts", token, body).await;
     assert_eq!(status, 201, "create alert: {body}");
     body
+}
+
+/// An alert on `symbol` above 100 that calls `hook` when it fires.
+async fn hook_alert(app: &TestApp, token: &str, symbol: &str, hook: &Hook) -> Value {
+    alert(
+        app,
+        token,
+        json!({"symbol": symbol, "condition": "above", "threshold": 100.0,
+               "webhook_url": hook.url()}),
+    )
+    .await
+}
+
+/// The id of the caller's first event, once there is one.
+async fn first_event_id(app: &TestApp, token: &str) -> i64 {
+    eventually("the event", async || {
+        events(app, token, 0)
+            .await
+            .first()
+            .map(|e| e["event_id"].as_i64().unwrap())
+    })
+    .await
 }
 
 /// The caller's events after `after`.
@@ -181,6 +214,22 @@ async fn get_alert(app: &TestApp, token: &str, id: &Value) -> Value {
     let (status, body) = app.get(&format!("/api/v1/alerts/{id}"), token).await;
     assert_eq!(status, 200, "{body}");
     body
+}
+
+/// The caller's alerts as `GET /api/v1/alerts` lists them.
+async fn list_alerts(app: &TestApp, token: &str) -> Vec<Value> {
+    app.get("/api/v1/alerts", token)
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `PATCH /api/v1/alerts/{id}` with `changes`: the status and body.
+async fn patch_alert(app: &TestApp, token: &str, id: &Value, changes: Value) -> (u16, Value) {
+    app.patch(&format!("/api/v1/alerts/{id}"), token, changes)
+        .await
 }
 
 /// Opens `GET /ws/v1` (no subscription).
@@ -633,22 +682,10 @@ async fn alert_symbols_join_and_leave_the_demand(b: Backend) {
         assert_eq!(m.fake.times_served("PIN"), n, "still fetched");
     };
     let id = a["id"].clone();
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/alerts/{id}"),
-            &alice,
-            json!({"enabled": false}),
-        )
-        .await;
+    let (s, body) = patch_alert(app, &alice, &id, json!({"enabled": false})).await;
     assert_eq!(s, 200, "{body}");
     not_fetched().await;
-    let (s, body) = app
-        .patch(
-            &format!("/api/v1/alerts/{id}"),
-            &alice,
-            json!({"enabled": true}),
-        )
-        .await;
+    let (s, body) = patch_alert(app, &alice, &id, json!({"enabled": true})).await;
     assert_eq!((s, &body["state"]), (200, &json!("armed")), "{body}");
     fetched(3).await;
     // Two alerts on it: deleting one keeps it fetched.
@@ -747,20 +784,8 @@ async fn webhooks_fail_after_the_last_attempt(b: Backend) {
     let alice = app.user("alice");
     let hook = Hook::start(&[], 503).await;
     m.set(&[("WF", 150.0)]);
-    alert(
-        app,
-        &alice,
-        json!({"symbol": "WF", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
-    let id = eventually("the event", async || {
-        events(app, &alice, 0)
-            .await
-            .first()
-            .map(|e| e["event_id"].as_i64().unwrap())
-    })
-    .await;
+    hook_alert(app, &alice, "WF", &hook).await;
+    let id = first_event_id(app, &alice).await;
     let failed = wait_webhook(app, &alice, id, "failed").await;
     assert_eq!(failed["webhook"]["attempts"], 3, "{failed}");
     assert!(
@@ -787,24 +812,19 @@ async fn pending_deliveries_survive_a_restart(b: Backend) {
     let alice = m.app.user("alice");
     let hook = Hook::start(&[], 503).await;
     m.set(&[("RS", 150.0)]);
-    alert(
-        &m.app,
-        &alice,
-        json!({"symbol": "RS", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
+    hook_alert(&m.app, &alice, "RS", &hook).await;
     hook.wait_for(2).await;
     let ev = events(&m.app, &alice, 0).await[0].clone();
     assert_eq!(ev["webhook"]["status"], "pending", "{ev}");
-    let Market { fake, app, keeper } = m;
-    let settings = app.state.settings.as_ref().clone();
-    let db = app.stop().await;
-    let tried = hook.got().len();
-    hook.answer(200);
-    let app = TestApp::start(settings, db).await;
+    let mut tried = 0;
+    let m = m
+        .restart(|_| {
+            tried = hook.got().len();
+            hook.answer(200);
+        })
+        .await;
     let id = ev["event_id"].as_i64().unwrap();
-    let done = wait_webhook(&app, &alice, id, "delivered").await;
+    let done = wait_webhook(&m.app, &alice, id, "delivered").await;
     // Attempts cut short by the stop are not recorded; all others are, and
     // the one that delivered.
     assert!(
@@ -814,8 +834,7 @@ async fn pending_deliveries_survive_a_restart(b: Backend) {
     let got = hook.got();
     assert_eq!(got.last().unwrap().json()["event_id"], id);
     // Stored once: the restart fired nothing again (`once`, disabled).
-    assert_eq!(events(&app, &alice, 0).await.len(), 1);
-    drop((fake, keeper));
+    assert_eq!(events(&m.app, &alice, 0).await.len(), 1);
     hook.stop().await;
 }
 
@@ -826,30 +845,16 @@ async fn delivery_checks_the_address_again(b: Backend) {
     let alice = m.app.user("alice");
     let hook = Hook::start(&[], 200).await;
     m.set(&[("DC", 50.0)]);
-    alert(
-        &m.app,
-        &alice,
-        json!({"symbol": "DC", "condition": "above", "threshold": 100.0,
-               "webhook_url": hook.url()}),
-    )
-    .await;
+    hook_alert(&m.app, &alice, "DC", &hook).await;
     m.step(&[("DC", 50.0)]).await;
-    let Market { fake, app, keeper } = m;
-    let mut settings = app.state.settings.as_ref().clone();
-    let db = app.stop().await;
-    settings.alerts.allow_private_webhooks = false;
-    settings.alerts.webhook_max_attempts = 1;
-    let m = Market {
-        fake,
-        app: TestApp::start(settings, db).await,
-        keeper,
-    };
+    let m = m
+        .restart(|s| {
+            s.alerts.allow_private_webhooks = false;
+            s.alerts.webhook_max_attempts = 1;
+        })
+        .await;
     m.step(&[("DC", 150.0)]).await;
-    let id = eventually("the event", async || {
-        let all = events(&m.app, &alice, 0).await;
-        all.first().map(|e| e["event_id"].as_i64().unwrap())
-    })
-    .await;
+    let id = first_event_id(&m.app, &alice).await;
     let failed = wait_webhook(&m.app, &alice, id, "failed").await;
     let err = failed["webhook"]["last_error"].as_str().unwrap();
     assert!(err.contains("loopback"), "{err}");
@@ -862,8 +867,7 @@ async fn delivery_checks_the_address_again(b: Backend) {
 /// Two evaluators deciding the same firing (a stale poller beside the new
 /// one) store one event: the write is conditional on the version read.
 async fn a_firing_is_stored_once_whoever_decides_it(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let a = alert(
         &app,
         &alice,
@@ -958,8 +962,7 @@ on_both_backends!(
 /// Bad input on every field answers 422 with the error envelope.
 #[actix_web::test]
 async fn bad_input_on_every_field_is_refused() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(Backend::Sqlite).await;
     let ok = json!({"symbol": "AAPL", "condition": "above", "threshold": 100.0});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();
@@ -1018,13 +1021,7 @@ async fn bad_input_on_every_field_is_refused() {
         let (s, b) = app.post("/api/v1/alerts", &alice, body).await;
         assert_invalid(s, &b, what);
     }
-    assert!(app
-        .get("/api/v1/alerts", &alice)
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(list_alerts(&app, &alice).await.is_empty());
 
     let a = alert(&app, &alice, ok.clone()).await;
     let path = format!("/api/v1/alerts/{}", a["id"]);
@@ -1067,13 +1064,12 @@ async fn bad_input_on_every_field_is_refused() {
 /// Create, read, change, delete; owner only; the per-user limit.
 #[actix_web::test]
 async fn the_alert_resource_is_its_owners() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+    let (app, alice) = TestApp::for_alice_with(Backend::Sqlite, |s| {
         s.limits.max_alerts_per_user = 3;
         // Only for the loopback URL below; the alert never fires.
         s.alerts.allow_private_webhooks = true;
     })
     .await;
-    let alice = app.user("alice");
     let bob = app.user("bob");
     let a = alert(
         &app,
@@ -1165,15 +1161,8 @@ async fn the_alert_resource_is_its_owners() {
     );
     assert_eq!(b["state"], "armed");
 
-    let (_, mine) = app.get("/api/v1/alerts", &alice).await;
-    assert_eq!(mine.as_array().unwrap().len(), 2);
-    assert!(app
-        .get("/api/v1/alerts", &bob)
-        .await
-        .1
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert_eq!(list_alerts(&app, &alice).await.len(), 2);
+    assert!(list_alerts(&app, &bob).await.is_empty());
 
     // The limit counts each user's alerts.
     alert(
@@ -1251,13 +1240,13 @@ async fn webhook_addresses_are_refused_unless_allowed() {
         json!({"symbol": "NEVER", "condition": "above", "threshold": 1e12}),
     )
     .await;
-    let (s, b) = strict
-        .patch(
-            &format!("/api/v1/alerts/{}", a["id"]),
-            &alice,
-            json!({"webhook_url": "http://10.1.1.1/"}),
-        )
-        .await;
+    let (s, b) = patch_alert(
+        &strict,
+        &alice,
+        &a["id"],
+        json!({"webhook_url": "http://10.1.1.1/"}),
+    )
+    .await;
     assert_invalid(s, &b, "patch");
 
     let lax =

@@ -45,8 +45,7 @@ async fn health_and_me(b: Backend) {
 }
 
 async fn watchlist_crud(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (s, created) = app
         .post(
             "/api/v1/watchlists",
@@ -446,8 +445,7 @@ async fn all_forbidden(
 }
 
 async fn other_users_watchlists(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let bob = app.user("bob");
     let private = app
         .watchlist(&alice, "private", false, items(&["AAPL"]))
@@ -528,12 +526,11 @@ async fn other_users_watchlists(b: Backend) {
 }
 
 async fn limits(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| {
+    let (app, alice) = TestApp::for_alice_with(b, |s| {
         s.limits.max_watchlists_per_user = 2;
         s.limits.max_items_per_watchlist = 2;
     })
     .await;
-    let alice = app.user("alice");
     let id = app
         .watchlist(&alice, "one", false, items(&["A", "B"]))
         .await;
@@ -556,8 +553,7 @@ async fn limits(b: Backend) {
 /// Stored quotes are what the server knows at start; the REST answer comes
 /// from memory, so the rows are written and the server restarted.
 async fn quotes_from_the_store(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let row = |symbol: &str, price: Option<f64>, unknown: bool| StoredQuote {
         symbol: symbol.into(),
         is_unknown: unknown,
@@ -579,8 +575,7 @@ async fn quotes_from_the_store(b: Backend) {
     app.db()
         .run_sync(move |c| repo::upsert_latest_quotes(c, &rows))
         .unwrap();
-    let settings = app.state.settings.as_ref().clone();
-    let app = TestApp::start(settings, app.stop().await).await;
+    let app = app.restart(|_| {}).await;
 
     let (s, body) = app
         .get("/api/v1/quotes?symbols=7203.t,ZZZZ,MSFT", &alice)
@@ -629,8 +624,8 @@ async fn tickets(b: Backend) {
 
 /// Concurrent writers all succeed (no "database is locked" on SQLite).
 async fn concurrent_writes(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.limits.max_watchlists_per_user = 1000).await;
-    let alice = app.user("alice");
+    let (app, alice) =
+        TestApp::for_alice_with(b, |s| s.limits.max_watchlists_per_user = 1000).await;
     let results = futures_util::future::join_all((0..64).map(|i| {
         let app = &app;
         let alice = &alice;

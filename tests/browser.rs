@@ -48,16 +48,30 @@ async fn start(test: &str) -> Option<(TestApp, Browser)> {
     Some((TestApp::spawn(Backend::Sqlite).await, browser))
 }
 
-/// [`start`], then alice with one watchlist `name` of `items`, signed in on
-/// the page (a first visit: its panel opens by itself): the app, the
-/// browser, alice's token and the watchlist's id; `None` when skipped.
+/// [`start`], then alice: the app, the browser and alice's token; `None`
+/// when skipped.
+async fn with_alice(test: &str) -> Option<(TestApp, Browser, String)> {
+    let (app, b) = start(test).await?;
+    let token = app.user("alice");
+    Some((app, b, token))
+}
+
+/// [`with_alice`], signed in on the page.
+async fn signed_in(test: &str) -> Option<(TestApp, Browser, String)> {
+    let (app, b, token) = with_alice(test).await?;
+    sign_in(&b, &app, &token).await;
+    Some((app, b, token))
+}
+
+/// [`with_alice`], with one watchlist `name` of `items`, signed in on the
+/// page (a first visit: its panel opens by itself): the app, the browser,
+/// alice's token and the watchlist's id; `None` when skipped.
 async fn signed_in_with(
     test: &str,
     name: &str,
     items: Value,
 ) -> Option<(TestApp, Browser, String, i64)> {
-    let (app, b) = start(test).await?;
-    let token = app.user("alice");
+    let (app, b, token) = with_alice(test).await?;
     let id = app.watchlist(&token, name, false, items).await;
     sign_in(&b, &app, &token).await;
     Some((app, b, token, id))
@@ -142,6 +156,12 @@ async fn wait_text_starting(b: &Browser, testid: &str, prefix: &str) {
         Value::from(prefix)
     );
     b.wait_js(&format!("{testid} to start with {prefix:?}"), &js)
+        .await;
+}
+
+/// Waits until no element has this test id.
+async fn wait_gone(b: &Browser, what: &str, testid: &str) {
+    b.wait_js(what, &format!("return !{}", by_testid(testid)))
         .await;
 }
 
@@ -248,12 +268,9 @@ async fn demo_user(app: &TestApp) -> (String, Vec<i64>) {
 
 #[actix_web::test]
 async fn signs_in_from_a_link_and_from_the_form() {
-    let Some((app, b)) = start("sign-in").await else {
+    let Some((app, b, token)) = signed_in("sign-in").await else {
         return;
     };
-    let token = app.user("alice");
-
-    sign_in(&b, &app, &token).await;
     assert_eq!(b.text_of("who-name").await, "alice");
     let href = b
         .eval("return location.href")
@@ -307,11 +324,9 @@ async fn signs_in_from_a_link_and_from_the_form() {
 
 #[actix_web::test]
 async fn creates_a_watchlist_adds_a_symbol_and_streams_its_price() {
-    let Some((app, b)) = start("create-and-stream").await else {
+    let Some((app, b, token)) = signed_in("create-and-stream").await else {
         return;
     };
-    let token = app.user("alice");
-    sign_in(&b, &app, &token).await;
 
     b.type_into("new-watchlist-name", "Tech").await;
     b.click("create-watchlist").await;
@@ -442,10 +457,9 @@ async fn add_item_errors_show_the_servers_message() {
 
 #[actix_web::test]
 async fn open_panels_share_one_socket_and_closing_one_unsubscribes() {
-    let Some((app, b)) = start("one-socket").await else {
+    let Some((app, b, token)) = with_alice("one-socket").await else {
         return;
     };
-    let token = app.user("alice");
     let first = app
         .watchlist(&token, "First", false, items(&["AAPL"]))
         .await;
@@ -596,9 +610,10 @@ async fn a_watchlist_deleted_elsewhere_stops_its_panel() {
         "panel message: {message:?}"
     );
     // The sidebar list is reloaded without it.
-    b.wait_js(
+    wait_gone(
+        &b,
         "the watchlist gone from the sidebar",
-        &format!("return !{}", by_testid(&format!("open-{id}"))),
+        &format!("open-{id}"),
     )
     .await;
 
@@ -795,10 +810,9 @@ async fn the_page_logs_no_errors() {
 
 #[actix_web::test]
 async fn a_phone_sized_window_does_not_scroll_sideways() {
-    let Some((app, b)) = start("phone").await else {
+    let Some((app, b, token)) = with_alice("phone").await else {
         return;
     };
-    let token = app.user("alice");
     let id = app
         .watchlist(
             &token,
@@ -1220,11 +1234,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     threshold.send_keys("105").await;
     b.click(&format!("alert-repeat-{sid}-once")).await;
     b.click(&format!("alert-save-{sid}")).await;
-    b.wait_js(
-        "the form closed",
-        &format!("return !{}", by_testid(&format!("alert-row-{sid}"))),
-    )
-    .await;
+    wait_gone(&b, "the form closed", &format!("alert-row-{sid}")).await;
     let alerts = rest_alerts(&app, &token).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
@@ -1302,11 +1312,7 @@ async fn an_alert_made_from_a_row_fires_a_toast_and_lists_its_event() {
     );
 
     b.click(&format!("toast-dismiss-{event_id}")).await;
-    b.wait_js(
-        "the toast dismissed",
-        &format!("return !{}", by_testid(&format!("toast-{event_id}"))),
-    )
-    .await;
+    wait_gone(&b, "the toast dismissed", &format!("toast-{event_id}")).await;
 }
 
 /// The list's buttons: disable, enable and delete (after confirming) go to
@@ -1398,9 +1404,10 @@ async fn alerts_are_disabled_and_deleted_from_the_list() {
     assert_eq!(rest_alerts(&app, &token).await.len(), 2);
     b.click(&format!("alert-delete-{aid}")).await;
     b.click(&format!("alert-confirm-delete-{aid}")).await;
-    b.wait_js(
+    wait_gone(
+        &b,
         "the alert gone from the list",
-        &format!("return !{}", by_testid(&format!("alert-item-{aid}"))),
+        &format!("alert-item-{aid}"),
     )
     .await;
     let (status, body) = app.get(&format!("/api/v1/alerts/{aid}"), &token).await;

@@ -10,11 +10,10 @@ use support::{connect_ws, Api, TestApp};
 /// both endpoints.
 #[actix_web::test]
 async fn foreign_origins_are_refused() {
-    let app = TestApp::spawn_with(support::Backend::Sqlite, |s| {
+    let (app, alice) = TestApp::for_alice_with(support::Backend::Sqlite, |s| {
         s.server.allowed_origins = vec!["https://dash.example".into()];
     })
     .await;
-    let alice = app.user("alice");
     let id = app
         .watchlist(&alice, "W", false, serde_json::json!([]))
         .await;
@@ -48,11 +47,10 @@ async fn foreign_origins_are_refused() {
 /// one address get 429 with `Retry-After`, before any other check.
 #[actix_web::test]
 async fn connects_per_address_are_limited() {
-    let app = TestApp::spawn_with(support::Backend::Sqlite, |s| {
+    let (app, alice) = TestApp::for_alice_with(support::Backend::Sqlite, |s| {
         s.limits.connects_per_ip_per_s = 2;
     })
     .await;
-    let alice = app.user("alice");
     let id = app
         .watchlist(&alice, "W", false, serde_json::json!([]))
         .await;

@@ -52,8 +52,7 @@ async fn next_for(ws: &mut Ws, id: i64) -> Value {
 /// order, `subscribed`, then a snapshot, then quotes with seq counting up
 /// by one, every one with its epoch; `tick` increases.
 async fn three_subscriptions_contiguous_seq(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let ids = [
         app.watchlist(&alice, "A", false, positions("A", 3)).await,
         app.watchlist(&alice, "B", false, positions("B", 2)).await,
@@ -120,8 +119,8 @@ async fn three_subscriptions_contiguous_seq(b: Backend) {
 /// Every refusal answers an error with its code and the watchlist id; the
 /// socket stays open, and refusals are not misbehaviour.
 async fn refusals_keep_the_socket_open(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.limits.max_subscriptions_per_session = 2).await;
-    let alice = app.user("alice");
+    let (app, alice) =
+        TestApp::for_alice_with(b, |s| s.limits.max_subscriptions_per_session = 2).await;
     let bob = app.user("bob");
     let mine = app
         .watchlist(&alice, "Mine", false, positions("M", 1))
@@ -185,8 +184,7 @@ async fn refusals_keep_the_socket_open(b: Backend) {
 /// Unsubscribing ends that worker when it was the last subscriber, and only
 /// then; `unsubscribed` answers it.
 async fn unsubscribe_ends_the_last_worker(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let a = app.watchlist(&alice, "A", false, positions("A", 1)).await;
     let bb = app.watchlist(&alice, "B", false, positions("B", 1)).await;
     let mut one = multi(&app, &alice).await;
@@ -227,8 +225,7 @@ async fn unsubscribe_ends_the_last_worker(b: Backend) {
 /// gap and no duplicate. A different epoch, a seq older than the history or
 /// one from the future give a snapshot instead.
 async fn recovery_replays_exactly_what_was_missed(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.realtime.history_size = 16).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice_with(b, |s| s.realtime.history_size = 16).await;
     let id = app.watchlist(&alice, "W", false, positions("R", 3)).await;
     // A v1 socket keeps the worker (and its epoch) alive and records
     // everything the watchlist sends.
@@ -317,8 +314,7 @@ async fn recovery_replays_exactly_what_was_missed(b: Backend) {
 /// upgrade. Without `since`, a v1 client sees what it always did: a
 /// snapshot first (now with `epoch`, `totals` and `upstream`).
 async fn v1_since(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let id = app.watchlist(&alice, "W", false, positions("V", 2)).await;
     let mut keeper = app.ws(id, &alice).await;
     let snap = keeper.wait_type("snapshot").await;
@@ -355,8 +351,7 @@ async fn v1_since(b: Backend) {
 /// multi-watchlist socket with a reason; the socket stays open, and no
 /// worker is left.
 async fn deleted_and_private_end_subscriptions(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let bob = app.user("bob");
     let shared = app
         .watchlist(&alice, "Shared", true, positions("S", 1))
@@ -398,8 +393,7 @@ async fn deleted_and_private_end_subscriptions(b: Backend) {
 /// Tickets: `{}` gives a ticket for `/ws/v1`; one issued for a watchlist
 /// does not open it.
 async fn tickets_for_the_multi_endpoint(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let id = app.watchlist(&alice, "W", false, json!([])).await;
     let (s, body) = app.post("/api/v1/ws-tickets", &alice, json!({})).await;
     assert_eq!(s, 200, "{body}");
@@ -427,8 +421,7 @@ async fn tickets_for_the_multi_endpoint(b: Backend) {
 /// the same message (the snapshot has them all; after that, the latest of
 /// each symbol).
 async fn totals_match_the_quotes(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let items = json!([
         {"symbol": "7203.T", "quantity": 100, "purchase_price": 2700},
         {"symbol": "6758.T", "quantity": 10},
@@ -509,8 +502,7 @@ async fn totals_match_the_quotes(b: Backend) {
 /// `intraday:true` snapshots carry today's series per quote, ordered and
 /// bounded, and REST gives the same series.
 async fn intraday_series(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let id = app
         .private_watchlist(&alice, items(&["AAPL", "7203.T"]))
         .await;
@@ -701,7 +693,7 @@ async fn a_lagging_session_learns_the_upstream_state_from_its_catch_up() {
 /// an opening takes one.
 #[actix_web::test]
 async fn openings_are_never_dropped() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+    let (app, alice) = TestApp::for_alice_with(Backend::Sqlite, |s| {
         s.realtime.session_queue = 2;
         s.realtime.history_size = 64;
         // Slow enough that a busy test machine does not make this session
@@ -709,7 +701,6 @@ async fn openings_are_never_dropped() {
         s.upstream.poll_interval_ms = 200;
     })
     .await;
-    let alice = app.user("alice");
     let mut ids = Vec::new();
     for i in 0..10 {
         let name = format!("W{i}");

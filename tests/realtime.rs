@@ -36,8 +36,7 @@ async fn connect_then_disconnect(b: Backend) {
 
 /// Case 2: Three sessions share one worker, which lives until the last leaves.
 async fn sessions_share_a_worker(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (id, mut clients) = app.watch(&alice, items(&["AAPL"]), 3).await;
     app.wait_counts(3, 1).await;
     let workers = app.workers().await;
@@ -85,8 +84,7 @@ async fn leave_and_join_race(b: Backend) {
 
 /// Case 4: A worker whose sessions are gone stops, and so do its ticks.
 async fn worker_stops_and_its_ticks_stop(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let a = app.watchlist(&alice, "A", false, items(&["AAPL"])).await;
     let b_id = app.watchlist(&alice, "B", false, items(&["MSFT"])).await;
     let ws_a = app.ws(a, &alice).await;
@@ -133,8 +131,7 @@ async fn worker_stops_and_its_ticks_stop(b: Backend) {
 /// Case 5: A broadcast reaches every session with the same seq; a dead session is
 /// removed without disturbing the others.
 async fn broadcast_and_dead_session(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let id = app
         .private_watchlist(&alice, items(&["7203.T", "AAPL"]))
         .await;
@@ -178,8 +175,7 @@ async fn broadcast_and_dead_session(b: Backend) {
 /// Case 6: Access: owner, public for others, private refused, missing 404; and
 /// the credentials themselves.
 async fn access_and_credentials(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.realtime.ticket_ttl_ms = 300).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice_with(b, |s| s.realtime.ticket_ttl_ms = 300).await;
     let bob = app.user("bob");
     let private = app.watchlist(&alice, "private", false, json!([])).await;
     let public = app.watchlist(&alice, "public", true, json!([])).await;
@@ -234,8 +230,7 @@ async fn access_and_credentials(b: Backend) {
 /// one burst is kept for the next, so a watchlist made public, a revoked
 /// token and a deleted watchlist are seen by the very next upgrade.
 async fn connect_burst_answers_each(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let bob = app.user("bob");
     let private = app.private_watchlist(&alice, items(&["MSFT"])).await;
     let multi = format!("ws://{}/ws/v1", app.addr);
@@ -321,8 +316,7 @@ async fn wait_for_expiry(app: &TestApp, token: &str, private: i64, other: i64) {
 
 /// Case 7: An empty watchlist's snapshot.
 async fn empty_watchlist_snapshot(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let id = app.watchlist(&alice, "empty", false, json!([])).await;
     let (ws, snap) = app.open(id, &alice).await;
     assert_eq!(snap["quotes"], json!([]));
@@ -333,8 +327,7 @@ async fn empty_watchlist_snapshot(b: Backend) {
 
 /// Cases 8 and 9: P/L fields, and an unknown symbol's nulls and error.
 async fn pl_and_unknown_symbols(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let items = json!([
         {"symbol": "7203.T", "quantity": 100, "purchase_price": 2400},
         {"symbol": "AAPL", "quantity": 2.5},
@@ -406,8 +399,7 @@ async fn pl_and_unknown_symbols(b: Backend) {
 /// Bad client input gets `error` and the socket stays open; the tenth bad
 /// message closes with 1008; an oversized frame closes with 1009.
 async fn bad_client_messages(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (id, mut ws) = app.watch_one(&alice, json!([])).await;
 
     ws.ping().await;
@@ -450,8 +442,7 @@ async fn bad_client_messages(b: Backend) {
 /// A snapshot on request carries the current seq (no gap for others), and
 /// quotes messages count up by one.
 async fn seq_and_snapshot_requests(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (_, mut ws) = app.watch_one(&alice, items(&["NVDA"])).await;
     let a = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
     let b2 = ws.wait_type("quotes").await["seq"].as_u64().unwrap();
@@ -549,8 +540,7 @@ async fn going_private_closes_other_users(b: Backend) {
 
 /// Revoking a token closes the sessions it opened (header or ticket) with 1008.
 async fn revoked_token_closes_sessions(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let other = quotecast::cli::issue_token(app.db(), "alice", Some("second"))
         .unwrap()
         .1;
@@ -576,8 +566,7 @@ async fn revoked_token_closes_sessions(b: Backend) {
 
 /// Admin: kick (1008), refresh (202), non-admins refused.
 async fn admin_kick_and_refresh(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (id, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     let sid = app.sessions().await[0]["id"].as_u64().unwrap();
     let admin = app.admin_token();
@@ -597,12 +586,11 @@ async fn admin_kick_and_refresh(b: Backend) {
 
 /// Session limits are enforced before the upgrade: 429 per user, 503 overall.
 async fn session_limits(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| {
+    let (app, alice) = TestApp::for_alice_with(b, |s| {
         s.limits.max_sessions = 3;
         s.limits.max_sessions_per_user = 2;
     })
     .await;
-    let alice = app.user("alice");
     let bob = app.user("bob");
     let id = app.watchlist(&alice, "W", true, json!([])).await;
     let a1 = app.ws(id, &alice).await;
@@ -620,8 +608,7 @@ async fn session_limits(b: Backend) {
 
 /// Churn: 1,000 connect/disconnect cycles over 20 watchlists end at zero.
 async fn churn(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| s.limits.max_sessions_per_user = 100).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice_with(b, |s| s.limits.max_sessions_per_user = 100).await;
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
@@ -661,13 +648,12 @@ async fn churn(b: Backend) {
 /// bounded (updates are dropped and counted, not queued) and it is cut off
 /// within the client timeout although its actor is no longer polled.
 async fn stalled_reader_is_dropped(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| {
+    let (app, alice) = TestApp::for_alice_with(b, |s| {
         s.upstream.poll_interval_ms = 20;
         s.realtime.heartbeat_interval_ms = 200;
         s.realtime.client_timeout_ms = 1500;
     })
     .await;
-    let alice = app.user("alice");
     let id = app
         .watchlist(&alice, "big", false, positions("STALL", 100))
         .await;
@@ -742,12 +728,11 @@ async fn stalled_reader_is_dropped(b: Backend) {
 /// Pings keep coming whether quotes flow or not, and a peer that answers
 /// them is kept well past the client timeout.
 async fn pings_with_and_without_data(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| {
+    let (app, alice) = TestApp::for_alice_with(b, |s| {
         s.realtime.heartbeat_interval_ms = 100;
         s.realtime.client_timeout_ms = 600;
     })
     .await;
-    let alice = app.user("alice");
     let busy = app.watchlist(&alice, "Busy", false, items(&["AAPL"])).await;
     let quiet = app.watchlist(&alice, "Quiet", false, json!([])).await;
     for (id, expect_quotes) in [(busy, true), (quiet, false)] {
@@ -803,12 +788,11 @@ async fn relays_live_with_the_server(b: Backend) {
 
 /// A peer that reads but never answers pings is dropped after the timeout.
 async fn silent_peer_is_dropped(b: Backend) {
-    let app = TestApp::spawn_with(b, |s| {
+    let (app, alice) = TestApp::for_alice_with(b, |s| {
         s.realtime.heartbeat_interval_ms = 200;
         s.realtime.client_timeout_ms = 1500;
     })
     .await;
-    let alice = app.user("alice");
     let id = app.private_watchlist(&alice, json!([])).await;
     let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let req = format!(
@@ -841,8 +825,7 @@ async fn silent_peer_is_dropped(b: Backend) {
 
 /// /metrics carries the series the contract names.
 async fn metrics_endpoint(b: Backend) {
-    let app = TestApp::spawn(b).await;
-    let alice = app.user("alice");
+    let (app, alice) = TestApp::for_alice(b).await;
     let (_, mut ws) = app.watch_one(&alice, items(&["AAPL"])).await;
     ws.wait_type("quotes").await;
     let res = app.client().get(app.url("/metrics")).send().await.unwrap();

@@ -475,11 +475,7 @@ async fn restart_snapshot_uses_stored_prices() {
     let stored = app.get("/api/v1/quotes?symbols=6758.T", &alice).await.1["quotes"][0]["price"]
         .as_f64()
         .expect("stored price");
-    let settings = app.state.settings.as_ref().clone();
-    let db = app.stop().await;
-
-    fake.fail_all(Fault::Hang);
-    let app = TestApp::start(settings, db).await;
+    let app = app.restart(|_| fake.fail_all(Fault::Hang)).await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;
     assert_eq!(snap["stale"], false);

@@ -1448,12 +1448,12 @@ mod tests {
         assert_eq!(sh.duplicates.load(Ordering::Relaxed), 1);
     }
 
-    #[test]
-    fn multiplexed_sessions_open_what_v1_sessions_open_one_by_one() {
-        let mut plan = Plan {
-            addr: "127.0.0.1:1".parse().unwrap(),
+    /// A plan of v1 sessions on `addr`, one at a time, that nothing runs.
+    fn plan(addr: SocketAddr, watchlist_ids: Vec<i64>) -> Plan {
+        Plan {
+            addr,
             token: None,
-            watchlist_ids: (1..=10).collect(),
+            watchlist_ids,
             source_ips: 1,
             concurrency: 1,
             lag_ms: 0,
@@ -1461,7 +1461,12 @@ mod tests {
             subscriptions: 0,
             reconnect: None,
             addrs: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn multiplexed_sessions_open_what_v1_sessions_open_one_by_one() {
+        let mut plan = plan("127.0.0.1:1".parse().unwrap(), (1..=10).collect());
         let v1: Vec<i64> = (0..30).flat_map(|i| plan.watchlists_of(i)).collect();
         plan.subscriptions = 10;
         let multi: Vec<i64> = (0..3).flat_map(|i| plan.watchlists_of(i)).collect();
@@ -1474,18 +1479,7 @@ mod tests {
         let a: Vec<SocketAddr> = (1..=3)
             .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
             .collect();
-        let mut plan = Plan {
-            addr: a[0],
-            token: None,
-            watchlist_ids: vec![1],
-            source_ips: 1,
-            concurrency: 1,
-            lag_ms: 0,
-            connect_timeout_ms: 1,
-            subscriptions: 0,
-            reconnect: None,
-            addrs: Vec::new(),
-        };
+        let mut plan = plan(a[0], vec![1]);
         assert_eq!(plan.addr_of(4), a[0]);
         assert_eq!(plan.reconnect_addr(4, a[0], 3), a[0]);
         plan.addrs = a.clone();

@@ -54,7 +54,7 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
     if o.nodes < 2 {
         return Err("cluster: --nodes must be at least 2 (one is killed)".into());
     }
-    let backing = Backing::create(o)?;
+    let mut backing = Backing::create(o)?;
     rep.cluster = Some(ClusterReport {
         redis_url: o.redis_url.clone(),
         key_prefix: backing.prefix.clone(),
@@ -62,10 +62,9 @@ pub async fn scenario(o: &Opts, rep: &mut ScenarioReport) -> Result<(), String> 
         lease_ms: o.lease_ms,
         ..Default::default()
     });
-    let mut token = None;
     let res = async {
-        compare(o, rep, &backing, &mut token).await?;
-        spread(o, rep, &backing, &mut token).await
+        compare(o, rep, &mut backing).await?;
+        spread(o, rep, &mut backing).await
     }
     .await;
     backing.remove();
@@ -82,6 +81,9 @@ struct Backing {
     db_url: String,
     redis_url: String,
     prefix: String,
+    /// The bench's admin user's token on the database, once the first
+    /// instance has created the user.
+    token: Option<String>,
     removed: bool,
 }
 
@@ -117,6 +119,7 @@ impl Backing {
                 std::process::id(),
                 rand::random::<u32>()
             ),
+            token: None,
             removed: false,
         })
     }
@@ -203,11 +206,10 @@ fn delete_keys(url: &str, pattern: &str) -> redis::RedisResult<()> {
 /// reuse.
 async fn start_instance(
     o: &Opts,
-    b: &Backing,
+    b: &mut Backing,
     s: &Shape,
     node: Option<(&str, &str)>,
     fake: Option<&FakeYahoo>,
-    token: &mut Option<String>,
     watchlists_before: usize,
 ) -> Result<Target, String> {
     let mut extra_env = b.env(o, node);
@@ -224,23 +226,18 @@ async fn start_instance(
         symbols: s.symbols,
         extra_env,
         forward_log: o.server_log,
-        token: token.clone(),
+        token: b.token.clone(),
     })
     .await?;
-    if token.is_none() {
-        *token = t.token.clone();
+    if b.token.is_none() {
+        b.token = t.token.clone();
     }
     Ok(t)
 }
 
 // --- 1. one cluster-mode instance against a single process -------------------
 
-async fn compare(
-    o: &Opts,
-    rep: &mut ScenarioReport,
-    b: &Backing,
-    token: &mut Option<String>,
-) -> Result<(), String> {
+async fn compare(o: &Opts, rep: &mut ScenarioReport, b: &mut Backing) -> Result<(), String> {
     let spec = crate::fanout_spec(o);
     let s = &spec.shape;
     crate::check_fd_room(o, s.sessions)?;
@@ -250,9 +247,9 @@ async fn compare(
         report::shape_label(s),
         procinfo::loadavg()
     ));
-    let single = start_instance(o, b, s, None, None, token, 0).await?;
+    let single = start_instance(o, b, s, None, None, 0).await?;
     let prefix = b.phase_prefix("a");
-    let clustered = start_instance(o, b, s, Some(("bench-solo", &prefix)), None, token, 0).await;
+    let clustered = start_instance(o, b, s, Some(("bench-solo", &prefix)), None, 0).await;
     let clustered = match clustered {
         Ok(t) => t,
         Err(e) => {
@@ -363,12 +360,7 @@ fn wall_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-async fn spread(
-    o: &Opts,
-    rep: &mut ScenarioReport,
-    b: &Backing,
-    token: &mut Option<String>,
-) -> Result<(), String> {
+async fn spread(o: &Opts, rep: &mut ScenarioReport, b: &mut Backing) -> Result<(), String> {
     let base = crate::fanout_spec(o);
     let spec = Spec {
         shape: Shape {
@@ -397,7 +389,7 @@ async fn spread(
     for k in 0..o.nodes {
         let id = format!("bench-{}", (b'a' + (k % 26) as u8) as char);
         let before = crate::fanout_spec(o).shape.watchlists;
-        match start_instance(o, b, s, Some((&id, &prefix)), Some(&fake), token, before).await {
+        match start_instance(o, b, s, Some((&id, &prefix)), Some(&fake), before).await {
             Ok(t) => nodes.push((id, t)),
             Err(e) => {
                 for (_, t) in nodes {

@@ -1268,27 +1268,63 @@ async fn measure_on(
         server.fanout_loop_ms = (n > 0.0).then(|| sum / n * 1000.0);
     }
     server.messages_dropped = metric("quotecast_messages_dropped_total");
-    let mut delivery = DeliveryReport::of(&window, Some(&close));
+    let per_tick = cs.ok * s.subscriptions.max(1) as u64;
+    let sessions = Lived {
+        connect,
+        window,
+        close,
+        drained,
+    };
+    let run = RunReport {
+        upstream,
+        ..windowed_run(o, kind, s, load_before, server, &sessions, per_tick)
+    };
+    Ok((run, sessions.window))
+}
+
+/// What a run's sessions lived through, as the clients measured it: the
+/// connects, the delivery window and the close; and whether the server let
+/// go of them all after (`Target::wait_drained`).
+struct Lived {
+    connect: ConnectReport,
+    window: client::WindowStats,
+    close: client::CloseStats,
+    drained: Option<(u64, u64, f64)>,
+}
+
+/// The report of a run measured over a delivery window and then closed (a
+/// fan-out run, a storm). `per_tick` is how many `quotes` messages each tick
+/// should bring the sessions. The scenario's own part (upstream, churn,
+/// storm) is left for the caller.
+fn windowed_run(
+    o: &Opts,
+    kind: Kind,
+    s: &Shape,
+    load_before: String,
+    server: ServerReport,
+    lived: &Lived,
+    per_tick: u64,
+) -> RunReport {
+    let window = &lived.window;
+    let mut delivery = DeliveryReport::of(window, Some(&lived.close));
     // Only meaningful when the window holds a few ticks.
     if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {
-        delivery.expected_msgs_per_s =
-            (cs.ok * s.subscriptions.max(1) as u64) as f64 * 1000.0 / s.tick_ms.max(1) as f64;
+        delivery.expected_msgs_per_s = per_tick as f64 * 1000.0 / s.tick_ms.max(1) as f64;
     }
-    let run = RunReport {
+    RunReport {
         target: kind.name(),
         shape: s.clone(),
         load_before,
-        connect,
+        connect: lived.connect.clone(),
         delivery,
         server,
         client_cpu_percent: window.client_cpu_percent(),
         client_procs: o.procs.max(1),
-        after_close: AfterClose::of(&close, drained),
-        upstream,
+        after_close: AfterClose::of(&lived.close, lived.drained),
+        upstream: None,
         churn: None,
         storm: None,
-    };
-    Ok((run, window))
+    }
 }
 
 // --- churn ---------------------------------------------------------------------

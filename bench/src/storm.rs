@@ -16,11 +16,9 @@
 //! not count.
 
 use crate::client::{Reconnect, StormStats};
-use crate::report::{
-    self, AfterClose, DeliveryReport, Percentiles, RunReport, ScenarioReport, StormReport,
-};
+use crate::report::{self, Percentiles, RunReport, ScenarioReport, StormReport};
 use crate::target::{Kind, Target};
-use crate::{check, find, kinds, procinfo, progress, spec, Connected, Opts, Spec, FANOUT};
+use crate::{check, find, kinds, procinfo, progress, spec, Connected, Lived, Opts, Spec, FANOUT};
 use std::time::{Duration, Instant};
 
 /// RSS after close must come back within this factor of the baseline.
@@ -259,10 +257,6 @@ async fn storm_on(
     );
     server.rss_after_close = rss_after_close.last().map(|x| x.1);
     crate::window_cpu(&mut server, &window_start, &window_end, &window);
-    let mut delivery = DeliveryReport::of(&window, Some(&close));
-    if window.seconds * 1000.0 >= 2.0 * s.tick_ms as f64 {
-        delivery.expected_msgs_per_s = storm.reconnected as f64 * 1000.0 / s.tick_ms as f64;
-    }
     let baseline_rss = baseline.as_ref().map(|b| b.rss_bytes);
     let storm = StormReport {
         server_cpu_percent: match (&storm_start, &storm_end) {
@@ -289,19 +283,16 @@ async fn storm_on(
         rss_after_close,
         ..report
     };
-    Ok(RunReport {
-        target: t.kind.name(),
-        shape: s.clone(),
-        load_before,
+    let reconnected = storm.reconnected;
+    let lived = Lived {
         connect,
-        delivery,
-        server,
-        client_cpu_percent: window.client_cpu_percent(),
-        client_procs: o.procs.max(1),
-        after_close: AfterClose::of(&close, drained),
-        upstream: None,
-        churn: None,
+        window,
+        close,
+        drained,
+    };
+    Ok(RunReport {
         storm: Some(storm),
+        ..crate::windowed_run(o, t.kind, s, load_before, server, &lived, reconnected)
     })
 }
 

@@ -219,15 +219,7 @@ pub fn create_watchlist(
             .get_result(c)?;
         for (pos, item) in items.iter().enumerate() {
             diesel::insert_into(watchlist_items::table)
-                .values(&NewItem {
-                    watchlist_id: wl.id,
-                    symbol: &item.symbol,
-                    quantity: item.quantity,
-                    purchase_price: item.purchase_price,
-                    memo: &item.memo,
-                    position: pos as i64,
-                    added_at: now,
-                })
+                .values(&item_row(wl.id, item, pos as i64, now))
                 .execute(c)?;
         }
         Ok(wl)
@@ -268,6 +260,19 @@ pub fn delete_watchlist(conn: &mut DbConn, id: i64) -> Res<()> {
     })
 }
 
+/// The row of `item` at `position` in watchlist `watchlist_id`.
+fn item_row(watchlist_id: i64, item: &ItemInput, position: i64, added_at: i64) -> NewItem<'_> {
+    NewItem {
+        watchlist_id,
+        symbol: &item.symbol,
+        quantity: item.quantity,
+        purchase_price: item.purchase_price,
+        memo: &item.memo,
+        position,
+        added_at,
+    }
+}
+
 pub fn add_item(
     conn: &mut DbConn,
     watchlist_id: i64,
@@ -286,15 +291,12 @@ pub fn add_item(
             .first(c)?;
         let now = now_micros();
         let row: Item = diesel::insert_into(watchlist_items::table)
-            .values(&NewItem {
+            .values(&item_row(
                 watchlist_id,
-                symbol: &item.symbol,
-                quantity: item.quantity,
-                purchase_price: item.purchase_price,
-                memo: &item.memo,
-                position: next.map_or(0, |p| p + 1),
-                added_at: now,
-            })
+                item,
+                next.map_or(0, |p| p + 1),
+                now,
+            ))
             .returning(Item::as_returning())
             .get_result(c)?;
         diesel::update(watchlists::table.find(watchlist_id))

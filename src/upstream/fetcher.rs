@@ -500,6 +500,15 @@ mod tests {
             watcher(&self.registry, symbols)
         }
 
+        /// The provider knows `open` (its market open) and `closed` (its
+        /// market closed) at these prices, and a worker watches both, as long
+        /// as the guard lives.
+        fn watch_open_and_closed(&self, open: (&str, f64), closed: (&str, f64)) -> WatchGuard {
+            self.provider.knows(open.0, open.1);
+            self.provider.knows_closed(closed.0, closed.1);
+            self.watch(&[open.0, closed.0])
+        }
+
         /// A tick (a full round): what it asked the provider, and the rounds
         /// it published as `(full, round)`.
         async fn tick(&mut self) -> (Calls, Vec<(bool, Round)>) {
@@ -511,6 +520,22 @@ mod tests {
         async fn wake_up(&mut self) -> (Calls, Vec<(bool, Round)>) {
             self.fetcher.wake(false).await;
             (self.provider.take_calls(), self.bus.take())
+        }
+
+        /// A tick that asks the provider for exactly `expected`: the rounds
+        /// it published.
+        async fn tick_asking(&mut self, expected: &[&[&str]]) -> Vec<(bool, Round)> {
+            let (calls, rounds) = self.tick().await;
+            assert_eq!(calls.batches, batches(expected));
+            rounds
+        }
+
+        /// A wake-up that asks the provider for exactly `expected`: the
+        /// rounds it published.
+        async fn wake_up_asking(&mut self, expected: &[&[&str]]) -> Vec<(bool, Round)> {
+            let (calls, rounds) = self.wake_up().await;
+            assert_eq!(calls.batches, batches(expected));
+            rounds
         }
 
         fn count(&self, counter: &AtomicU64) -> u64 {
@@ -631,23 +656,18 @@ mod tests {
     #[actix_web::test]
     async fn closed_markets_are_polled_at_the_slow_interval() {
         let mut h = Harness::paused();
-        h.provider.knows("AAPL", 100.0);
-        h.provider.knows_closed("SHUT", 7.0);
-        let _w = h.watch(&["AAPL", "SHUT"]);
+        let _w = h.watch_open_and_closed(("AAPL", 100.0), ("SHUT", 7.0));
 
-        let (calls, _) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["AAPL", "SHUT"]]));
+        h.tick_asking(&[&["AAPL", "SHUT"]]).await;
         advance(POLL).await;
-        let (calls, rounds) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["AAPL"]]));
+        let rounds = h.tick_asking(&[&["AAPL"]]).await;
         assert_eq!(learnt(&only(rounds, true)), strings(&["AAPL"]));
 
         advance(CLOSED_POLL - POLL - MS).await;
         let (calls, _) = h.tick().await;
         assert_eq!(calls.batches, batches(&[&["AAPL"]]), "a millisecond early");
         advance(MS).await;
-        let (calls, _) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["AAPL", "SHUT"]]));
+        h.tick_asking(&[&["AAPL", "SHUT"]]).await;
     }
 
     #[actix_web::test]
@@ -688,8 +708,7 @@ mod tests {
         assert!(rounds.is_empty());
 
         advance(Duration::from_secs(2)).await;
-        let (calls, rounds) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["AAPL"]]));
+        let rounds = h.tick_asking(&[&["AAPL"]]).await;
         let round = only(rounds, true);
         assert_eq!(round.health, UpstreamHealth::ok());
         assert_eq!(learnt(&round), strings(&["AAPL"]));
@@ -734,8 +753,7 @@ mod tests {
         h.provider.knows("B", 2.0);
         let _w = h.watch(&["A", "B"]);
 
-        let (calls, rounds) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["A"]]));
+        let rounds = h.tick_asking(&[&["A"]]).await;
         let round = only(rounds, true);
         assert_eq!(
             learnt(&round),
@@ -775,16 +793,14 @@ mod tests {
 
         // A refresh: only the forced symbol, at once, in an extra round.
         h.demand.force(vec![sym("B")]);
-        let (calls, rounds) = h.wake_up().await;
-        assert_eq!(calls.batches, batches(&[&["B"]]));
+        let rounds = h.wake_up_asking(&[&["B"]]).await;
         assert_eq!(learnt(&only(rounds, false)), strings(&["B"]));
         // Taken once: the next wake-up has nothing to do again.
         assert_eq!(h.wake_up().await.0, Calls::none());
 
         // A new watchlist's symbol fills in at once too.
         let _c = h.watch(&["C"]);
-        let (calls, rounds) = h.wake_up().await;
-        assert_eq!(calls.batches, batches(&[&["C"]]));
+        let rounds = h.wake_up_asking(&[&["C"]]).await;
         assert_eq!(learnt(&only(rounds, false)), strings(&["C"]));
         assert_eq!(h.count(&h.stats.cycles), 1, "wake-ups are not ticks");
     }
@@ -792,17 +808,14 @@ mod tests {
     #[actix_web::test]
     async fn nothing_is_fetched_unless_this_instance_is_the_poller() {
         let mut h = Harness::with(config(10), Arc::new(Unlimited), false);
-        h.provider.knows("A", 1.0);
-        h.provider.knows_closed("SHUT", 1.0);
-        let _w = h.watch(&["A", "SHUT"]);
+        let _w = h.watch_open_and_closed(("A", 1.0), ("SHUT", 1.0));
         let (calls, rounds) = h.tick().await;
         assert_eq!(calls, Calls::none());
         assert!(rounds.is_empty());
         assert_eq!(h.count(&h.stats.cycles), 0);
 
         h.role.set(true);
-        let (calls, rounds) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+        let rounds = h.tick_asking(&[&["A", "SHUT"]]).await;
         only(rounds, true);
 
         // Losing the role forgets the schedule: SHUT (not due for a minute)
@@ -810,27 +823,22 @@ mod tests {
         h.role.set(false);
         assert_eq!(h.tick().await.0, Calls::none());
         h.role.set(true);
-        let (calls, _) = h.wake_up().await;
-        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+        h.wake_up_asking(&[&["A", "SHUT"]]).await;
     }
 
     #[actix_web::test]
     async fn a_fenced_publish_forgets_the_schedule_and_the_backoff() {
         let mut h = Harness::paused();
-        h.provider.knows("A", 1.0);
-        h.provider.knows_closed("SHUT", 1.0);
-        let _w = h.watch(&["A", "SHUT"]);
+        let _w = h.watch_open_and_closed(("A", 1.0), ("SHUT", 1.0));
         h.tick().await;
         assert_eq!(h.wake_up().await.0, Calls::none(), "all on schedule");
 
         advance(POLL).await;
         h.bus.fence_next();
-        let (calls, rounds) = h.tick().await;
-        assert_eq!(calls.batches, batches(&[&["A"]]));
+        let rounds = h.tick_asking(&[&["A"]]).await;
         assert!(rounds.is_empty(), "a fenced round lands nowhere");
         // Forgotten: every symbol counts as never fetched.
-        let (calls, _) = h.wake_up().await;
-        assert_eq!(calls.batches, batches(&[&["A", "SHUT"]]));
+        h.wake_up_asking(&[&["A", "SHUT"]]).await;
 
         // A backoff is forgotten the same way.
         advance(POLL).await;

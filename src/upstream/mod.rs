@@ -66,8 +66,10 @@ pub trait QuoteProvider: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Whether requests cost upstream quota, so the fetcher puts them behind the
-    /// token bucket (the simulator does not).
-    fn rate_limited(&self) -> bool;
+    /// token bucket. A real source's do; the simulator says otherwise.
+    fn rate_limited(&self) -> bool {
+        true
+    }
 
     /// Fetch up to `batch_size` symbols in one request. Symbols the source does
     /// not mention in its answer are simply absent from the result.

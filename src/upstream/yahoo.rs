@@ -123,10 +123,6 @@ impl QuoteProvider for YahooProvider {
         "yahoo"
     }
 
-    fn rate_limited(&self) -> bool {
-        true
-    }
-
     /// Callers chunk to [`MAX_BATCH`]; a larger batch earns `Status { status: 400 }`.
     fn fetch_batch(
         &self,
@@ -970,52 +966,58 @@ mod tests {
         ));
     }
 
+    /// The error a spark answer for AAPL is read as.
+    fn spark_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> UpstreamError {
+        spark_from_response(
+            &syms(&["AAPL"]),
+            Answer::new(status, retry_after, body, now()),
+        )
+        .unwrap_err()
+    }
+
+    /// The error a chart answer for AAPL is read as.
+    fn chart_error(status: u16, retry_after: Option<&str>, body: &[u8]) -> UpstreamError {
+        chart_from_response(&sym("AAPL"), Answer::new(status, retry_after, body, now()))
+            .unwrap_err()
+    }
+
     #[test]
     fn rate_limiting_carries_retry_after() {
-        let requested = syms(&["AAPL"]);
-        let err = spark_from_response(&requested, Answer::new(429, Some("7"), TEXT_429, now()))
-            .unwrap_err();
         assert!(matches!(
-            err,
+            spark_error(429, Some("7"), TEXT_429),
             UpstreamError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)
         ));
-        let err = chart_from_response(&requested[0], Answer::new(429, None, TEXT_429, now()))
-            .unwrap_err();
         assert!(matches!(
-            err,
+            chart_error(429, None, TEXT_429),
             UpstreamError::RateLimited { retry_after: None }
         ));
         // The text body is never mistaken for data, whatever the status says.
         assert!(matches!(
-            parse_spark(&requested, TEXT_429),
+            parse_spark(&syms(&["AAPL"]), TEXT_429),
             Err(UpstreamError::BadData(_))
         ));
     }
 
     #[test]
     fn server_errors_and_html_are_errors() {
-        let requested = syms(&["AAPL"]);
-        let err = spark_from_response(&requested, Answer::new(503, Some("120"), HTML_503, now()))
-            .unwrap_err();
         assert!(matches!(
-            err,
+            spark_error(503, Some("120"), HTML_503),
             UpstreamError::Status { status: 503, retry_after: Some(d) } if d == Duration::from_secs(120)
         ));
-        let err =
-            spark_from_response(&requested, Answer::new(200, None, HTML_503, now())).unwrap_err();
+        let err = spark_error(200, None, HTML_503);
         let UpstreamError::BadData(message) = err else {
             panic!("{err:?}")
         };
         assert!(message.contains("<!DOCTYPE html>"), "{message}");
-        let err = chart_from_response(&requested[0], Answer::new(200, None, HTML_503, now()))
-            .unwrap_err();
-        assert!(matches!(err, UpstreamError::BadData(_)));
+        assert!(matches!(
+            chart_error(200, None, HTML_503),
+            UpstreamError::BadData(_)
+        ));
     }
 
     #[test]
     fn too_many_symbols_is_a_client_error() {
-        let err = spark_from_response(&syms(&["AAPL"]), Answer::new(400, None, TOO_MANY, now()))
-            .unwrap_err();
+        let err = spark_error(400, None, TOO_MANY);
         assert!(matches!(err, UpstreamError::Status { status: 400, .. }));
         assert_eq!(err.outcome(), "client_error");
         // The same body with 200 is still not quotes.

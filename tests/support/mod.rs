@@ -368,6 +368,15 @@ impl TestApp {
         std::mem::replace(&mut self._db, TestDb::Sqlite(tempfile::tempdir().unwrap()))
     }
 
+    /// Stops the server and starts it again on the same database;
+    /// `while_down` runs in between and may change its settings.
+    pub async fn restart(self, while_down: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.state.settings.as_ref().clone();
+        let db = self.stop().await;
+        while_down(&mut settings);
+        Self::start(settings, db).await
+    }
+
     pub fn db(&self) -> &Db {
         &self.state.db
     }
@@ -377,11 +386,25 @@ impl TestApp {
         user_token(&self.state.db, name, false)
     }
 
+    /// A fresh app with alice: the app and her token.
+    pub async fn for_alice(b: Backend) -> (TestApp, String) {
+        Self::for_alice_with(b, |_| {}).await
+    }
+
+    /// [`TestApp::for_alice`] with settings adjusted by `tweak`.
+    pub async fn for_alice_with(
+        b: Backend,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> (TestApp, String) {
+        let app = TestApp::spawn_with(b, tweak).await;
+        let alice = app.user("alice");
+        (app, alice)
+    }
+
     /// A fresh app with alice and one private watchlist of hers holding
     /// `items`: the app, her token and the watchlist's id.
     pub async fn with_alice_watching(b: Backend, items: Value) -> (TestApp, String, i64) {
-        let app = TestApp::spawn(b).await;
-        let alice = app.user("alice");
+        let (app, alice) = TestApp::for_alice(b).await;
         let id = app.private_watchlist(&alice, items).await;
         (app, alice, id)
     }
