@@ -5,12 +5,9 @@
 //! good (18 → 218 MB, docs/BENCHMARKS.md, storm). `malloc_trim` hands the
 //! free pages of every arena back to the kernel. The sweeps ask
 //! [`Trimmer::observe`] once a second; it says to trim when the number of
-//! sessions has fallen to half its peak since the last trim and has stopped
-//! falling (the same count at two looks a second apart), so a steady server never
-//! trims and a dropped crowd is given back a second or two after the last of
-//! it has gone, not while it is still leaving (a trim in mid-exodus, as the
-//! first version did at half the peak, left the rest of the crowd's memory
-//! kept: 54 MiB after 10,000 sessions against a 26 MiB start). The trim runs on the blocking pool: it walks the arenas one at a
+//! sessions has fallen to half its peak since the last trim, so a steady
+//! server never trims and a dropped crowd is given back within a second or
+//! two. The trim runs on the blocking pool: it walks the arenas one at a
 //! time, holding each one's lock while it does.
 
 /// Below this peak a spike is not worth a trim (a few MB at most).
@@ -20,15 +17,13 @@ pub const MIN_PEAK: usize = 500;
 #[derive(Debug, Default)]
 pub struct Trimmer {
     peak: usize,
-    last: Option<usize>,
 }
 
 impl Trimmer {
     /// Notes the current number of sessions; true when it is time to trim.
     pub fn observe(&mut self, sessions: usize) -> bool {
         self.peak = self.peak.max(sessions);
-        let settled = self.last.replace(sessions) == Some(sessions);
-        if settled && self.peak >= MIN_PEAK && sessions <= self.peak / 2 {
+        if self.peak >= MIN_PEAK && sessions <= self.peak / 2 {
             self.peak = sessions;
             true
         } else {
@@ -57,24 +52,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_once_a_crowd_has_halved_and_stopped_leaving() {
+    fn trims_once_a_crowd_has_halved() {
         let mut t = Trimmer::default();
         assert!(!t.observe(0));
         assert!(!t.observe(10_000));
         assert!(!t.observe(6_000));
-        // Half gone, but still leaving: not yet.
-        assert!(!t.observe(5_000));
-        assert!(!t.observe(100));
-        assert!(t.observe(100), "settled at 100 of a 10,000 peak");
-        assert!(!t.observe(100), "once");
+        assert!(t.observe(5_000));
         // The peak starts again from what is left.
-        let mut t = Trimmer::default();
-        for n in [10_000, 5_000, 5_000] {
-            t.observe(n);
-        }
         assert!(!t.observe(4_000));
         assert!(!t.observe(3_000));
-        assert!(!t.observe(2_500));
         assert!(t.observe(2_500));
     }
 
