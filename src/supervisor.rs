@@ -13,17 +13,14 @@
 //! that is refused (its session is closed with 1001) instead of starting a
 //! worker nobody would stop.
 
-use crate::protocol::{close, Since};
-use crate::session::messages::{CloseSession, SessionStats, Subscription, SubscriptionEnded};
-use crate::session::outbox::Outbox;
-use crate::session::relay::RelayHandle;
+use crate::protocol::close;
+use crate::session::messages::CloseSession;
 use crate::worker::{
     AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, Reload,
     SendSnapshot, StopWorker, Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
 };
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 struct Entry {
     worker: Addr<PriceWorker>,
@@ -63,21 +60,12 @@ impl Actor for Supervisor {
 #[rtype(result = "()")]
 pub struct Join {
     pub watchlist_id: i64,
-    pub session_id: u64,
-    pub user_id: i64,
-    pub sub: Arc<Subscription>,
-    pub out: Outbox,
-    pub ended: Recipient<SubscriptionEnded>,
-    /// To close the session when the server is draining.
-    pub close: Recipient<CloseSession>,
-    pub stats: Arc<SessionStats>,
-    /// The relay of the session's thread.
-    pub relay: RelayHandle,
     /// Items as the session read them, for a worker spawned now.
     pub items: Vec<ItemView>,
-    pub since: Option<Since>,
-    pub intraday: bool,
-    pub ack: bool,
+    /// To close the session when the server is draining.
+    pub close: Recipient<CloseSession>,
+    /// What the watchlist's worker is handed, as it is.
+    pub subscribe: Subscribe,
 }
 
 impl Handler<Join> for Supervisor {
@@ -100,19 +88,8 @@ impl Handler<Join> for Supervisor {
                 sessions: HashSet::new(),
             }
         });
-        entry.sessions.insert(msg.session_id);
-        entry.worker.do_send(Subscribe {
-            session_id: msg.session_id,
-            user_id: msg.user_id,
-            sub: msg.sub,
-            out: msg.out,
-            control: msg.ended,
-            stats: msg.stats,
-            relay: msg.relay,
-            since: msg.since,
-            intraday: msg.intraday,
-            ack: msg.ack,
-        });
+        entry.sessions.insert(msg.subscribe.session_id);
+        entry.worker.do_send(msg.subscribe);
     }
 }
 

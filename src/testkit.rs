@@ -29,7 +29,7 @@ use crate::session::outbox::{Outbox, Writer};
 use crate::session::relay::RelayHandle;
 use crate::supervisor::{Join, Leave, Supervisor};
 use crate::upstream::{QuoteProvider, UpstreamError};
-use crate::worker::{ItemView, WorkerDeps};
+use crate::worker::{ItemView, Subscribe, WorkerDeps};
 use actix::prelude::*;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use futures_util::StreamExt;
@@ -361,7 +361,6 @@ pub(crate) struct Session {
     ended: Recipient<SubscriptionEnded>,
     /// One subscription per fake session (as on a v1 socket).
     sub: Arc<Subscription>,
-    stats: Arc<SessionStats>,
     seen: mpsc::UnboundedReceiver<Seen>,
 }
 
@@ -487,9 +486,8 @@ impl Rig {
     pub fn session(&mut self) -> Session {
         self.next_session += 1;
         let (tx, seen) = mpsc::unbounded_channel();
-        let stats = Arc::new(SessionStats::new());
         // Roomy, so a burst of frames is never dropped as lagging here.
-        let out = Outbox::new(1024, stats.clone());
+        let out = Outbox::new(1024, Arc::new(SessionStats::new()));
         let addr = FakeSession { out: out.clone() }.start();
         let mut writer = Writer::new(
             out.clone(),
@@ -510,7 +508,6 @@ impl Rig {
             control: addr.clone().recipient(),
             ended: addr.recipient(),
             sub: Arc::new(Subscription::new(1)),
-            stats,
             seen,
         }
     }
@@ -530,18 +527,19 @@ impl Rig {
     ) -> Join {
         Join {
             watchlist_id,
-            session_id: session.id,
-            user_id: self.owner_id,
-            sub: session.sub.clone(),
-            out: session.out.clone(),
-            ended: session.ended.clone(),
-            close: session.control.clone(),
-            stats: session.stats.clone(),
-            relay: self.relay.clone(),
             items: items.to_vec(),
-            since: None,
-            intraday: false,
-            ack: false,
+            close: session.control.clone(),
+            subscribe: Subscribe {
+                session_id: session.id,
+                user_id: self.owner_id,
+                sub: session.sub.clone(),
+                out: session.out.clone(),
+                control: session.ended.clone(),
+                relay: self.relay.clone(),
+                since: None,
+                intraday: false,
+                ack: false,
+            },
         }
     }
 

@@ -29,7 +29,7 @@ use crate::feed::{
 use crate::metrics::Metrics;
 use crate::protocol::{self, EndReason, Frame, QuotesHead, Since, SnapshotHead};
 use crate::quote::{Known, Point, Position, Total, WireQuote};
-use crate::session::messages::{Body, SessionStats, Subscription, SubscriptionEnded};
+use crate::session::messages::{Body, Subscription, SubscriptionEnded};
 use crate::session::relay::{Batch, RelayHandle, Target};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
@@ -469,7 +469,6 @@ pub struct Subscribe {
     pub sub: Arc<Subscription>,
     pub out: crate::session::outbox::Outbox,
     pub control: Recipient<SubscriptionEnded>,
-    pub stats: Arc<SessionStats>,
     pub relay: RelayHandle,
     pub since: Option<Since>,
     pub intraday: bool,
@@ -495,7 +494,6 @@ impl Handler<Subscribe> for PriceWorker {
             Subscriber {
                 target: Target {
                     out: msg.out,
-                    stats: msg.stats,
                     sub: msg.sub,
                 },
                 control: msg.control,

@@ -39,7 +39,7 @@ use crate::db::{repo, Db};
 use crate::metrics::Metrics;
 use crate::protocol::{self, close, ClientError, ClientMessage, EndReason, Frame, Refusal, Since};
 use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
-use crate::worker::ItemView;
+use crate::worker::{ItemView, Subscribe};
 use actix::prelude::*;
 use frames::Inbound;
 use messages::{CatchUp, CloseSession, Subscription, SubscriptionEnded, UserFrame};
@@ -218,18 +218,19 @@ impl WsSession {
         sub.joined = true;
         self.deps.supervisor.do_send(Join {
             watchlist_id: first.watchlist_id,
-            session_id: self.guard.id,
-            user_id: self.user_id,
-            sub: sub.state.clone(),
-            out: self.out.clone(),
-            ended: ctx.address().recipient(),
-            close: ctx.address().recipient(),
-            stats: self.guard.stats.clone(),
-            relay: self.deps.relay.clone(),
             items: first.items,
-            since: first.since,
-            intraday: first.intraday,
-            ack,
+            close: ctx.address().recipient(),
+            subscribe: Subscribe {
+                session_id: self.guard.id,
+                user_id: self.user_id,
+                sub: sub.state.clone(),
+                out: self.out.clone(),
+                control: ctx.address().recipient(),
+                relay: self.deps.relay.clone(),
+                since: first.since,
+                intraday: first.intraday,
+                ack,
+            },
         });
     }
 

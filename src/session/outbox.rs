@@ -241,6 +241,11 @@ impl Outbox {
         }
     }
 
+    /// The counters of the session this outbox belongs to.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
     /// Frames waiting to be written.
     pub fn len(&self) -> usize {
         self.lock().frames.len()

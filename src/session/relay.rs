@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Body, SessionStats, Subscription};
+use super::messages::{Body, Subscription};
 use super::outbox::{Outbox, Refused, Wire, WireBody};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
@@ -31,7 +31,6 @@ pub const RELAY_QUEUE: usize = 4096;
 #[derive(Clone)]
 pub struct Target {
     pub out: Outbox,
-    pub stats: Arc<SessionStats>,
     pub sub: Arc<Subscription>,
 }
 
@@ -60,7 +59,7 @@ impl Target {
 
     fn dropped(&self, metrics: &Metrics) {
         self.sub.lagged.store(true, Ordering::Relaxed);
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.out.stats().dropped.fetch_add(1, Ordering::Relaxed);
         metrics.messages_dropped.inc();
     }
 }
