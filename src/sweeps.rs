@@ -62,7 +62,7 @@ async fn close_revoked(state: &AppState) {
     match state.db.run(move |c| repo::revoked_among(c, &tokens)).await {
         Ok(revoked) if !revoked.is_empty() => {
             let n = state.sessions.close_where(
-                |e| revoked.contains(&e.token_id),
+                |e| revoked.contains(&e.who.token_id),
                 close::POLICY,
                 "token revoked",
             );

@@ -21,17 +21,12 @@ use tokio::sync::Notify;
 /// What the table knows of one session.
 pub struct SessionEntry {
     pub id: u64,
-    pub user_id: i64,
-    pub user: String,
-    pub token_id: i64,
-    /// The watchlist of a v1 socket; `None` on `/ws/v1`.
-    pub watchlist_id: Option<i64>,
+    /// Who it is for, as reserved.
+    pub who: NewSession,
     /// The watchlists it is subscribed to now (kept by the session).
     pub subscriptions: Vec<i64>,
-    pub peer: Option<SocketAddr>,
     pub connected_at: DateTime<Utc>,
     pub stats: Arc<SessionStats>,
-    pub socket: Option<ConnSocket>,
     /// Set once the actor has started.
     pub control: Option<Recipient<CloseSession>>,
     /// Set once the actor has started: frames about the user.
@@ -101,6 +96,7 @@ pub struct NewSession {
     pub user_id: i64,
     pub user: String,
     pub token_id: i64,
+    /// The watchlist of a v1 socket; `None` on `/ws/v1`.
     pub watchlist_id: Option<i64>,
     pub peer: Option<SocketAddr>,
     pub socket: Option<ConnSocket>,
@@ -160,15 +156,10 @@ impl SessionTable {
             id,
             SessionEntry {
                 id,
-                user_id: s.user_id,
-                user: s.user,
-                token_id: s.token_id,
-                watchlist_id: s.watchlist_id,
                 subscriptions: s.watchlist_id.into_iter().collect(),
-                peer: s.peer,
+                who: s,
                 connected_at: Utc::now(),
                 stats: stats.clone(),
-                socket: s.socket,
                 control: None,
                 user_frames: None,
                 pending_close: None,
@@ -184,14 +175,15 @@ impl SessionTable {
     fn release(&self, id: u64) {
         let mut inner = self.lock();
         if let Some(e) = inner.sessions.remove(&id) {
-            if let Some(n) = inner.per_user.get_mut(&e.user_id) {
+            let user_id = e.who.user_id;
+            if let Some(n) = inner.per_user.get_mut(&user_id) {
                 *n -= 1;
                 if *n == 0 {
-                    inner.per_user.remove(&e.user_id);
+                    inner.per_user.remove(&user_id);
                 }
             }
             if let Some(hook) = &self.on_release {
-                hook(e.user_id, id);
+                hook(user_id, id);
             }
         }
         if inner.sessions.is_empty() {
@@ -203,7 +195,7 @@ impl SessionTable {
     pub fn ids_by_user(&self) -> HashMap<i64, Vec<u64>> {
         let mut out: HashMap<i64, Vec<u64>> = HashMap::new();
         for e in self.lock().sessions.values() {
-            out.entry(e.user_id).or_default().push(e.id);
+            out.entry(e.who.user_id).or_default().push(e.id);
         }
         out
     }
@@ -263,10 +255,10 @@ impl SessionTable {
             .map(|e| SessionInfo {
                 id: e.id,
                 node_id: self.node_id.to_string(),
-                user: e.user.clone(),
-                watchlist_id: e.watchlist_id,
+                user: e.who.user.clone(),
+                watchlist_id: e.who.watchlist_id,
                 subscriptions: e.subscriptions.clone(),
-                peer: e.peer.map(|p| p.to_string()),
+                peer: e.who.peer.map(|p| p.to_string()),
                 connected_at: crate::quote::format_ts(e.connected_at),
                 sent: e.stats.sent.load(Ordering::Relaxed),
                 dropped: e.stats.dropped.load(Ordering::Relaxed),
@@ -313,7 +305,7 @@ impl SessionTable {
             .lock()
             .sessions
             .values()
-            .filter(|e| e.user_id == user_id)
+            .filter(|e| e.who.user_id == user_id)
             .filter_map(|e| e.user_frames.clone())
             .collect();
         targets
@@ -328,7 +320,12 @@ impl SessionTable {
 
     /// Token ids of live sessions, for the revocation check.
     pub fn token_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.lock().sessions.values().map(|e| e.token_id).collect();
+        let mut ids: Vec<i64> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|e| e.who.token_id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -343,7 +340,7 @@ impl SessionTable {
             .sessions
             .values()
             .filter(|e| e.stats.idle_ms() > timeout_ms)
-            .filter_map(|e| e.socket.map(|s| (e.id, s)))
+            .filter_map(|e| e.who.socket.map(|s| (e.id, s)))
             .collect();
         let mut cut = 0;
         for (id, socket) in stalled {
