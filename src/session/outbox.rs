@@ -156,7 +156,7 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many of a worker's frames may wait before more are refused.
+    /// How many of a worker's offers may wait before more are refused.
     pub fn set_capacity(&self, capacity: usize) {
         let mut inner = self.lock();
         inner.capacity = capacity;
@@ -247,12 +247,9 @@ impl Outbox {
     }
 
     /// Frames waiting to be written.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().frames.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn push(&self, bytes: Bytes, texts: usize) {
@@ -267,7 +264,7 @@ impl Outbox {
 
     fn queued(&self, mut inner: MutexGuard<'_, Inner>, was_empty: bool, texts: usize) {
         // A writer that had caught up is not stalled until it fails to take
-        // what is queued now: the watchdog's clock starts here.
+        // what is queued now: this counts as progress for the watchdog.
         if was_empty {
             self.stats.mark_polled();
         }
