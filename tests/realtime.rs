@@ -420,10 +420,14 @@ async fn bad_client_messages(b: Backend) {
     ws.wait_type("snapshot").await;
     for i in 5..10 {
         ws.send_text(format!("bad {i}")).await;
+        assert_eq!(ws.wait_type("error").await["code"], "malformed_json");
     }
     // Nine errors so far; the socket is still open.
     ws.ping().await;
     ws.send_text("tenth").await;
+    // The tenth is answered too, and the close comes after the answer (both
+    // go through the session's one outbox, in order).
+    assert_eq!(ws.wait_type("error").await["code"], "malformed_json");
     assert_eq!(ws.wait_close().await, Some(1008));
 
     let (mut ws, _) = app.open(id, &alice).await;
