@@ -98,7 +98,9 @@ async fn wait_status(ws: &mut Ws, upstream: &str) -> Value {
 #[actix_web::test]
 async fn coalesced_fetching_two_requests_per_tick() {
     let fake = FakeYahoo::start();
-    let app = app_with(&fake, |s| s.upstream.poll_interval_ms = 600).await;
+    // Ticks a second apart, grouped by gaps of half a second: a tick the
+    // loaded CI machine runs late by up to half a tick still stands alone.
+    let app = app_with(&fake, |s| s.upstream.poll_interval_ms = 1000).await;
     let alice = app.user("alice");
     let universe: Vec<String> = (0..30).map(|i| format!("C{i:02}.T")).collect();
     let mut ids = Vec::new();
@@ -127,9 +129,9 @@ async fn coalesced_fetching_two_requests_per_tick() {
     // Steady state: forget the set-up traffic, then watch a few ticks.
     fake.reset_counters();
     let cycles = app.cycles().await;
-    app.wait_cycles(cycles + 6).await;
+    app.wait_cycles(cycles + 7).await;
     let records = spark_requests(&fake);
-    let groups = ticks(&records, Duration::from_millis(300));
+    let groups = ticks(&records, Duration::from_millis(500));
     assert!(groups.len() >= 3, "{groups:?}");
     // The first and last group may be cut by the window.
     let full: Vec<_> = groups[1..groups.len() - 1].to_vec();
