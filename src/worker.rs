@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{self, EndReason, Frame, QuotesHead, Since, SnapshotHead};
 use crate::quote::{Known, Point, Position, Total, WireQuote};
 use crate::session::messages::{Body, Subscription, SubscriptionEnded};
+use crate::session::outbox::Wire;
 use crate::session::relay::{Batch, RelayHandle, Target};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
@@ -101,7 +102,7 @@ pub struct PriceWorker {
     /// watchlist (here or on another instance) never matches an old one.
     epoch: Arc<str>,
     /// The latest messages with a `seq`, oldest first, contiguous.
-    history: VecDeque<(u64, Frame)>,
+    history: VecDeque<(u64, Wire)>,
     /// Recomputed whenever items or their quotes change.
     totals: Vec<Total>,
     /// Counts `ItemsChanged`: a reload that began before one must not
@@ -113,7 +114,7 @@ pub struct PriceWorker {
     private_to: Option<i64>,
     /// The encoded snapshot at a `seq`, without and with intraday series:
     /// sessions joining between two ticks share one encoding.
-    snapshot_cache: [Option<(u64, Frame)>; 2],
+    snapshot_cache: [Option<(u64, Wire)>; 2],
     health: UpstreamHealth,
     started_at: DateTime<Utc>,
     ticks: u64,
@@ -215,7 +216,7 @@ impl PriceWorker {
 
     /// The state at the current `seq`. Every change of items or quotes bumps
     /// `seq`, so the cache is valid exactly while `seq` is unchanged.
-    fn snapshot_frame(&mut self, intraday: bool) -> Frame {
+    fn snapshot_frame(&mut self, intraday: bool) -> Wire {
         let slot = usize::from(intraday);
         if let Some((seq, frame)) = &self.snapshot_cache[slot] {
             if *seq == self.seq {
@@ -252,7 +253,7 @@ impl PriceWorker {
             degraded: self.health.degraded,
             totals: &self.totals,
         };
-        let frame = protocol::snapshot(&head, &quotes);
+        let frame = Wire::new(&protocol::snapshot(&head, &quotes));
         self.snapshot_cache[slot] = Some((self.seq, frame.clone()));
         frame
     }
@@ -290,7 +291,7 @@ impl PriceWorker {
     }
 
     /// A message with the next `seq`: kept for recovery, then broadcast.
-    fn broadcast_seq(&mut self, frame: Frame) {
+    fn broadcast_seq(&mut self, frame: Wire) {
         self.history.push_back((self.seq, frame.clone()));
         while self.history.len() > self.deps.history_size {
             self.history.pop_front();
@@ -333,7 +334,7 @@ impl PriceWorker {
 
     /// The messages after `since`, if this worker's history still holds all
     /// of them (`Some(empty)`: nothing was missed).
-    fn missed_since(&self, since: &Since) -> Option<Vec<Frame>> {
+    fn missed_since(&self, since: &Since) -> Option<Vec<Wire>> {
         if *since.epoch != *self.epoch || since.seq > self.seq {
             return None;
         }
@@ -506,17 +507,20 @@ impl Handler<Subscribe> for PriceWorker {
         let missed = msg.since.as_ref().and_then(|s| self.missed_since(s));
         let mut frames = Vec::with_capacity(2 + missed.as_ref().map_or(0, Vec::len));
         if msg.ack {
-            frames.push(protocol::subscribed(
+            frames.push(Wire::new(&protocol::subscribed(
                 self.watchlist_id,
                 &self.epoch,
                 missed.is_some(),
-            ));
+            )));
         }
         match missed {
             Some(replay) => frames.extend(replay),
             None => frames.push(self.snapshot_frame(msg.intraday)),
         }
-        let status = self.health.degraded.then(|| self.status_frame());
+        let status = self
+            .health
+            .degraded
+            .then(|| Wire::new(&self.status_frame()));
         self.send_to(session_id, Body::Opening { frames, status });
     }
 }
@@ -556,7 +560,7 @@ impl Handler<QuoteTick> for PriceWorker {
             if self.health.degraded {
                 self.last_error = Some(self.health.message.clone());
             }
-            let status = self.status_frame();
+            let status = Wire::new(&self.status_frame());
             self.broadcast(Body::Status(status));
         } else {
             self.health.retry_in_ms = tick.health.retry_in_ms;
@@ -595,7 +599,7 @@ impl Handler<QuoteTick> for PriceWorker {
             tick: tick.tick,
             totals: &self.totals,
         };
-        let frame = protocol::quotes(&head, &quotes);
+        let frame = Wire::new(&protocol::quotes(&head, &quotes));
         self.broadcast_seq(frame);
     }
 }

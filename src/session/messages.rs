@@ -1,43 +1,31 @@
 //! The messages a session actor takes from the rest of the service, and the
 //! counters it shares with whoever feeds it.
 
+use super::outbox::Wire;
 use crate::protocol::Frame;
 use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// What a worker sends a subscription (through the relay of the session's
-/// thread, into the session's [`super::outbox::Outbox`]).
+/// thread, into the session's [`super::outbox::Outbox`]), framed once by
+/// the worker for every session it goes to.
 #[derive(Clone, Debug)]
 pub enum Body {
     /// A live message (quotes, snapshot, ...).
-    Frame(Frame),
+    Frame(Wire),
     /// A `status` frame: a session subscribed to several watchlists gets the
     /// same one from each worker and writes it once.
-    Status(Frame),
+    Status(Wire),
     /// What a join opens with: the `subscribed` ack, the replay or the
     /// snapshot, then the status when degraded. One message, so it takes one
     /// slot of the session's queue however long the replay (up to
     /// `realtime.history_size` frames, more than the queue holds), and
     /// subscribing to many watchlists at once cannot overflow it.
     Opening {
-        frames: Vec<Frame>,
-        status: Option<Frame>,
+        frames: Vec<Wire>,
+        status: Option<Wire>,
     },
-}
-
-impl Body {
-    /// Its frames, in the order they are written (before a session drops a
-    /// repeated status).
-    pub fn into_frames(self) -> Vec<Frame> {
-        match self {
-            Body::Frame(f) | Body::Status(f) => vec![f],
-            Body::Opening { mut frames, status } => {
-                frames.extend(status);
-                frames
-            }
-        }
-    }
 }
 
 /// Sent to a session actor by its writer: frames of its subscriptions were

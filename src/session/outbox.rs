@@ -1,9 +1,9 @@
 //! The outbound half of a WebSocket: one [`Outbox`] per session, the queue of
 //! framed bytes that the connection writes, in the order they were queued.
 //!
-//! A broadcast is framed once (server frames are not masked, so the same
-//! bytes are valid on every socket) and each session's outbox takes a
-//! reference to those bytes. The relay of the session's thread queues them
+//! A worker frames each message once ([`Wire`]; server frames are not
+//! masked, so the same bytes are valid on every socket) and each session's
+//! outbox takes a reference to those bytes. The relay of the session's thread queues them
 //! directly, without a message to the session actor; the actor queues its own
 //! answers, pings and the close frame into the same outbox, so everything a
 //! client sees keeps one order. The HTTP connection reads the outbox through
@@ -57,42 +57,24 @@ fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// A text message, framed: what every session on a broadcast shares.
-#[derive(Clone, Debug)]
-pub struct Wire {
-    /// The JSON, kept to compare `status` frames.
-    text: Frame,
-    bytes: Bytes,
-}
+/// A text message, framed once: what every session on a broadcast shares
+/// (and what a worker keeps in its history).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wire(Bytes);
 
 impl Wire {
-    pub fn new(text: Frame) -> Self {
-        let bytes = frame(TEXT, text.as_bytes());
-        Self { text, bytes }
+    pub fn new(text: &Frame) -> Self {
+        Self(frame(TEXT, text.as_bytes()))
     }
-}
 
-/// A worker's [`Body`], framed once for all the sessions it goes to.
-#[derive(Clone, Debug)]
-pub enum WireBody {
-    Frame(Wire),
-    Status(Wire),
-    Opening {
-        frames: Vec<Wire>,
-        status: Option<Wire>,
-    },
-}
-
-impl From<Body> for WireBody {
-    fn from(body: Body) -> Self {
-        match body {
-            Body::Frame(f) => WireBody::Frame(Wire::new(f)),
-            Body::Status(f) => WireBody::Status(Wire::new(f)),
-            Body::Opening { frames, status } => WireBody::Opening {
-                frames: frames.into_iter().map(Wire::new).collect(),
-                status: status.map(Wire::new),
-            },
-        }
+    /// The JSON inside the frame.
+    pub fn payload(&self) -> &[u8] {
+        let start = match self.0[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        &self.0[start..]
     }
 }
 
@@ -119,7 +101,7 @@ struct Inner {
     reader: Option<Waker>,
     /// The last `status` queued: a session on several watchlists gets the
     /// same one from each worker and writes it once.
-    last_status: Option<Frame>,
+    last_status: Option<Wire>,
     /// A worker's frame was refused: when the queue has drained, the session
     /// asks for the latest state rather than wait for the next broadcast,
     /// which may be long in coming (an upstream outage broadcasts nothing).
@@ -166,7 +148,7 @@ impl Outbox {
     /// Queues a worker's frames, unless `capacity` offers are waiting. All
     /// the frames of one body go in together, as one offer. Returns the
     /// number of frames queued.
-    pub fn offer(&self, body: &WireBody) -> Result<usize, Refused> {
+    pub fn offer(&self, body: &Body) -> Result<usize, Refused> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(Refused::Closed);
@@ -178,12 +160,12 @@ impl Outbox {
         let was_empty = inner.frames.is_empty();
         let before = inner.frames.len();
         match body {
-            WireBody::Frame(w) => inner.frames.push_back((w.bytes.clone(), false)),
-            WireBody::Status(w) => queue_status(&mut inner, w),
-            WireBody::Opening { frames, status } => {
+            Body::Frame(w) => inner.frames.push_back((w.0.clone(), false)),
+            Body::Status(w) => queue_status(&mut inner, w),
+            Body::Opening { frames, status } => {
                 inner
                     .frames
-                    .extend(frames.iter().map(|w| (w.bytes.clone(), false)));
+                    .extend(frames.iter().map(|w| (w.0.clone(), false)));
                 if let Some(w) = status {
                     queue_status(&mut inner, w);
                 }
@@ -294,9 +276,9 @@ impl Outbox {
 }
 
 fn queue_status(inner: &mut Inner, w: &Wire) {
-    if inner.last_status.as_ref() != Some(&w.text) {
-        inner.last_status = Some(w.text.clone());
-        inner.frames.push_back((w.bytes.clone(), false));
+    if inner.last_status.as_ref() != Some(w) {
+        inner.last_status = Some(w.clone());
+        inner.frames.push_back((w.0.clone(), false));
     }
 }
 
@@ -429,6 +411,14 @@ mod tests {
     }
 
     #[test]
+    fn a_wire_frame_gives_its_payload_back_at_every_length() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let text: Frame = "x".repeat(len).into();
+            assert_eq!(Wire::new(&text).payload(), text.as_bytes(), "{len}");
+        }
+    }
+
+    #[test]
     fn the_static_ping_is_an_empty_ping_frame() {
         let out = Outbox::new(1, Arc::new(SessionStats::new()));
         out.ping();
@@ -446,9 +436,9 @@ mod tests {
     #[test]
     fn offers_stop_at_capacity_and_own_frames_do_not() {
         let out = Outbox::new(2, Arc::new(SessionStats::new()));
-        let body = WireBody::Frame(Wire::new("{}".into()));
-        let opening = WireBody::Opening {
-            frames: vec![Wire::new("{}".into()); 5],
+        let body = Body::Frame(Wire::new(&"{}".into()));
+        let opening = Body::Opening {
+            frames: vec![Wire::new(&"{}".into()); 5],
             status: None,
         };
         assert_eq!(out.offer(&opening), Ok(5), "an opening is one offer");
@@ -465,10 +455,10 @@ mod tests {
     #[test]
     fn a_repeated_status_is_queued_once() {
         let out = Outbox::new(8, Arc::new(SessionStats::new()));
-        let status = WireBody::Status(Wire::new(r#"{"type":"status"}"#.into()));
+        let status = Body::Status(Wire::new(&r#"{"type":"status"}"#.into()));
         assert_eq!(out.offer(&status), Ok(1));
         assert_eq!(out.offer(&status), Ok(0));
-        let other = WireBody::Status(Wire::new(r#"{"type":"status","x":1}"#.into()));
+        let other = Body::Status(Wire::new(&r#"{"type":"status","x":1}"#.into()));
         assert_eq!(out.offer(&other), Ok(1));
     }
 }

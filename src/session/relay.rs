@@ -15,9 +15,8 @@
 //! holds no session: the lists come with each batch.
 
 use super::messages::{Body, Subscription};
-use super::outbox::{Outbox, Refused, Wire, WireBody};
+use super::outbox::{Outbox, Refused, Wire};
 use crate::metrics::Metrics;
-use crate::protocol::Frame;
 use actix::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,7 +39,7 @@ impl Target {
     /// snapshot later) and counts a drop. A closed session, or a
     /// subscription the session has ended, is left alone: its `Leave` is on
     /// the way to the worker.
-    fn offer(&self, body: &WireBody, metrics: &Metrics) -> usize {
+    fn offer(&self, body: &Body, metrics: &Metrics) -> usize {
         if self.sub.is_ended() {
             return 0;
         }
@@ -71,7 +70,7 @@ impl Target {
 #[rtype(result = "()")]
 pub struct Batch {
     pub body: Body,
-    pub catch_up: Option<Frame>,
+    pub catch_up: Option<Wire>,
     pub targets: Arc<[Target]>,
 }
 
@@ -98,14 +97,12 @@ impl Drop for Relay {
 impl Handler<Batch> for Relay {
     type Result = ();
     fn handle(&mut self, batch: Batch, _: &mut Self::Context) {
-        // Framed once here, shared by every session of this thread.
-        let body = WireBody::from(batch.body);
-        let catch_up = batch.catch_up.map(|snap| WireBody::Frame(Wire::new(snap)));
+        let catch_up = batch.catch_up.map(Body::Frame);
         let mut sent = 0;
         for t in batch.targets.iter() {
             let body = match &catch_up {
                 Some(snap) if t.sub.lagged.load(Ordering::Relaxed) => snap,
-                _ => &body,
+                _ => &batch.body,
             };
             sent += t.offer(body, &self.metrics);
         }
