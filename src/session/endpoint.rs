@@ -226,7 +226,7 @@ async fn start(
     };
     let mut response = ws::handshake(req)
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
-    let out = Outbox::new(rules.mailbox, guard.stats.clone());
+    let out = Outbox::new(rules.queue, guard.stats.clone());
     let guard = std::sync::Arc::new(guard);
     let session = WsSession::new(guard.clone(), caller.user.id, endpoint, out.clone(), deps);
     // The actor runs on this thread's arbiter, beside the connection: it

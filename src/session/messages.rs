@@ -124,7 +124,7 @@ impl SessionStats {
         }
     }
 
-    pub fn mark_polled(&self) {
+    pub fn mark_progress(&self) {
         // One writer thread bumps it (the session's), so no read-modify-write.
         let n = self.progress.load(Ordering::Relaxed);
         self.progress.store(n.wrapping_add(1), Ordering::Relaxed);

@@ -57,7 +57,9 @@ pub struct SessionRules {
     /// Where on the clock grid the pings go: half a fetcher tick.
     pub beat_offset: Duration,
     pub client_timeout: Duration,
-    pub mailbox: usize,
+    /// `realtime.session_queue`: worker messages a subscription may have
+    /// waiting.
+    pub queue: usize,
     pub max_message_bytes: usize,
     pub max_subscriptions: usize,
 }
@@ -71,7 +73,7 @@ impl SessionRules {
                 settings.heartbeat_interval(),
             ),
             client_timeout: settings.client_timeout(),
-            mailbox: settings.realtime.session_queue,
+            queue: settings.realtime.session_queue,
             max_message_bytes: settings.realtime.max_message_bytes,
             max_subscriptions: settings.limits.max_subscriptions_per_session,
         }
@@ -240,7 +242,7 @@ impl WsSession {
     fn size_queue(&self) {
         let subs = self.subs.len().max(1);
         self.out
-            .set_capacity(self.deps.rules.mailbox.saturating_mul(subs));
+            .set_capacity(self.deps.rules.queue.saturating_mul(subs));
     }
 
     /// Drops a subscription and, if it had joined, unregisters it.
@@ -377,8 +379,7 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         // The mailbox takes control messages and alerts; those are offered
         // with `try_send`, and a session that does not take them is full.
-        ctx.set_mailbox_capacity(self.deps.rules.mailbox);
-        self.guard.stats.mark_polled();
+        ctx.set_mailbox_capacity(self.deps.rules.queue);
         self.deps.metrics.sessions_opened.inc();
         self.deps.table.set_control(
             self.guard.id,

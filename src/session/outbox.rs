@@ -248,7 +248,7 @@ impl Outbox {
         // A writer that had caught up is not stalled until it fails to take
         // what is queued now: this counts as progress for the watchdog.
         if was_empty {
-            self.stats.mark_polled();
+            self.stats.mark_progress();
         }
         let writer = inner.writer.take();
         drop(inner);
@@ -337,7 +337,7 @@ impl Stream for Writer {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let mut inner = this.outbox.lock();
-        this.outbox.stats.mark_polled();
+        this.outbox.stats.mark_progress();
         if let Some((bytes, first_of_offer)) = inner.frames.pop_front() {
             if first_of_offer {
                 inner.offers -= 1;

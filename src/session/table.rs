@@ -150,7 +150,7 @@ impl SessionTable {
         inner.next_id += 1;
         let id = inner.next_id;
         let stats = Arc::new(SessionStats::new());
-        stats.mark_polled();
+        stats.mark_progress();
         *inner.per_user.entry(s.user_id).or_default() += 1;
         inner.sessions.insert(
             id,
