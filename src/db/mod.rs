@@ -123,6 +123,41 @@ impl std::fmt::Display for DbUrl {
     }
 }
 
+/// Opens a PostgreSQL connection; every one this process opens goes
+/// through here, so that a thread still inside libpq when the process exits
+/// cannot crash it. At exit, C libraries tear down their state while other
+/// threads run on (a pool thread may be connecting, a query may be mid-TLS):
+///
+/// * OpenSSL, which libpq uses for TLS, frees its tables in an `atexit`
+///   handler. `openssl_sys::init` initialises it with
+///   `OPENSSL_INIT_NO_ATEXIT` first (the first initialisation decides), so
+///   it leaves them to the kernel.
+/// * Kerberos destroys its mutexes in a library destructor, and libpq's
+///   default `gssencmode=prefer` calls into it on every connect to probe for
+///   GSSAPI encryption. Unless the URL sets `gssencmode`, connections here
+///   say `disable`: no probe, no Kerberos on the connect path. GSSAPI
+///   authentication, if the server asks for it, is not affected.
+///
+/// Both crashed test binaries at exit (SIGSEGV; SIGABRT from
+/// `k5_mutex_lock`); tests/exit.rs exits a process under connecting threads.
+pub fn pg_connect(url: &str) -> diesel::ConnectionResult<PgConnection> {
+    openssl_sys::init();
+    PgConnection::establish(&without_gss_probe(url))
+}
+
+/// `url` with `gssencmode=disable` unless it names a `gssencmode` itself.
+fn without_gss_probe(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.query_pairs().any(|(k, _)| k == "gssencmode") => {
+            u.query_pairs_mut().append_pair("gssencmode", "disable");
+            u.to_string()
+        }
+        // Unparsable URLs were refused by `DbUrl::parse`; pass anything
+        // else through for libpq to judge.
+        _ => url.to_owned(),
+    }
+}
+
 /// A connection to whichever backend the URL named.
 pub enum DbConn {
     Sqlite(SqliteConnection),
@@ -180,7 +215,7 @@ impl DbConn {
                 Ok(DbConn::Sqlite(c))
             }
             DbUrl::Postgres(u) => Ok(DbConn::Pg(
-                PgConnection::establish(u).map_err(|e| DbError::Pool(e.to_string()))?,
+                pg_connect(u).map_err(|e| DbError::Pool(e.to_string()))?,
             )),
         }
     }
@@ -289,4 +324,29 @@ pub fn now_micros() -> i64 {
 /// The stored form back to a time.
 pub fn from_micros(us: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_gss_probe;
+
+    #[test]
+    fn connections_skip_the_gssapi_probe_unless_the_url_says_otherwise() {
+        assert_eq!(
+            without_gss_probe("postgres://u@127.0.0.1:5432/db"),
+            "postgres://u@127.0.0.1:5432/db?gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_probe("postgresql://u:p%40ss@h/db?sslmode=require"),
+            "postgresql://u:p%40ss@h/db?sslmode=require&gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_probe("postgres://h/db?gssencmode=require"),
+            "postgres://h/db?gssencmode=require"
+        );
+        assert_eq!(
+            without_gss_probe("postgres:///db?host=/run/postgresql"),
+            "postgres:///db?host=/run/postgresql&gssencmode=disable"
+        );
+    }
 }

@@ -142,8 +142,7 @@ impl Backend {
         let url = std::env::var("QUOTECAST_TEST_PG_URL").unwrap_or_else(|_| PG_DEFAULT.to_owned());
         static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
         let available = AVAILABLE.get_or_init(|| {
-            use diesel::Connection;
-            diesel::pg::PgConnection::establish(&url)
+            quotecast::db::pg_connect(&url)
                 .map(|_| ())
                 .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_owned())
         });
@@ -208,7 +207,6 @@ impl TestDb {
             }
             Backend::Postgres(admin_url) => {
                 use diesel::connection::SimpleConnection;
-                use diesel::Connection;
                 static N: AtomicU32 = AtomicU32::new(0);
                 let name = format!(
                     "qc_test_{}_{}_{}",
@@ -216,8 +214,7 @@ impl TestDb {
                     N.fetch_add(1, Ordering::Relaxed),
                     rand::random::<u32>()
                 );
-                let mut c =
-                    diesel::pg::PgConnection::establish(admin_url).expect("pg admin connection");
+                let mut c = quotecast::db::pg_connect(admin_url).expect("pg admin connection");
                 c.batch_execute(&format!("CREATE DATABASE {name}"))
                     .expect("create database");
                 let mut url = url::Url::parse(admin_url).expect("pg url");
@@ -238,8 +235,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let TestDb::Postgres { admin_url, name } = self {
             use diesel::connection::SimpleConnection;
-            use diesel::Connection;
-            if let Ok(mut c) = diesel::pg::PgConnection::establish(admin_url) {
+            if let Ok(mut c) = quotecast::db::pg_connect(admin_url) {
                 let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
