@@ -13,7 +13,6 @@
 use crate::db::repo;
 use crate::memory::{self, Trimmer};
 use crate::protocol::close;
-use crate::session::table::Pace;
 use crate::state::AppState;
 use actix_web::web;
 use std::time::Duration;
@@ -62,23 +61,11 @@ async fn close_revoked(state: &AppState) {
     }
     match state.db.run(move |c| repo::revoked_among(c, &tokens)).await {
         Ok(revoked) if !revoked.is_empty() => {
-            // Paced, so the reconnects of a crowd whose token was revoked
-            // are not queued behind all of its closes; done within half the
-            // recheck interval (at most a second), so the bound holds.
-            let interval = Duration::from_millis(state.settings.realtime.auth_recheck_interval_ms);
-            let n = state
-                .sessions
-                .close_paced(
-                    |e| revoked.contains(&e.who.token_id),
-                    close::POLICY,
-                    "token revoked",
-                    Pace {
-                        chunk: 256,
-                        chunk_wait: Duration::from_millis(50),
-                        budget: (interval / 2).min(Duration::from_secs(1)),
-                    },
-                )
-                .await;
+            let n = state.sessions.close_where(
+                |e| revoked.contains(&e.who.token_id),
+                close::POLICY,
+                "token revoked",
+            );
             log::info!("closed {n} sessions of revoked tokens");
         }
         Ok(_) => {}

@@ -16,21 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Notify;
-
-/// How [`SessionTable::close_paced`] spreads its closes.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    /// Sessions closed per step.
-    pub chunk: usize,
-    /// Longest wait for one step's sessions to go: a session whose socket
-    /// stalled leaves only when the watchdog cuts it, and must not hold the
-    /// rest up.
-    pub chunk_wait: Duration,
-    /// Once this has passed, whatever is left is closed at once.
-    pub budget: Duration,
-}
 
 /// What the table knows of one session.
 pub struct SessionEntry {
@@ -94,8 +80,6 @@ pub struct SessionTable {
     on_release: Option<Arc<dyn Fn(i64, u64) + Send + Sync>>,
     /// Pinged whenever the last session goes.
     emptied: Arc<Notify>,
-    /// Pinged whenever any session goes.
-    released: Arc<Notify>,
     max_sessions: usize,
     max_per_user: usize,
 }
@@ -125,7 +109,6 @@ impl SessionTable {
             node_id: Arc::from(""),
             on_release: None,
             emptied: Arc::default(),
-            released: Arc::default(),
             max_sessions,
             max_per_user,
         }
@@ -206,7 +189,6 @@ impl SessionTable {
         if inner.sessions.is_empty() {
             self.emptied.notify_waiters();
         }
-        self.released.notify_waiters();
     }
 
     /// Session ids by user (the cluster heartbeat keeps them counted).
@@ -301,87 +283,19 @@ impl SessionTable {
         reason: &'static str,
     ) -> usize {
         let close = CloseSession { code, reason };
-        let (n, started) = self.closing(pred, &close);
-        for (_, c) in started {
-            c.do_send(close.clone());
-        }
-        n
-    }
-
-    /// [`Self::close_where`] a chunk at a time: each chunk's closes are sent,
-    /// then the next waits until that chunk's sessions have left the table
-    /// (at most `pace.chunk_wait`). Closing 10,000 sessions at once queues
-    /// 5,000 of them on each HTTP worker thread, ahead of the first
-    /// reconnect, whose upgrade then waits for all of them; paced, a
-    /// reconnect waits for one chunk. Whatever is left when `pace.budget`
-    /// runs out is sent at once, so every close is sent within the budget
-    /// (plus one chunk's wait): a revocation still closes within its bound.
-    pub async fn close_paced(
-        &self,
-        pred: impl Fn(&SessionEntry) -> bool,
-        code: u16,
-        reason: &'static str,
-        pace: Pace,
-    ) -> usize {
-        let close = CloseSession { code, reason };
-        let (n, started) = self.closing(pred, &close);
-        let deadline = tokio::time::Instant::now() + pace.budget;
-        let mut rest = started.as_slice();
-        while !rest.is_empty() {
-            let now = tokio::time::Instant::now();
-            let take = if now >= deadline {
-                rest.len()
-            } else {
-                pace.chunk.clamp(1, rest.len())
-            };
-            let (this, later) = rest.split_at(take);
-            for (_, c) in this {
-                c.do_send(close.clone());
-            }
-            rest = later;
-            if !rest.is_empty() {
-                let ids: Vec<u64> = this.iter().map(|(id, _)| *id).collect();
-                let until = deadline.min(now + pace.chunk_wait);
-                let _ = tokio::time::timeout_at(until, self.until_gone(&ids)).await;
-            }
-        }
-        n
-    }
-
-    /// Marks the sessions matching `pred` for closing: those not started yet
-    /// get `close` as their pending close; the started ones are returned,
-    /// for the caller to send it to. Also returns how many matched.
-    fn closing(
-        &self,
-        pred: impl Fn(&SessionEntry) -> bool,
-        close: &CloseSession,
-    ) -> (usize, Vec<(u64, Recipient<CloseSession>)>) {
-        let mut started = Vec::new();
+        let mut controls = Vec::new();
         let mut n = 0;
         for e in self.lock().sessions.values_mut().filter(|e| pred(e)) {
             n += 1;
             match &e.control {
-                Some(c) => started.push((e.id, c.clone())),
+                Some(c) => controls.push(c.clone()),
                 None => e.pending_close = Some(close.clone()),
             }
         }
-        (n, started)
-    }
-
-    /// Resolves once none of `ids` is in the table.
-    async fn until_gone(&self, ids: &[u64]) {
-        loop {
-            // Registered before the check, so a release in between wakes it.
-            let released = self.released.notified();
-            let gone = {
-                let inner = self.lock();
-                !ids.iter().any(|id| inner.sessions.contains_key(id))
-            };
-            if gone {
-                return;
-            }
-            released.await;
+        for c in controls {
+            c.do_send(close.clone());
         }
+        n
     }
 
     /// Hands a frame to every started session of a user; returns how many
@@ -495,134 +409,6 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(code, Ok(1008));
-    }
-
-    /// A session that reports its close and stays in the table until the
-    /// test drops its guard, as a real one stays until its socket is gone.
-    struct Holder {
-        id: u64,
-        closed: tokio::sync::mpsc::UnboundedSender<u64>,
-    }
-
-    impl Actor for Holder {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<CloseSession> for Holder {
-        type Result = ();
-        fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {
-            let _ = self.closed.send(self.id);
-        }
-    }
-
-    impl Handler<UserFrame> for Holder {
-        type Result = ();
-        fn handle(&mut self, _: UserFrame, _: &mut Context<Self>) {}
-    }
-
-    /// `n` started sessions of users 1..=n, their guards by id, and the
-    /// channel their closes are reported on.
-    fn holders(
-        t: &SessionTable,
-        n: i64,
-    ) -> (
-        HashMap<u64, SessionGuard>,
-        tokio::sync::mpsc::UnboundedReceiver<u64>,
-    ) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut guards = HashMap::new();
-        for user in 1..=n {
-            let g = t.reserve(new(user)).unwrap();
-            let a = Holder {
-                id: g.id,
-                closed: tx.clone(),
-            }
-            .start();
-            t.set_control(g.id, a.clone().recipient(), a.recipient());
-            guards.insert(g.id, g);
-        }
-        (guards, rx)
-    }
-
-    async fn next_close(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u64>) -> u64 {
-        tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("a close within 10 s")
-            .expect("open channel")
-    }
-
-    const LONG: Duration = Duration::from_secs(60);
-
-    #[actix_web::test]
-    async fn a_paced_close_sends_each_chunk_once_the_last_one_has_gone() {
-        let t = SessionTable::new(10, 10);
-        let (mut guards, mut closes) = holders(&t, 5);
-        let not_started = t.reserve(new(6)).unwrap();
-        let pace = Pace {
-            chunk: 2,
-            chunk_wait: LONG,
-            budget: LONG,
-        };
-        let pass = actix_web::rt::spawn({
-            let t = t.clone();
-            async move { t.close_paced(|_| true, 1008, "token revoked", pace).await }
-        });
-        for size in [2, 2, 1] {
-            let mut chunk = Vec::new();
-            for _ in 0..size {
-                chunk.push(next_close(&mut closes).await);
-            }
-            // Nothing more is sent while this chunk's sessions are there.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(
-                closes.try_recv().is_err(),
-                "a close sent ahead of its chunk"
-            );
-            for id in chunk {
-                guards.remove(&id).expect("a session closed once");
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), pass)
-            .await
-            .expect("the pass ends")
-            .unwrap();
-        assert_eq!(n, 6);
-        assert!(guards.is_empty());
-        let pending = t.lock().sessions[&not_started.id].pending_close.clone();
-        assert_eq!(pending.map(|c| c.code), Some(1008));
-    }
-
-    /// Sessions that never go (stalled sockets) hold a paced close up for
-    /// at most its chunk wait each, and not past its budget.
-    #[actix_web::test]
-    async fn a_paced_close_is_not_held_up_by_sessions_that_stay() {
-        let t = SessionTable::new(10, 10);
-        for pace in [
-            Pace {
-                chunk: 1,
-                chunk_wait: Duration::from_millis(20),
-                budget: LONG,
-            },
-            Pace {
-                chunk: 1,
-                chunk_wait: LONG,
-                budget: Duration::from_millis(20),
-            },
-        ] {
-            let (guards, mut closes) = holders(&t, 5);
-            let n = tokio::time::timeout(
-                Duration::from_secs(10),
-                t.close_paced(|_| true, 1008, "token revoked", pace),
-            )
-            .await
-            .expect("the pass ends");
-            assert_eq!(n, 5, "{pace:?}");
-            for _ in 0..5 {
-                next_close(&mut closes).await;
-            }
-            drop(guards);
-            assert!(t.is_empty());
-        }
     }
 
     /// Shutdown waits for the table to empty on an event, not by polling.
