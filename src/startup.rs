@@ -98,6 +98,7 @@ pub struct AppHandle {
     server: ServerHandle,
     state: web::Data<AppState>,
     shutdown: watch::Sender<bool>,
+    arbiter: ArbiterHandle,
 }
 
 /// Opens the database and runs migrations (on a blocking thread).
@@ -450,6 +451,7 @@ impl Application {
             server: self.server.handle(),
             state: self.state.clone(),
             shutdown: self.shutdown.clone(),
+            arbiter: self.arbiter.handle(),
         }
     }
 
@@ -487,5 +489,20 @@ impl AppHandle {
         let _ = tokio::time::timeout(wait, state.sessions.until_empty()).await;
         let _ = self.shutdown.send(true);
         self.server.stop(true).await;
+    }
+
+    /// Stops what runs on its own without waiting for anything, for an owner
+    /// that cannot wait (a test harness's `Drop`): the tasks on the shutdown
+    /// signal (poll loop, sweeps, alerts, cluster tasks) end, the realtime
+    /// arbiter stops with the supervisor and the workers, and the server is
+    /// told to stop. Sockets are not closed with 1001 and nothing is
+    /// written; [`AppHandle::shutdown`] is the graceful way.
+    pub fn abandon(&self) {
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        // The command is sent when `stop` is called; its completion is not
+        // waited for.
+        drop(self.server.stop(false));
+        self.arbiter.stop();
     }
 }

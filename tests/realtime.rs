@@ -9,7 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::{
-    code, eventually, items, positions, quote, Api, Backend, TestApp, Ws, DEADLINE, POLL,
+    code, eventually, items, positions, quote, throughout, Api, Backend, TestApp, Ws, DEADLINE,
+    POLL,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -790,6 +791,33 @@ async fn relays_live_with_the_server(b: Backend) {
     .await;
 }
 
+/// The harness's own lifecycle: a test that ends without `stop` drops its
+/// app, and that ends the app's poll loop, supervisor and workers instead of
+/// leaving them ticking until the test binary exits.
+async fn a_dropped_test_app_ends_its_tasks(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let alice = app.user("alice");
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
+    let mut ws = app.ws(id, &alice).await;
+    ws.wait_type("quotes").await;
+    let state = app.state.clone();
+    drop(app);
+    eventually("the supervisor to stop", async || {
+        !state.supervisor.connected()
+    })
+    .await;
+    // A worker ticks every 100 ms while it lives.
+    let ticks = state.metrics.worker_ticks.get();
+    throughout(Duration::from_millis(500), async || {
+        assert_eq!(
+            state.metrics.worker_ticks.get(),
+            ticks,
+            "a worker still ticks"
+        );
+    })
+    .await;
+}
+
 /// A peer that reads but never answers pings is dropped after the timeout.
 async fn silent_peer_is_dropped(b: Backend) {
     let (app, alice) = TestApp::for_alice_with(b, |s| {
@@ -853,6 +881,7 @@ async fn metrics_endpoint(b: Backend) {
 }
 
 on_both_backends!(
+    a_dropped_test_app_ends_its_tasks,
     connect_then_disconnect,
     sessions_share_a_worker,
     concurrent_connects_one_worker,

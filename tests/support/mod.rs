@@ -300,6 +300,18 @@ pub struct TestApp {
     _db: TestDb,
 }
 
+/// A test that ends without [`TestApp::stop`] would leave its server
+/// running until the test binary exits: sweeps with database trips, the
+/// poll loop and the workers, against a database that is dropped next. This
+/// ends them (the HTTP workers stay, idle, until the binary exits).
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            self.handle.abandon();
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
