@@ -31,6 +31,8 @@ use crate::supervisor::{Join, Leave, Supervisor};
 use crate::upstream::{QuoteProvider, UpstreamError};
 use crate::worker::{ItemView, Subscribe, WorkerDeps};
 use actix::prelude::*;
+use actix_http::ws::{OpCode, Parser};
+use bytes::BytesMut;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -312,27 +314,20 @@ impl Handler<CatchUp> for FakeSession {
 /// What a server frame says, for the fake session: a text message's JSON,
 /// or a close frame's code.
 fn read_frame(frame: &[u8]) -> Option<Seen> {
-    let opcode = frame[0] & 0x0f;
-    let (len, start) = match frame[1] {
-        126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
-        127 => (
-            u64::from_be_bytes(frame[2..10].try_into().expect("8 bytes")) as usize,
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    let payload = &frame[start..start + len];
-    match opcode {
-        0x1 => Some(Seen::Frame(
-            serde_json::from_slice(payload).expect("frames are JSON"),
+    let mut buf = BytesMut::from(frame);
+    let (_, op, payload) = Parser::parse(&mut buf, false, usize::MAX)
+        .expect("a valid server frame")
+        .expect("a whole frame");
+    let payload = payload.unwrap_or_default();
+    match op {
+        OpCode::Text => Some(Seen::Frame(
+            serde_json::from_slice(&payload).expect("frames are JSON"),
         )),
-        0x8 => Some(Seen::Closed(u16::from_be_bytes([payload[0], payload[1]]))),
+        OpCode::Close => Some(Seen::Closed(u16::from_be_bytes([payload[0], payload[1]]))),
         _ => None,
     }
 }
 
-/// As a v1 session does: a deleted watchlist closes it with 4404, lost
-/// access with 1008.
 impl Handler<SubscriptionEnded> for FakeSession {
     type Result = ();
     fn handle(&mut self, msg: SubscriptionEnded, ctx: &mut Context<Self>) {

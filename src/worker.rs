@@ -27,7 +27,7 @@ use crate::feed::{
     Demand, IntradayStore, QuoteCache, QuoteTick, UpstreamHealth, WatchGuard, WorkerRegistry,
 };
 use crate::metrics::Metrics;
-use crate::protocol::{self, EndReason, Frame, QuotesHead, Since, SnapshotHead};
+use crate::protocol::{self, EndReason, QuotesHead, Since, SnapshotHead};
 use crate::quote::{Known, Point, Position, Total, WireQuote};
 use crate::session::messages::{Body, Subscription, SubscriptionEnded};
 use crate::session::outbox::Wire;
@@ -258,12 +258,12 @@ impl PriceWorker {
         frame
     }
 
-    fn status_frame(&self) -> Frame {
-        protocol::status(
+    fn status_frame(&self) -> Wire {
+        Wire::new(&protocol::status(
             self.health.degraded,
             &self.health.message,
             self.health.retry_in_ms,
-        )
+        ))
     }
 
     /// Hands one frame to every subscriber, as one batch per relay (HTTP
@@ -517,10 +517,7 @@ impl Handler<Subscribe> for PriceWorker {
             Some(replay) => frames.extend(replay),
             None => frames.push(self.snapshot_frame(msg.intraday)),
         }
-        let status = self
-            .health
-            .degraded
-            .then(|| Wire::new(&self.status_frame()));
+        let status = self.health.degraded.then(|| self.status_frame());
         self.send_to(session_id, Body::Opening { frames, status });
     }
 }
@@ -560,7 +557,7 @@ impl Handler<QuoteTick> for PriceWorker {
             if self.health.degraded {
                 self.last_error = Some(self.health.message.clone());
             }
-            let status = Wire::new(&self.status_frame());
+            let status = self.status_frame();
             self.broadcast(Body::Status(status));
         } else {
             self.health.retry_in_ms = tick.health.retry_in_ms;

@@ -27,33 +27,19 @@ use super::messages::{Body, CloseSession, SessionStats};
 use super::table::SessionGuard;
 use crate::protocol::{close, Frame};
 use actix::Recipient;
-use bytes::{BufMut, Bytes, BytesMut};
+use actix_http::ws::{OpCode, Parser};
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-const TEXT: u8 = 0x1;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-
-/// One unfragmented, unmasked server frame (RFC 6455 §5.2).
-fn frame(opcode: u8, payload: &[u8]) -> Bytes {
-    let len = payload.len();
-    let mut out = BytesMut::with_capacity(len + 10);
-    out.put_u8(0x80 | opcode);
-    if len < 126 {
-        out.put_u8(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.put_u8(126);
-        out.put_u16(len as u16);
-    } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
-    }
-    out.put_slice(payload);
+/// One unfragmented, unmasked server frame (RFC 6455 §5.2), framed by
+/// actix-http's codec.
+fn frame(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut out, payload, op, true, false);
     out.freeze()
 }
 
@@ -64,7 +50,7 @@ pub struct Wire(Bytes);
 
 impl Wire {
     pub fn new(text: &Frame) -> Self {
-        Self(frame(TEXT, text.as_bytes()))
+        Self(frame(OpCode::Text, text.as_bytes()))
     }
 
     /// The JSON inside the frame.
@@ -182,17 +168,18 @@ impl Outbox {
 
     /// Queues a text message of the session's own (an answer, an alert).
     pub fn text(&self, text: Frame) {
-        self.push(frame(TEXT, text.as_bytes()), 1);
+        self.push(frame(OpCode::Text, text.as_bytes()), 1);
     }
 
     pub fn ping(&self) {
-        // Every session pings on the same beat: one shared, static frame.
-        const EMPTY_PING: [u8; 2] = [0x80 | PING, 0];
+        // Every session pings on the same beat: one shared, static frame
+        // (FIN and the ping opcode, then a zero length).
+        const EMPTY_PING: [u8; 2] = [0x89, 0];
         self.push(Bytes::from_static(&EMPTY_PING), 0);
     }
 
     pub fn pong(&self, payload: &[u8]) {
-        self.push(frame(PONG, payload), 0);
+        self.push(frame(OpCode::Pong, payload), 0);
     }
 
     /// Queues the close frame (with no code when `code` is `None`, as when
@@ -209,7 +196,9 @@ impl Outbox {
             return;
         }
         let was_empty = inner.frames.is_empty();
-        inner.frames.push_back((frame(CLOSE, &payload), false));
+        inner
+            .frames
+            .push_back((frame(OpCode::Close, &payload), false));
         inner.closed = true;
         self.queued(inner, was_empty, 0);
     }
@@ -400,11 +389,11 @@ mod tests {
 
     #[test]
     fn frames_carry_the_length_in_the_smallest_form() {
-        assert_eq!(&frame(TEXT, b"hi")[..], b"\x81\x02hi");
-        let mid = frame(TEXT, &[b'a'; 300]);
+        assert_eq!(&frame(OpCode::Text, b"hi")[..], b"\x81\x02hi");
+        let mid = frame(OpCode::Text, &[b'a'; 300]);
         assert_eq!(&mid[..4], &[0x81, 126, 0x01, 0x2c]);
         assert_eq!(mid.len(), 304);
-        let big = frame(TEXT, &[b'a'; 70_000]);
+        let big = frame(OpCode::Text, &[b'a'; 70_000]);
         assert_eq!(&big[..2], &[0x81, 127]);
         assert_eq!(u64::from_be_bytes(big[2..10].try_into().unwrap()), 70_000);
         assert_eq!(big.len(), 70_010);
@@ -422,7 +411,7 @@ mod tests {
     fn the_static_ping_is_an_empty_ping_frame() {
         let out = Outbox::new(1, Arc::new(SessionStats::new()));
         out.ping();
-        assert_eq!(out.lock().frames[0].0, frame(PING, b""));
+        assert_eq!(out.lock().frames[0].0, frame(OpCode::Ping, b""));
     }
 
     #[test]
