@@ -12,12 +12,13 @@
 //!   actix-web-actors, for the handshake), for both endpoints (one watchlist
 //!   per socket, or many by subscription); the bounded decoder of its inbound
 //!   frames ([`session::frames`]) and the queue of framed bytes its
-//!   connection writes ([`session::outbox`]); the upgrade endpoints ([`session::endpoint`]) and
-//!   what is checked before them ([`session::admission`]: origins, connect
-//!   rates) and their database reads, several upgrades to a trip
-//!   ([`session::lookups`]); the table of live sessions that enforces limits and cuts off
-//!   stalled sockets; and the per-thread relays that hand a worker's frames to
-//!   the sessions of their thread.
+//!   connection writes ([`session::outbox`]); the upgrade endpoints
+//!   ([`session::endpoint`]) and what is checked before them
+//!   ([`session::admission`]: origins, connect rates) and their database
+//!   reads, several upgrades to a trip ([`session::lookups`]); the table of
+//!   live sessions that enforces limits and cuts off stalled sockets; and the
+//!   per-thread relays that hand a worker's frames to the sessions of their
+//!   thread.
 //! * [`supervisor`]: the registry actor that starts a PriceWorker on a
 //!   watchlist's first subscription and stops it with the last.
 //! * [`worker`]: the `PriceWorker` actor, one per watched watchlist: owns its
