@@ -48,10 +48,14 @@ use crate::upstream::fetcher::{Fetcher, FetcherConfig, FetcherDeps, UpstreamStat
 use crate::upstream::{sim::SimProvider, yahoo::YahooProvider, QuoteProvider};
 use crate::worker::WorkerDeps;
 use actix::prelude::*;
-use actix_web::dev::{Extensions, Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
-use std::any::Any;
+use actix_http::HttpService;
+use actix_service::{fn_factory, fn_service, map_config, IntoServiceFactory, ServiceFactory};
+use actix_web::dev::{AppConfig, Extensions, Server, ServerHandle};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,13 +120,72 @@ pub async fn open_db(settings: &Settings) -> Result<Db, DbError> {
 
 /// Records the socket of each accepted connection so a stalled session can
 /// be cut off (see [`ConnSocket`]), and caps its kernel send buffer.
-fn record_socket(conn: &dyn Any, ext: &mut Extensions, send_buffer: usize) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        crate::net::cap_send_buffer(tcp, send_buffer);
-        if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr()) {
-            ext.insert(ConnSocket::of(tcp, local, peer));
-        }
+fn record_socket(tcp: &TcpStream, ext: &mut Extensions, send_buffer: usize) {
+    crate::net::cap_send_buffer(tcp, send_buffer);
+    if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr()) {
+        ext.insert(ConnSocket::of(tcp, local, peer));
     }
+}
+
+/// The HTTP server, assembled as actix-web's `HttpServer` assembles it (same
+/// h1 defaults: 5 s keep-alive and request timeout, graceful shutdown of
+/// idle keep-alive connections), plus the upgrade service through which
+/// WebSocket sessions get their sockets (see [`crate::session::transport`]).
+fn http_server(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    settings: &Settings,
+    state: web::Data<AppState>,
+) -> std::io::Result<Server> {
+    let send_buffer = settings.realtime.socket_send_buffer_bytes;
+    let mut builder = actix_server::Server::build()
+        // Signals are ours: shutdown first closes every socket with 1001.
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_s);
+    if settings.server.workers > 0 {
+        builder = builder.workers(settings.server.workers);
+    }
+    let graceful = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("quotecast-http", listener, move || {
+            // Called once on each HTTP worker thread: that thread's relay,
+            // shared by both instances of the app on it.
+            let relay = RelayHandle::start(state.metrics.clone());
+            let app = |relay: RelayHandle| {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(web::Data::new(relay))
+                    .configure(crate::api::routes)
+                    .into_factory()
+            };
+            let upgrade_app = app(relay.clone());
+            let upgrade = fn_factory(move || {
+                let app = upgrade_app.new_service(AppConfig::default());
+                async move {
+                    let app = Rc::new(app.await?);
+                    Ok::<_, ()>(fn_service(move |(req, framed)| {
+                        let app = app.clone();
+                        async move {
+                            crate::session::transport::serve(app, req, framed).await;
+                            Ok::<_, Infallible>(())
+                        }
+                    }))
+                }
+            });
+            let signal = graceful.clone();
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = signal.clone();
+                    async move { signal.notified().await }
+                })
+                .local_addr(addr)
+                .on_connect_ext(move |tcp: &TcpStream, ext| record_socket(tcp, ext, send_buffer))
+                .upgrade(upgrade)
+                .finish(map_config(app(relay), |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
 }
 
 /// What differs between a single process and a cluster beside the feed.
@@ -402,25 +465,7 @@ impl Application {
         });
         arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));
 
-        let app_state = state.clone();
-        let send_buffer = settings.realtime.socket_send_buffer_bytes;
-        let relay_metrics = state.metrics.clone();
-        let mut server = HttpServer::new(move || {
-            // Called once on each HTTP worker thread: that thread's relay.
-            let relay = RelayHandle::start(relay_metrics.clone());
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(web::Data::new(relay))
-                .configure(crate::api::routes)
-        })
-        .on_connect(move |conn, ext| record_socket(conn, ext, send_buffer))
-        // Signals are ours: shutdown first closes every socket with 1001.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_s);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
-        let server = server.listen(listener).map_err(bind_err)?.run();
+        let server = http_server(listener, addr, &settings, state.clone()).map_err(bind_err)?;
         log::info!("listening on http://{addr}");
         Ok(Self {
             addr,

@@ -491,7 +491,7 @@ impl Rig {
             None,
         );
         actix::spawn(async move {
-            while let Some(Ok(frame)) = writer.next().await {
+            while let Some(frame) = writer.next().await {
                 if let Some(seen) = read_frame(&frame) {
                     let _ = tx.send(seen);
                 }

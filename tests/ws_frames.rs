@@ -213,3 +213,92 @@ async fn a_ping_flood_that_never_reads_is_throttled_then_cut_off() {
     // The server gives up on the session rather than hold it.
     app.wait_counts(0, 0).await;
 }
+
+/// A client may send frames right behind its upgrade request, before the
+/// 101 comes (RFC 6455 does not forbid it): they reach the session, read
+/// from what came in with the request.
+#[actix_web::test]
+async fn frames_sent_with_the_upgrade_request_are_read() {
+    let app = app().await;
+    let token = app.user("early");
+    let early = raw_ws::frame(true, TEXT, br#"{"type":"ping"}"#);
+    let mut ws = RawWs::connect_sending(app.addr, "/ws/v1", &token, &early).await;
+    ws.wait_type("pong").await;
+    // And the socket reads on after that.
+    ws.send_frame(true, TEXT, br#"{"type":"ping"}"#).await;
+    ws.wait_type("pong").await;
+}
+
+/// An upgrade request that is refused, or is for no WebSocket endpoint, is
+/// answered like any request (status, JSON error), and the connection is
+/// closed after the answer: the client asked to leave HTTP on it.
+#[actix_web::test]
+async fn a_refused_upgrade_gets_its_json_error_and_the_connection_closes() {
+    let app = app().await;
+    let token = app.user("refused");
+    let cases = [
+        ("/ws/v1", String::new(), "401", "unauthorized"),
+        (
+            "/ws/v1",
+            "Authorization: Bearer qc_not_a_token\r\n".to_string(),
+            "401",
+            "unauthorized",
+        ),
+        (
+            "/ws/v1/watchlists/999999",
+            format!("Authorization: Bearer {token}\r\n"),
+            "404",
+            "not_found",
+        ),
+        (
+            "/ws/v1?since=1:2",
+            format!("Authorization: Bearer {token}\r\n"),
+            "400",
+            "bad_request",
+        ),
+        ("/api/v1/no-such-route", String::new(), "404", "not_found"),
+    ];
+    for (path, extra, status, code) in cases {
+        let answer = raw_ws::exchange(
+            app.addr,
+            &raw_ws::upgrade_request(app.addr, path, &extra),
+            true,
+        )
+        .await;
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{path}: {head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
+    // The server counted no session for any of them.
+    assert_eq!(app.state.sessions.len(), 0);
+}
+
+/// actix-http hands a connection over only for `Upgrade: websocket`; an
+/// upgrade header that merely contains it would get a 101 with no socket
+/// behind it, so it is refused with 400 instead.
+#[actix_web::test]
+async fn an_upgrade_header_other_than_websocket_is_refused() {
+    let app = app().await;
+    let token = app.user("other-upgrade");
+    let request = format!(
+        "GET /ws/v1 HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket, h2c\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
+        addr = app.addr
+    );
+    let answer = raw_ws::exchange(app.addr, &request, false).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("the Upgrade header must be websocket"),
+        "{answer}"
+    );
+    assert_eq!(app.state.sessions.len(), 0);
+}

@@ -4,11 +4,12 @@
 //! client can tell "retry" from "give up".
 
 use super::admission;
-use super::frames::{Limits, Messages};
+use super::frames::Limits;
 use super::lookups::{Credentials, Found, Lookup};
-use super::outbox::{Outbox, Throttled, Writer};
+use super::outbox::Outbox;
 use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
+use super::transport::{PendingSession, ViaUpgrade};
 use super::{Endpoint, FirstSubscription, SessionDeps, WsSession};
 use crate::api::ApiError;
 use crate::auth::{self, AuthError, Caller, TicketError};
@@ -16,8 +17,7 @@ use crate::net::ConnSocket;
 use crate::protocol::{self, Since};
 use crate::state::AppState;
 use crate::worker::ItemView;
-use actix::{Actor, AsyncContext};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
@@ -66,7 +66,6 @@ pub async fn connect_watchlist(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
-    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     admit(&req, &state)?;
@@ -99,14 +98,13 @@ pub async fn connect_watchlist(
         since,
         intraday,
     };
-    start(&req, payload, &state, caller, Endpoint::Watchlist(first)).await
+    start(&req, &state, caller, Endpoint::Watchlist(first)).await
 }
 
 /// `GET /ws/v1`: a socket that subscribes to watchlists by message.
 pub async fn connect_multi(
     req: HttpRequest,
     query: web::Query<WsQuery>,
-    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     admit(&req, &state)?;
@@ -123,7 +121,7 @@ pub async fn connect_multi(
             watchlist: None,
         })
         .await?;
-    start(&req, payload, &state, caller, Endpoint::Multi).await
+    start(&req, &state, caller, Endpoint::Multi).await
 }
 
 /// The checks before any other (see [`super::admission`]): the page's origin
@@ -160,7 +158,6 @@ fn flag(raw: Option<&str>) -> Result<bool, ApiError> {
 /// The checks every upgrade shares (shutdown, limits), then the upgrade.
 async fn start(
     req: &HttpRequest,
-    payload: web::Payload,
     state: &AppState,
     caller: Caller,
     endpoint: Endpoint,
@@ -224,19 +221,30 @@ async fn start(
         max_message_bytes: rules.max_message_bytes,
         max_fragments: protocol::MAX_FRAGMENTS,
     };
-    let mut response = ws::handshake(req)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    let mut response = handshake(req)?.finish();
     let out = Outbox::new(rules.queue, guard.stats.clone());
     let guard = std::sync::Arc::new(guard);
     let session = WsSession::new(guard.clone(), caller.user.id, endpoint, out.clone(), deps);
-    // The actor runs on this thread's arbiter, beside the connection: it
-    // reads the client's messages (paused while its outbox is backlogged)
-    // and the connection writes the outbox.
-    let input = Throttled::new(Messages::new(payload, limits), out.clone());
-    let addr = WsSession::create(move |ctx| {
-        ctx.add_stream(input);
-        session
-    });
-    let writer = Writer::new(out, addr.clone().recipient(), addr.recipient(), Some(guard));
-    Ok(response.streaming(writer))
+    // The connection starts the actor once the 101 is written (see
+    // `transport`): it reads the client's messages (paused while its
+    // outbox is backlogged) and the connection writes the outbox.
+    response
+        .extensions_mut()
+        .insert(PendingSession::new(session, out, guard, limits));
+    Ok(response)
+}
+
+/// The 101, if this is a WebSocket upgrade that the connection can hand
+/// over (see [`ViaUpgrade`]).
+fn handshake(req: &HttpRequest) -> Result<actix_web::HttpResponseBuilder, ApiError> {
+    let response = ws::handshake(req)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}")))?;
+    if req.extensions().get::<ViaUpgrade>().is_none() {
+        // actix-http hands over only requests whose Upgrade header is
+        // exactly `websocket`; actix-web-actors accepts any that contains it.
+        return Err(ApiError::BadRequest(
+            "not a WebSocket upgrade: the Upgrade header must be websocket".into(),
+        ));
+    }
+    Ok(response)
 }

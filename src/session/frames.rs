@@ -2,9 +2,9 @@
 //! client messages out, in bounded memory whatever the client sends.
 //!
 //! [`FrameDecoder`] is the state machine, fed chunks of the upgraded byte
-//! stream as they arrive; [`Messages`] drives it over that stream (what
-//! `web::Payload` is) and is what the session actor reads. The outbound half is
-//! [`super::outbox`].
+//! stream as they arrive; [`Messages`] drives it over that stream (the
+//! socket's reads, see [`super::transport::SocketInput`]) and is what the
+//! session actor reads. The outbound half is [`super::outbox`].
 //!
 //! Limits, checked as soon as the bytes that decide them arrive:
 //! * a frame header whose length would take its message past
@@ -20,9 +20,9 @@
 //! declared, not doubled past them), a header (at most 14 bytes) and a
 //! control payload (at most 125 bytes), both fixed arrays. Binary payloads
 //! are counted and skipped, never kept: the service refuses binary messages.
-//! [`Messages`] also holds the unread rest of the chunk it is decoding, a
-//! slice of actix-http's read buffer, which actix bounds (it stops reading
-//! the socket while the payload it handed over is not consumed).
+//! [`Messages`] also holds the unread rest of the chunk it is decoding: one
+//! read of the socket, at most 8 KiB, and the socket is not read again until
+//! that chunk is consumed.
 //!
 //! Any [`Violation`] ends the stream: nothing more is yielded and the socket
 //! is not read again.

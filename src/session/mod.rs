@@ -32,6 +32,7 @@ pub mod messages;
 pub mod outbox;
 pub mod relay;
 pub mod table;
+pub mod transport;
 
 use crate::access::{self, Access, AccessError};
 use crate::config::Settings;

@@ -6,8 +6,8 @@
 //! outbox takes a reference to those bytes. The relay of the session's thread queues them
 //! directly, without a message to the session actor; the actor queues its own
 //! answers, pings and the close frame into the same outbox, so everything a
-//! client sees keeps one order. The HTTP connection reads the outbox through
-//! [`Writer`], the response body of the upgrade.
+//! client sees keeps one order. The connection reads the outbox through
+//! [`Writer`] and writes the frames to its socket (see [`super::transport`]).
 //!
 //! Bounds: a worker's offers are refused once `capacity` of them wait (the
 //! subscription is then marked lagging and catches up with a snapshot); an
@@ -290,8 +290,8 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The response body of an upgrade: the outbox's frames, as the connection
-/// asks for them.
+/// The outbox's frames, as the connection's write loop asks for them (see
+/// [`super::transport`]).
 pub struct Writer {
     outbox: Outbox,
     /// Told to stop when the connection drops this writer, and to catch up
@@ -321,7 +321,7 @@ impl Writer {
 }
 
 impl Stream for Writer {
-    type Item = Result<Bytes, actix_web::Error>;
+    type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -337,7 +337,7 @@ impl Stream for Writer {
             if catch_up {
                 this.catch_up.do_send(super::messages::CatchUp);
             }
-            return Poll::Ready(Some(Ok(bytes)));
+            return Poll::Ready(Some(bytes));
         }
         if inner.closed {
             return Poll::Ready(None);

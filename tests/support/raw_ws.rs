@@ -53,6 +53,64 @@ pub fn header(fin: bool, opcode: OpCode, len: u64, mask: [u8; 4]) -> Vec<u8> {
     out
 }
 
+/// A WebSocket upgrade request for `path`, with `extra` header lines (each
+/// ending in CRLF).
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Sends `request` on a new connection and reads the answer (head and a
+/// body of its content-length); with `then_closed`, also waits for the
+/// server to close the connection, with nothing more written.
+pub async fn exchange(addr: SocketAddr, request: &str, then_closed: bool) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + super::DEADLINE;
+    let complete = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })?
+            .parse()
+            .ok()?;
+        (body.len() >= len).then_some(())
+    };
+    while complete(&out).is_none() {
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("a whole answer in time")
+            .expect("read answer");
+        assert!(
+            n > 0,
+            "connection closed mid-answer: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&chunk[..n]);
+    }
+    if then_closed {
+        let mut rest = Vec::new();
+        tokio::time::timeout_at(deadline, stream.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection after its answer")
+            .expect("read to the end");
+        assert!(rest.is_empty(), "more after the answer: {rest:?}");
+    }
+    String::from_utf8(out).expect("an HTTP answer is text")
+}
+
 pub struct RawWs {
     stream: TcpStream,
     /// Bytes read from the socket and not yet parsed into a frame.
@@ -62,16 +120,17 @@ pub struct RawWs {
 impl RawWs {
     /// Upgrades `GET path` with a bearer token; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr, path: &str, token: &str) -> RawWs {
+        Self::connect_sending(addr, path, token, &[]).await
+    }
+
+    /// Connects, with `early` (frames, say) in the same write as the
+    /// upgrade request, before the 101 has come.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, token: &str, early: &[u8]) -> RawWs {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send upgrade");
+        let mut request =
+            upgrade_request(addr, path, &format!("Authorization: Bearer {token}\r\n")).into_bytes();
+        request.extend_from_slice(early);
+        stream.write_all(&request).await.expect("send upgrade");
         let mut ws = RawWs {
             stream,
             buf: Vec::new(),

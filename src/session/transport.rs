@@ -1,0 +1,280 @@
+//! The upgraded connection itself: after the 101, a session's socket is
+//! read and written here, not by actix-http's h1 dispatcher.
+//!
+//! Why: a broadcast frame is the same bytes for every session (see
+//! [`super::outbox`]). Through the dispatcher each frame was copied into
+//! the connection's write buffer, the body was polled twice per frame and
+//! every connection kept the dispatcher's two 8 KiB buffers for its whole
+//! life. Here the frames queued in the outbox go to the socket as they are
+//! (`writev` of the shared bytes), and a connection keeps no buffer between
+//! reads: each read is copied into an allocation of its own size.
+//!
+//! How: the server is assembled from actix-http's `HttpService` with an
+//! upgrade service (see [`crate::startup`]); actix-web's `HttpServer`
+//! offers no way to take the socket. actix-http hands every request that
+//! carries `Upgrade: websocket` to that service with the socket. The service
+//! runs the request through the same [`actix_web::App`] as every other
+//! request, marked [`ViaUpgrade`], so routing, checks and error bodies are
+//! the ones the rest of the API has. If the endpoint accepted the upgrade,
+//! its 101 carries a [`PendingSession`]; the service writes the 101 head,
+//! starts the session on the socket's read half and writes its outbox to the
+//! write half. Any other answer is written whole and the connection is
+//! closed after it (`connection: close`): a client that asked to upgrade
+//! has no use for the connection afterwards.
+//!
+//! Lifecycle: the connection's future (the dispatcher's, and so counted by
+//! actix-server's connection limit and graceful shutdown) is the write loop
+//! [`Pump`]. It ends when the outbox is closed and written, or on a write
+//! error; dropping its [`Writer`] stops the session actor, which drops the
+//! read half, and the socket closes with both halves. The read half ends
+//! with the actor (client close, violation, revocation, or the writer gone).
+
+use super::frames::{Limits, Messages};
+use super::outbox::{Outbox, Throttled, Writer};
+use super::table::SessionGuard;
+use super::WsSession;
+use actix::{Actor, AsyncContext};
+use actix_codec::Framed;
+use actix_http::body::{BodySize, BoxBody, MessageBody};
+use actix_http::h1::{Codec, Message};
+use actix_http::HttpMessage;
+use actix_http::{ConnectionType, Request, Response, StatusCode};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::error::PayloadError;
+use bytes::{Buf, Bytes};
+use futures_util::{SinkExt, Stream};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Marks a request that came through the upgrade service: only those can
+/// be upgraded (the endpoint refuses the others, which a plain dispatcher
+/// would answer with a 101 and no socket to hand over).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaUpgrade;
+
+/// A session the endpoint accepted, waiting for its socket: carried from
+/// the endpoint to [`serve`] in the 101's extensions.
+pub struct PendingSession {
+    session: WsSession,
+    outbox: Outbox,
+    guard: Arc<SessionGuard>,
+    limits: Limits,
+}
+
+impl PendingSession {
+    pub fn new(
+        session: WsSession,
+        outbox: Outbox,
+        guard: Arc<SessionGuard>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            session,
+            outbox,
+            guard,
+            limits,
+        }
+    }
+
+    /// Starts the actor on this thread's arbiter, reading `input`; returns
+    /// what the connection writes.
+    fn start(self, input: SocketInput) -> Writer {
+        let Self {
+            session,
+            outbox,
+            guard,
+            limits,
+        } = self;
+        let input = Throttled::new(Messages::new(input, limits), outbox.clone());
+        let addr = WsSession::create(move |ctx| {
+            ctx.add_stream(input);
+            session
+        });
+        Writer::new(
+            outbox,
+            addr.clone().recipient(),
+            addr.recipient(),
+            Some(guard),
+        )
+    }
+}
+
+/// The upgrade service's call: the request through `app`, then the socket
+/// to the session, or the answer written and the connection closed.
+/// Never fails: what goes wrong on a connection is the client's, or its
+/// network's, and is logged at debug.
+pub async fn serve<S, B>(app: Rc<S>, req: Request, framed: Framed<TcpStream, Codec>)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    req.extensions_mut().insert(ViaUpgrade);
+    let res: Response<BoxBody> = match app.call(req).await {
+        Ok(res) => Response::from(res).map_into_boxed_body(),
+        Err(e) => e.error_response().into(),
+    };
+    let (mut head, body) = res.into_parts();
+    let pending = head.extensions_mut().remove::<PendingSession>();
+    let done = match pending {
+        Some(pending) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            upgrade(head, framed, pending).await
+        }
+        _ => answer(head, body, framed).await,
+    };
+    if let Err(e) = done {
+        log::debug!("upgraded connection ended: {e}");
+    }
+}
+
+/// Writes the 101 and runs the session on the socket until it ends.
+async fn upgrade(
+    head: Response<()>,
+    mut framed: Framed<TcpStream, Codec>,
+    pending: PendingSession,
+) -> std::io::Result<()> {
+    framed.send(Message::Item((head, BodySize::None))).await?;
+    let parts = framed.into_parts();
+    // What the client sent after its request (its first frames, if it did
+    // not wait for the 101) is in the dispatcher's read buffer. Copied out,
+    // so that buffer is freed rather than kept for the session's life.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    let (read, write) = parts.io.into_split();
+    let writer = pending.start(SocketInput::new(read, early));
+    Pump::new(writer, write).await
+}
+
+/// Writes a refusal (or any answer but an upgrade) whole, then closes.
+async fn answer(
+    mut head: Response<()>,
+    body: BoxBody,
+    mut framed: Framed<TcpStream, Codec>,
+) -> std::io::Result<()> {
+    head.head_mut().set_connection_type(ConnectionType::Close);
+    let size = body.size();
+    framed.feed(Message::Item((head, size))).await?;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await {
+        let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+        framed.feed(Message::Chunk(Some(chunk))).await?;
+    }
+    // actix-codec's `close` shuts the socket down without writing what
+    // `feed` buffered: flush first.
+    framed.send(Message::Chunk(None)).await?;
+    framed.close().await
+}
+
+/// The largest single read. Each read is copied into an allocation of its
+/// own length, so this is stack, not memory kept per connection.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The client's bytes, as the stream [`Messages`] decodes: first what came
+/// with the request, then each read of the socket.
+pub struct SocketInput {
+    early: Bytes,
+    read: OwnedReadHalf,
+}
+
+impl SocketInput {
+    fn new(read: OwnedReadHalf, early: Bytes) -> Self {
+        Self { early, read }
+    }
+}
+
+impl Stream for SocketInput {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if !this.early.is_empty() {
+            return Poll::Ready(Some(Ok(std::mem::take(&mut this.early))));
+        }
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        match ready!(Pin::new(&mut this.read).poll_read(cx, &mut buf)) {
+            Ok(()) if buf.filled().is_empty() => Poll::Ready(None),
+            Ok(()) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(buf.filled())))),
+            Err(e) => Poll::Ready(Some(Err(PayloadError::Io(e)))),
+        }
+    }
+}
+
+/// Frames taken from the outbox per `writev`.
+const BATCH: usize = 16;
+
+/// The write loop: the outbox's frames to the socket, several per `writev`
+/// when several wait, each written from the bytes the outbox holds.
+struct Pump {
+    writer: Writer,
+    io: OwnedWriteHalf,
+    /// Taken from the outbox, not yet (wholly) written; the first may be
+    /// partly written already.
+    pending: VecDeque<Bytes>,
+    /// The outbox is closed and empty: write what is pending, then end.
+    ended: bool,
+}
+
+impl Pump {
+    fn new(writer: Writer, io: OwnedWriteHalf) -> Self {
+        Self {
+            writer,
+            io,
+            pending: VecDeque::with_capacity(BATCH),
+            ended: false,
+        }
+    }
+}
+
+impl Future for Pump {
+    type Output = std::io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            while !this.ended && this.pending.len() < BATCH {
+                match Pin::new(&mut this.writer).poll_next(cx) {
+                    Poll::Ready(Some(frame)) => this.pending.push_back(frame),
+                    Poll::Ready(None) => this.ended = true,
+                    Poll::Pending => break,
+                }
+            }
+            if this.pending.is_empty() {
+                if this.ended {
+                    return Pin::new(&mut this.io).poll_shutdown(cx);
+                }
+                // The outbox has the waker.
+                return Poll::Pending;
+            }
+            let mut slices = [IoSlice::new(&[]); BATCH];
+            let n = this.pending.len().min(BATCH);
+            for (slot, frame) in slices.iter_mut().zip(this.pending.iter()) {
+                *slot = IoSlice::new(frame);
+            }
+            let mut written = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            while written > 0 {
+                let first = this
+                    .pending
+                    .front_mut()
+                    .expect("written bytes were pending");
+                if written >= first.len() {
+                    written -= first.len();
+                    this.pending.pop_front();
+                } else {
+                    first.advance(written);
+                    written = 0;
+                }
+            }
+        }
+    }
+}
