@@ -22,12 +22,18 @@
 //! closed after it (`connection: close`): a client that asked to upgrade
 //! has no use for the connection afterwards.
 //!
-//! Lifecycle: the connection's future (the dispatcher's, and so counted by
-//! actix-server's connection limit and graceful shutdown) is the write loop
-//! [`Pump`]. It ends when the outbox is closed and written, or on a write
-//! error; dropping its [`Writer`] stops the session actor, which drops the
-//! read half, and the socket closes with both halves. The read half ends
-//! with the actor (client close, violation, revocation, or the writer gone).
+//! Lifecycle: after the 101 the dispatcher's task ends, and the connection
+//! is two halves. The write half is owned by the write loop [`Pump`], a
+//! task spawned on the same HTTP worker thread; it ends when the outbox is
+//! closed and written, or on a write error, and dropping its [`Writer`]
+//! stops the session actor. The read half is owned by the actor's input and
+//! ends with the actor (client close, violation, revocation, or the writer
+//! gone). The socket closes when both halves are dropped. Neither is counted
+//! by actix-server's connection limit or waited for by its graceful
+//! shutdown: sessions have their own limits, and `AppHandle::shutdown`
+//! closes every session and waits for the session table to empty before it
+//! stops the server; a worker thread that stops drops its tasks, and with
+//! them the sessions.
 
 use super::frames::{Limits, Messages};
 use super::outbox::{Outbox, Throttled, Writer};
@@ -142,14 +148,26 @@ async fn upgrade(
     pending: PendingSession,
 ) -> std::io::Result<()> {
     framed.send(Message::Item((head, BodySize::None))).await?;
-    let parts = framed.into_parts();
     // What the client sent after its request (its first frames, if it did
     // not wait for the 101) is in the dispatcher's read buffer. Copied out,
-    // so that buffer is freed rather than kept for the session's life.
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    let (read, write) = parts.io.into_split();
+    // and the parts dropped here, so the dispatcher's two 8 KiB buffers are
+    // freed now rather than kept, unused, for the session's life.
+    let (io, early) = {
+        let parts = framed.into_parts();
+        (parts.io, Bytes::copy_from_slice(&parts.read_buf))
+    };
+    let (read, write) = io.into_split();
     let writer = pending.start(SocketInput::new(read, early));
-    Pump::new(writer, write).await
+    // The write loop gets a task of its own, and the dispatcher's task (its
+    // state and this future's, several KiB) ends here instead of living as
+    // long as the session.
+    let pump = Pump::new(writer, write);
+    actix_web::rt::spawn(async move {
+        if let Err(e) = pump.await {
+            log::debug!("session socket write failed: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// Writes a refusal (or any answer but an upgrade) whole, then closes.
