@@ -563,23 +563,26 @@ impl Handler<QuoteTick> for PriceWorker {
             self.health.retry_in_ms = tick.health.retry_in_ms;
         }
 
+        // One lookup and at most one clone per changed quote: this runs for
+        // every item of every watchlist on every tick.
         let mut changed = Vec::new();
+        let mut positions_changed = false;
         for (idx, item) in self.items.iter().enumerate() {
-            if let Some(new) = tick.quotes.get(&item.symbol) {
-                if self.known.get(&item.symbol) != Some(new) {
-                    changed.push((idx, new.clone()));
+            let Some(new) = tick.quotes.get(&item.symbol) else {
+                continue;
+            };
+            match self.known.get_mut(&item.symbol) {
+                Some(old) if old == new => continue,
+                Some(old) => *old = new.clone(),
+                None => {
+                    self.known.insert(item.symbol.clone(), new.clone());
                 }
             }
+            positions_changed |= item.quantity.is_some();
+            changed.push(idx);
         }
         if changed.is_empty() {
             return;
-        }
-        let positions_changed = changed
-            .iter()
-            .any(|(idx, _)| self.items[*idx].quantity.is_some());
-        for (idx, new) in &changed {
-            self.known
-                .insert(self.items[*idx].symbol.clone(), new.clone());
         }
         if positions_changed {
             self.recompute_totals();
@@ -587,7 +590,7 @@ impl Handler<QuoteTick> for PriceWorker {
         self.seq += 1;
         let quotes: Vec<WireQuote<'_>> = changed
             .iter()
-            .map(|(idx, _)| self.wire(&self.items[*idx]))
+            .map(|&idx| self.wire(&self.items[idx]))
             .collect();
         let head = QuotesHead {
             watchlist_id: self.watchlist_id,
