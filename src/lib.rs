@@ -12,7 +12,9 @@
 //!   actix-web-actors, for the handshake), for both endpoints (one watchlist
 //!   per socket, or many by subscription); the bounded decoder of its inbound
 //!   frames ([`session::frames`]) and the queue of framed bytes its
-//!   connection writes ([`session::outbox`]); the upgrade endpoints
+//!   connection writes ([`session::outbox`]); the upgraded socket itself,
+//!   read and written without actix-http's h1 dispatcher after the 101
+//!   ([`session::transport`]); the upgrade endpoints
 //!   ([`session::endpoint`]) and what is checked before them
 //!   ([`session::admission`]: origins, connect rates) and their database
 //!   reads, several upgrades to a trip ([`session::lookups`]); the table of

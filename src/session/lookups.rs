@@ -15,9 +15,11 @@
 //! Lifecycle: a trip is a task started by the request that finds none
 //! running; it takes up to [`MAX_BATCH`] waiting requests per round and ends
 //! when none are left. The queue holds at most one entry per upgrade in
-//! progress, which `server.max_connections` bounds. If the task is dropped
-//! (its worker thread stopping), the requests still waiting get an error
-//! instead of waiting for ever, and the next request starts a new task.
+//! progress: an upgrade is a connection of actix-server's until its 101,
+//! and actix-server takes at most 25,600 connections per worker thread at
+//! once. If the task is dropped (its worker thread stopping), the requests
+//! still waiting get an error instead of waiting for ever, and the next
+//! request starts a new task.
 
 use crate::access::{self, Access};
 use crate::api::ApiError;

@@ -9,7 +9,8 @@
 //! (first in starts it, last out stops it) hold per subscription.
 //!
 //! Lifecycle: the HTTP handler in [`endpoint`] authenticates, checks access
-//! and limits, reserves a place in the [`table`] and starts the actor. Its
+//! and limits, reserves a place in the [`table`] and answers 101; the
+//! connection ([`transport`]) then starts the actor on its socket. Its
 //! subscriptions join in `started` (v1) or on request, and all leave in
 //! `stopped`. Its heartbeat timer is owned by its context and ends with it.
 //! The table entry is released when both the actor and its connection's
@@ -18,7 +19,9 @@
 //!
 //! Inbound frames are decoded by [`frames`], so that size limits hold from
 //! the first header byte; outbound frames are queued, already framed, in the
-//! session's [`outbox`], which the connection writes. A worker's frames go
+//! session's [`outbox`], which the connection writes. After the 101 the
+//! socket is the session's, read and written by [`transport`] rather than
+//! by actix-http's h1 dispatcher. A worker's frames go
 //! into the outbox straight from the relay of the session's thread, framed
 //! once per broadcast, with no message to the actor: the actor is there for
 //! what the client says and for the session's own rules. Of actix-web-actors

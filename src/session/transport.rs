@@ -141,7 +141,8 @@ where
     }
 }
 
-/// Writes the 101 and runs the session on the socket until it ends.
+/// Writes the 101, starts the session on the socket's read half and spawns
+/// the write loop on its write half.
 async fn upgrade(
     head: Response<()>,
     mut framed: Framed<TcpStream, Codec>,
@@ -294,5 +295,78 @@ impl Future for Pump {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::messages::{CatchUp, CloseSession, SessionStats};
+    use actix::{Context, Handler};
+    use tokio::io::AsyncReadExt;
+
+    /// Stands in for the session actor the writer reports to.
+    struct Quiet;
+
+    impl Actor for Quiet {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<CloseSession> for Quiet {
+        type Result = ();
+        fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {}
+    }
+
+    impl Handler<CatchUp> for Quiet {
+        type Result = ();
+        fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) {}
+    }
+
+    /// Far more than the two sockets' buffers hold, in frames of unequal
+    /// sizes, with a peer that reads only once the loop has had to stop:
+    /// `writev` then returns short, mid-frame, and the peer must still get
+    /// every byte once, in order.
+    #[actix_web::test]
+    async fn partial_writes_lose_and_repeat_nothing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_socket, _) = listener.accept().await.unwrap();
+
+        let outbox = Outbox::new(10_000, Arc::new(SessionStats::new()));
+        let mut expected = Vec::new();
+        for i in 0..600usize {
+            let text = format!("{i:05}{}", "x".repeat(i * 37 % 9000));
+            outbox.text(text.as_str().into());
+            let mut frame = bytes::BytesMut::new();
+            actix_http::ws::Parser::write_message(
+                &mut frame,
+                text.as_bytes(),
+                actix_http::ws::OpCode::Text,
+                true,
+                false,
+            );
+            expected.extend_from_slice(&frame);
+        }
+        outbox.close(Some(1000), "done");
+        // The service's cap (64 KiB): 2 MB cannot fit in the two buffers.
+        crate::net::cap_send_buffer(&server_socket, 64 * 1024);
+        assert!(expected.len() > 2_000_000, "more than the socket buffers");
+
+        let (_read, write) = server_socket.into_split();
+        let quiet = Quiet.start();
+        let writer = Writer::new(outbox, quiet.clone().recipient(), quiet.recipient(), None);
+        let pump = actix_web::rt::spawn(Pump::new(writer, write));
+        // Nothing has been read: the loop must be stuck on a full socket.
+        tokio::task::yield_now().await;
+        assert!(!pump.is_finished());
+
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        pump.await.unwrap().expect("the loop ends cleanly");
+        let (body, close) = got.split_at(expected.len());
+        assert!(body == expected.as_slice(), "frames differ");
+        assert_eq!(&close[..4], &[0x88, 6, 0x03, 0xe8], "then the close frame");
     }
 }
