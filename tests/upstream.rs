@@ -472,11 +472,20 @@ async fn restart_snapshot_uses_stored_prices() {
     let app = app_with(&fake, |_| {}).await;
     let (alice, id, mut ws) = watching(&app, "6758.T").await;
     ws.wait_type("quotes").await;
+    // The price stops moving before the socket goes: a round still in
+    // flight when the last session leaves cannot then change the price the
+    // server ends with (it did, under load, between the read below and the
+    // restart).
+    let last = 1975.5;
+    fake.set_prices_move(false);
+    fake.set_price("6758.T", last);
+    while ws.wait_type("quotes").await["quotes"][0]["price"].as_f64() != Some(last) {}
     ws.close().await;
     app.wait_counts(0, 0).await;
     let stored = app.get("/api/v1/quotes?symbols=6758.T", &alice).await.1["quotes"][0]["price"]
         .as_f64()
         .expect("stored price");
+    assert_eq!(stored, last);
     let app = app.restart(|_| fake.fail_all(Fault::Hang)).await;
     let mut ws = app.ws(id, &alice).await;
     let snap = ws.wait_type("snapshot").await;

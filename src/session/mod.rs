@@ -389,6 +389,7 @@ impl Actor for WsSession {
             self.guard.id,
             ctx.address().recipient(),
             ctx.address().recipient(),
+            Some(self.deps.relay.clone()),
         );
         // Every session pings on one grid shared with the fetcher's ticks,
         // half a tick after a tick (see `crate::clock`): each HTTP worker sends

@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Body, Subscription};
+use super::messages::{Body, CloseSession, Subscription};
 use super::outbox::{Outbox, Refused, Wire};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -110,11 +110,34 @@ impl Handler<Batch> for Relay {
     }
 }
 
+/// Sessions of this relay's thread to close. Sent as one message so that
+/// the closes become work queued on that thread, in order with the rest:
+/// a message sent to each session from another thread is a wake-up from
+/// outside, which tokio's `LocalSet` serves only after its own queue, so in
+/// a mass close (revocation, shutdown) the closes waited behind the work of
+/// the clients already reconnecting (docs/BENCHMARKS.md, storm).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll {
+    pub sessions: Vec<Recipient<CloseSession>>,
+    pub close: CloseSession,
+}
+
+impl Handler<CloseAll> for Relay {
+    type Result = ();
+    fn handle(&mut self, msg: CloseAll, _: &mut Self::Context) {
+        for s in msg.sessions {
+            s.do_send(msg.close.clone());
+        }
+    }
+}
+
 /// A relay's address and identity (workers group sessions by it).
 #[derive(Clone)]
 pub struct RelayHandle {
     pub id: u64,
     addr: Recipient<Batch>,
+    closes: Recipient<CloseAll>,
 }
 
 impl RelayHandle {
@@ -122,10 +145,19 @@ impl RelayHandle {
     pub fn start(metrics: Arc<Metrics>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         metrics.relays.inc();
+        let relay = Relay { metrics }.start();
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            addr: Relay { metrics }.start().recipient(),
+            addr: relay.clone().recipient(),
+            closes: relay.recipient(),
         }
+    }
+
+    /// Closes these sessions of the relay's thread. Never dropped for a
+    /// full mailbox (a close must arrive); if the relay is gone, so is its
+    /// thread and every session on it.
+    pub fn close_all(&self, sessions: Vec<Recipient<CloseSession>>, close: CloseSession) {
+        self.closes.do_send(CloseAll { sessions, close });
     }
 
     /// Hands a batch over without waiting; if the relay is full or gone, the

@@ -8,6 +8,7 @@
 //! whatever the reason.
 
 use super::messages::{CloseSession, SessionStats, UserFrame};
+use super::relay::RelayHandle;
 use crate::net::ConnSocket;
 use crate::protocol::Frame;
 use actix::prelude::*;
@@ -33,6 +34,9 @@ pub struct SessionEntry {
     pub user_frames: Option<Recipient<UserFrame>>,
     /// A close asked for before the actor started: sent the moment it does.
     pub pending_close: Option<CloseSession>,
+    /// Set once the actor has started: the relay of its thread, through
+    /// which closes of many sessions at once go (see [`RelayHandle::close_all`]).
+    pub relay: Option<RelayHandle>,
 }
 
 /// A row of `GET /admin/v1/sessions`.
@@ -163,6 +167,7 @@ impl SessionTable {
                 control: None,
                 user_frames: None,
                 pending_close: None,
+                relay: None,
             },
         );
         Ok(SessionGuard {
@@ -219,11 +224,13 @@ impl SessionTable {
         id: u64,
         control: Recipient<CloseSession>,
         user_frames: Recipient<UserFrame>,
+        relay: Option<RelayHandle>,
     ) {
         let pending = match self.lock().sessions.get_mut(&id) {
             Some(e) => {
                 e.control = Some(control.clone());
                 e.user_frames = Some(user_frames);
+                e.relay = relay;
                 e.pending_close.take()
             }
             None => None,
@@ -283,16 +290,28 @@ impl SessionTable {
         reason: &'static str,
     ) -> usize {
         let close = CloseSession { code, reason };
-        let mut controls = Vec::new();
+        // Grouped by thread: one message to each thread's relay, which
+        // passes the closes on there (see `RelayHandle::close_all`).
+        let mut by_thread: HashMap<u64, (RelayHandle, Vec<Recipient<CloseSession>>)> =
+            HashMap::new();
+        let mut direct = Vec::new();
         let mut n = 0;
         for e in self.lock().sessions.values_mut().filter(|e| pred(e)) {
             n += 1;
-            match &e.control {
-                Some(c) => controls.push(c.clone()),
-                None => e.pending_close = Some(close.clone()),
+            match (&e.control, &e.relay) {
+                (Some(c), Some(r)) => by_thread
+                    .entry(r.id)
+                    .or_insert_with(|| (r.clone(), Vec::new()))
+                    .1
+                    .push(c.clone()),
+                (Some(c), None) => direct.push(c.clone()),
+                (None, _) => e.pending_close = Some(close.clone()),
             }
         }
-        for c in controls {
+        for (relay, sessions) in by_thread.into_values() {
+            relay.close_all(sessions, close.clone());
+        }
+        for c in direct {
             c.do_send(close.clone());
         }
         n
@@ -403,12 +422,40 @@ mod tests {
         assert!(!t.close(g.id + 1, 1008, "no such session"));
         let (tx, rx) = std::sync::mpsc::channel();
         let addr = Closes(tx).start();
-        t.set_control(g.id, addr.clone().recipient(), addr.recipient());
+        t.set_control(g.id, addr.clone().recipient(), addr.recipient(), None);
         let code =
             tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(5)))
                 .await
                 .unwrap();
         assert_eq!(code, Ok(1008));
+    }
+
+    /// Started sessions are closed through their thread's relay, each of
+    /// them once, however many match.
+    #[actix_web::test]
+    async fn closes_go_through_each_sessions_relay() {
+        let t = SessionTable::new(10, 10);
+        let relay = RelayHandle::start(Arc::new(crate::metrics::Metrics::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let guards: Vec<_> = (0..3).map(|_| t.reserve(new(1)).unwrap()).collect();
+        for g in &guards {
+            let addr = Closes(tx.clone()).start();
+            t.set_control(
+                g.id,
+                addr.clone().recipient(),
+                addr.recipient(),
+                Some(relay.clone()),
+            );
+        }
+        assert_eq!(t.close_where(|_| true, 1001, "server shutting down"), 3);
+        let codes = tokio::task::spawn_blocking(move || {
+            (0..3)
+                .map(|_| rx.recv_timeout(std::time::Duration::from_secs(5)))
+                .collect::<Result<Vec<u16>, _>>()
+        })
+        .await
+        .unwrap();
+        assert_eq!(codes, Ok(vec![1001; 3]));
     }
 
     /// Shutdown waits for the table to empty on an event, not by polling.
