@@ -127,10 +127,14 @@ fn record_socket(tcp: &TcpStream, ext: &mut Extensions, send_buffer: usize) {
     }
 }
 
-/// The HTTP server, assembled as actix-web's `HttpServer` assembles it (same
-/// h1 defaults: 5 s keep-alive and request timeout, graceful shutdown of
-/// idle keep-alive connections), plus the upgrade service through which
-/// WebSocket sessions get their sockets (see [`crate::session::transport`]).
+/// The HTTP server, assembled as actix-web's `HttpServer` assembles it (its
+/// h1 settings: 5 s keep-alive and request timeout, 1 s to disconnect,
+/// graceful shutdown of idle keep-alive connections), plus the upgrade
+/// service through which WebSocket sessions get their sockets (see
+/// [`crate::session::transport`]). One difference: the apps get
+/// `AppConfig::default()` (host `localhost:8080`), as `HttpServer`'s own
+/// constructor for it is private; that host is only a fallback for URL
+/// generation and `ConnectionInfo`, which quotecast does not use.
 fn http_server(
     listener: std::net::TcpListener,
     addr: SocketAddr,
@@ -178,6 +182,7 @@ fn http_server(
                     let signal = signal.clone();
                     async move { signal.notified().await }
                 })
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(addr)
                 .on_connect_ext(move |tcp: &TcpStream, ext| record_socket(tcp, ext, send_buffer))
                 .upgrade(upgrade)
