@@ -23,7 +23,7 @@
 //! has no use for the connection afterwards.
 //!
 //! Lifecycle: after the 101 the dispatcher's task ends, and the connection
-//! is two halves. The write half is owned by the write loop [`Pump`], a
+//! is two halves. The write half is owned by the write loop (`Pump`), a
 //! task spawned on the same HTTP worker thread; it ends when the outbox is
 //! closed and written, or on a write error, and dropping its [`Writer`]
 //! stops the session actor. The read half is owned by the actor's input and
