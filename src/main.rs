@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    quotecast::memory::configure();
     quotecast::net::raise_fd_limit();
     let demo = settings.server.demo_data;
     let app = Application::build(settings).await?;

@@ -31,6 +31,7 @@ use crate::feed::local::{AlwaysPoller, LocalBus, LocalDemand, Unlimited};
 use crate::feed::{
     Distributor, IntradayStore, PinnedSymbols, QuoteCache, RateLimiter, Seams, WorkerRegistry,
 };
+use crate::memory::CrowdGone;
 use crate::metrics::Metrics;
 use crate::net::ConnSocket;
 use crate::protocol::close;
@@ -163,10 +164,22 @@ fn http_server(
                     .into_factory()
             };
             let upgrade_app = app(relay.clone());
+            let crowd_gone = state.crowd_gone.listen();
             let upgrade = fn_factory(move || {
                 let app = upgrade_app.new_service(AppConfig::default());
+                let mut crowd_gone = crowd_gone.clone();
                 async move {
                     let app = Rc::new(app.await?);
+                    // Only the upgrade app sees the crowd's requests: after
+                    // one, this thread's pools are renewed, then trimmed.
+                    // Ends with the worker's thread, or with the state.
+                    let pooled = app.clone();
+                    actix_web::rt::spawn(async move {
+                        while crowd_gone.changed().await.is_ok() {
+                            crate::session::transport::refresh_pools(&*pooled).await;
+                            let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
+                        }
+                    });
                     Ok::<_, ()>(fn_service(move |(req, framed)| {
                         let app = app.clone();
                         async move {
@@ -466,6 +479,7 @@ impl Application {
             provider: provider.name(),
             started: Instant::now(),
             alerts: alerts.clone(),
+            crowd_gone: CrowdGone::default(),
             shutting_down: AtomicBool::new(false),
         });
         arbiter.spawn(crate::sweeps::run(state.clone(), shutdown_rx));

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::control::ControlPlane;
 use crate::db::Db;
 use crate::feed::{Demand, IntradayStore, PinnedSymbols, QuoteCache, WorkerRegistry};
+use crate::memory::CrowdGone;
 use crate::metrics::Metrics;
 use crate::session::admission::ConnectLimiter;
 use crate::session::lookups::ConnectLookups;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub started: Instant,
     /// Price alerts: where the API reports alert changes.
     pub alerts: Alerts,
+    /// Told by the sweeps when a crowd of sessions has gone.
+    pub crowd_gone: CrowdGone,
     pub(crate) shutting_down: AtomicBool,
 }
 

@@ -40,6 +40,8 @@ pub async fn run(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>
             }
             _ = trim.tick() => {
                 if trimmer.observe(state.sessions.len()) {
+                    // The HTTP workers renew their pools and trim again.
+                    state.crowd_gone.announce();
                     // One at a time: the sweeps wait for it.
                     let _ = tokio::task::spawn_blocking(memory::trim).await;
                     state.metrics.memory_trims.inc();

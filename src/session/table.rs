@@ -64,6 +64,23 @@ struct Inner {
     per_user: HashMap<i64, usize>,
 }
 
+/// Below this capacity a map is left as it is.
+const SHRINK_FLOOR: usize = 64;
+
+/// Gives back most of a map's room once three quarters of it are empty.
+///
+/// Why: a hash map keeps the capacity it grew to. After 10,000 sessions
+/// left, the session table still held 5 MiB for them (heaptrack,
+/// docs/BENCHMARKS.md, storm). Halving at a quarter full costs one rehash of
+/// what is left, at most a quarter of the capacity, per halving: constant
+/// per removal on average, and a table that moves around one size does not
+/// resize back and forth.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > SHRINK_FLOOR && map.len() * 4 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(SHRINK_FLOOR));
+    }
+}
+
 /// Why a session was refused before the upgrade.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LimitError {
@@ -190,6 +207,8 @@ impl SessionTable {
             if let Some(hook) = &self.on_release {
                 hook(user_id, id);
             }
+            shrink_if_sparse(&mut inner.sessions);
+            shrink_if_sparse(&mut inner.per_user);
         }
         if inner.sessions.is_empty() {
             self.emptied.notify_waiters();
@@ -410,6 +429,32 @@ mod tests {
     impl Handler<UserFrame> for Closes {
         type Result = ();
         fn handle(&mut self, _: UserFrame, _: &mut Context<Self>) {}
+    }
+
+    /// A crowd's room goes with the crowd: the table shrinks as its
+    /// sessions leave, and still counts and limits exactly.
+    #[test]
+    fn the_table_gives_back_a_crowds_room() {
+        let t = SessionTable::new(20_000, 20_000);
+        let guards: Vec<_> = (0..10_000)
+            .map(|i| t.reserve(new(i % 3)).unwrap())
+            .collect();
+        let grown = t.lock().sessions.capacity();
+        assert!(grown >= 10_000, "{grown}");
+        let mut guards = guards.into_iter();
+        let kept: Vec<_> = guards.by_ref().take(10).collect();
+        drop(guards);
+        let inner = t.lock();
+        assert_eq!(inner.sessions.len(), 10);
+        assert!(
+            inner.sessions.capacity() <= 2 * SHRINK_FLOOR,
+            "{}",
+            inner.sessions.capacity()
+        );
+        assert_eq!(inner.per_user.values().sum::<usize>(), 10);
+        drop(inner);
+        drop(kept);
+        assert!(t.is_empty());
     }
 
     /// A kick of a session reserved but not started yet used to report

@@ -43,6 +43,7 @@ use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{Codec, Message};
+use actix_http::header::{HeaderMap, HeaderValue};
 use actix_http::HttpMessage;
 use actix_http::{ConnectionType, Request, Response, StatusCode};
 use actix_web::dev::{Service, ServiceResponse};
@@ -118,11 +119,12 @@ impl PendingSession {
 /// to the session, or the answer written and the connection closed.
 /// Never fails: what goes wrong on a connection is the client's, or its
 /// network's, and is logged at debug.
-pub async fn serve<S, B>(app: Rc<S>, req: Request, framed: Framed<TcpStream, Codec>)
+pub async fn serve<S, B>(app: Rc<S>, mut req: Request, framed: Framed<TcpStream, Codec>)
 where
     S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody + 'static,
 {
+    detach_headers(&mut req);
     req.extensions_mut().insert(ViaUpgrade);
     let res: Response<BoxBody> = match app.call(req).await {
         Ok(res) => Response::from(res).map_into_boxed_body(),
@@ -139,6 +141,76 @@ where
     if let Err(e) = done {
         log::debug!("upgraded connection ended: {e}");
     }
+}
+
+/// Gives the request headers of their own, sized to what it has.
+///
+/// Why: the parser's header values are slices of the connection's read
+/// buffer (8 KiB), and its map has room for 32 headers (about 11 KiB).
+/// actix pools finished requests per thread and per app (up to 128 each)
+/// without clearing them, so an upgrade's request would keep that buffer
+/// and that map alive after its socket went to the session, and after the
+/// session closed. After a crowd of 10,000 upgrades that was 7 MiB held by
+/// the pools (heaptrack, docs/BENCHMARKS.md), scattered over the heap where
+/// it also kept the pages around it from going back to the system. Copied
+/// out, the buffer goes with the dispatcher's parts at the upgrade; the copy
+/// is a few hundred bytes.
+fn detach_headers(req: &mut Request) {
+    let shared = std::mem::take(req.headers_mut());
+    let mut own = HeaderMap::with_capacity(shared.len_keys());
+    for (name, value) in shared.iter() {
+        // Parsed values are valid, so this copy cannot fail; if it ever
+        // did, the shared value is still correct, only kept longer.
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        own.append(name.clone(), value);
+    }
+    *req.headers_mut() = own;
+}
+
+/// How many entries each of actix's pools keeps: actix-web's requests
+/// (per app), actix-http's request heads and response heads (per thread).
+const ACTIX_POOL: usize = 128;
+
+/// Where the requests of [`refresh_pools`] go: no route has it (404).
+const REFRESH_PATH: &str = "/.pool-refresh";
+
+/// Renews what actix's pools hold on this thread, through `app`.
+///
+/// Why: the pools keep their entries, and what each entry last held (a
+/// request's headers, path and extensions, a response's headers), for
+/// reuse. After a crowd of upgrades those are allocations made during the
+/// crowd, among the sessions' own, and each keeps its page of the heap
+/// from going back: 15 MiB after 10,000 sessions had closed
+/// (docs/BENCHMARKS.md, storm). Called once a crowd has gone (the sweeps'
+/// trim decision): requests held open take every entry out, as many new
+/// ones are put in, and the old ones, finding the pools full, are freed.
+/// The requests go to a path no route has: a 404, no side effects. If
+/// actix's pools ever keep more than 128 entries, some old entries stay;
+/// nothing else changes.
+pub async fn refresh_pools<S, B>(app: &S)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let batch =
+        || futures_util::future::join_all((0..ACTIX_POOL).map(|_| app.call(blank_request())));
+    // Every entry out (these requests are answered from them)...
+    let old = batch().await;
+    // ... as many new ones, which go back into the app's requests and the
+    // response heads...
+    drop(batch().await);
+    // ... and new request heads (the requests above keep theirs).
+    drop((0..ACTIX_POOL).map(|_| blank_request()).collect::<Vec<_>>());
+    // The pools are full: the old entries are freed.
+    drop(old);
+}
+
+/// A request that holds nothing of its own: an empty header map (a new one
+/// has room for 32 headers) and a static path.
+fn blank_request() -> Request {
+    let mut req = Request::new();
+    req.head_mut().uri = actix_http::Uri::from_static(REFRESH_PATH);
+    *req.headers_mut() = HeaderMap::new();
+    req
 }
 
 /// Writes the 101, starts the session on the socket's read half and spawns
@@ -320,6 +392,111 @@ mod tests {
     impl Handler<CatchUp> for Quiet {
         type Result = ();
         fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) {}
+    }
+
+    /// The copy has every value, repeated names in their order, and none of
+    /// them points into the buffer the parser read them from.
+    #[test]
+    fn upgrade_requests_keep_no_slice_of_the_read_buffer() {
+        let buf = Bytes::from(b"websocket|dGhlIHNhbXBsZSBub25jZQ==|a|b".to_vec());
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let slice = |a: usize, b: usize| HeaderValue::from_maybe_shared(buf.slice(a..b)).unwrap();
+        let mut req = Request::new();
+        let h = req.headers_mut();
+        h.append(actix_http::header::UPGRADE, slice(0, 9));
+        h.append(actix_http::header::SEC_WEBSOCKET_KEY, slice(10, 34));
+        let x = actix_http::header::HeaderName::from_static("x-repeated");
+        h.append(x.clone(), slice(35, 36));
+        h.append(x.clone(), slice(37, 38));
+        assert!(
+            range.contains(&(req.headers().get("upgrade").unwrap().as_bytes().as_ptr() as usize))
+        );
+
+        detach_headers(&mut req);
+
+        let h = req.headers();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(
+            h.get("sec-websocket-key").unwrap(),
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        let repeated: Vec<&[u8]> = h.get_all(&x).map(|v| v.as_bytes()).collect();
+        assert_eq!(repeated, [b"a", b"b"]);
+        for (_, v) in h.iter() {
+            let at = v.as_bytes().as_ptr() as usize;
+            assert!(
+                !range.contains(&at),
+                "{v:?} still points into the read buffer"
+            );
+        }
+    }
+
+    /// What a crowd left in actix's pools (the app's requests, request
+    /// heads, response heads) is replaced by new entries, and the app still
+    /// answers. Entries are told apart by address: the new ones are made
+    /// while the old ones are still held, so no address can repeat.
+    #[actix_web::test]
+    async fn a_refresh_renews_the_pools_entries() {
+        use std::cell::RefCell;
+        use std::collections::HashSet;
+        type Seen = Rc<RefCell<HashSet<usize>>>;
+        let seen: Seen = Rc::default();
+        let record = seen.clone();
+        let app = actix_web::test::init_service(actix_web::App::new().route(
+            "/x",
+            actix_web::web::get().to(move |req: actix_web::HttpRequest| {
+                // The path lives in the pooled request itself.
+                record
+                    .borrow_mut()
+                    .insert(req.match_info() as *const _ as usize);
+                async { "x" }
+            }),
+        ))
+        .await;
+        let calls = || {
+            futures_util::future::join_all(
+                (0..ACTIX_POOL)
+                    .map(|_| app.call(actix_web::test::TestRequest::get().uri("/x").to_request())),
+            )
+        };
+        let heads = || {
+            (0..ACTIX_POOL)
+                .map(|_| {
+                    (
+                        Request::new(),
+                        Response::new(StatusCode::SWITCHING_PROTOCOLS),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let addresses = |heads: &[(Request, Response<BoxBody>)]| {
+            heads
+                .iter()
+                .flat_map(|(q, r)| [q.head() as *const _ as usize, r.head() as *const _ as usize])
+                .collect::<HashSet<_>>()
+        };
+
+        // The crowd: 128 requests at once, then 128 of each head.
+        drop(calls().await);
+        let old_requests = seen.take();
+        assert_eq!(old_requests.len(), ACTIX_POOL);
+        let crowd = heads();
+        let old_heads = addresses(&crowd);
+        drop(crowd);
+
+        refresh_pools(&app).await;
+
+        let pooled = heads();
+        assert!(addresses(&pooled).is_disjoint(&old_heads));
+        let answers = calls().await;
+        assert!(answers
+            .iter()
+            .all(|r| r.as_ref().unwrap().status() == StatusCode::OK));
+        assert!(seen.take().is_disjoint(&old_requests));
+        drop((pooled, answers));
+        let res = actix_web::test::call_service(&app, blank_request()).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 
     /// Far more than the two sockets' buffers hold, in frames of unequal
