@@ -14,6 +14,9 @@ pub struct Metrics {
     pub workers: IntGauge,
     /// Relays alive (one per HTTP worker thread while the server runs).
     pub relays: IntGauge,
+    /// Listeners that renew actix's pools after a crowd (one per HTTP
+    /// worker thread while the server runs).
+    pub pool_refreshers: IntGauge,
     pub watched_symbols: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
@@ -91,6 +94,10 @@ impl Metrics {
             relays: gauge(
                 "quotecast_relays",
                 "Frame relays alive (one per HTTP worker thread)",
+            ),
+            pool_refreshers: gauge(
+                "quotecast_pool_refreshers",
+                "Listeners that renew actix's per-thread pools after a crowd (one per HTTP worker thread)",
             ),
             watched_symbols: gauge("quotecast_watched_symbols", "Distinct symbols watched"),
             sessions_opened: counter(

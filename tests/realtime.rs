@@ -782,11 +782,16 @@ async fn relays_live_with_the_server(b: Backend) {
         ws.wait_type("quotes").await;
     }
     assert_eq!(app.metric("quotecast_relays").await, threads);
+    assert_eq!(app.metric("quotecast_pool_refreshers").await, threads);
     app.close_all(sockets).await;
     let state = app.state.clone();
     app.stop().await;
     eventually("the relays to end with the server", async || {
         state.metrics.relays.get() == 0
+    })
+    .await;
+    eventually("the pool refreshers to end with the server", async || {
+        state.metrics.pool_refreshers.get() == 0
     })
     .await;
 }
