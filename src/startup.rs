@@ -166,10 +166,12 @@ fn http_server(
             let upgrade_app = app(relay.clone());
             let crowd_gone = state.crowd_gone.listen();
             let refreshers = state.metrics.pool_refreshers.clone();
+            let refreshes = state.metrics.pool_refreshes.clone();
             let upgrade = fn_factory(move || {
                 let app = upgrade_app.new_service(AppConfig::default());
                 let mut crowd_gone = crowd_gone.clone();
                 let refreshers = refreshers.clone();
+                let refreshes = refreshes.clone();
                 async move {
                     let app = Rc::new(app.await?);
                     // Only the upgrade app sees the crowd's requests: after
@@ -181,6 +183,7 @@ fn http_server(
                         let _live = live;
                         while crowd_gone.changed().await.is_ok() {
                             crate::session::transport::refresh_pools(&*pooled).await;
+                            refreshes.inc();
                             let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
                         }
                     });

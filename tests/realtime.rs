@@ -796,6 +796,42 @@ async fn relays_live_with_the_server(b: Backend) {
     .await;
 }
 
+/// A crowd of sessions that leaves has its memory given back: the sweeps
+/// trim, and each HTTP worker thread renews actix's pools, then trims too.
+async fn a_crowd_that_leaves_is_trimmed(b: Backend) {
+    quotecast::net::raise_fd_limit();
+    let app = TestApp::spawn_with(b, |s| {
+        s.limits.max_sessions_per_user = 10_000;
+        s.limits.connects_per_ip_per_s = 100_000;
+    })
+    .await;
+    let threads = app.state.settings.server.workers as f64;
+    let alice = app.user("alice");
+    let id = app.private_watchlist(&alice, items(&["AAPL"])).await;
+    let n = quotecast::memory::MIN_PEAK + 20;
+    let mut crowd = Vec::new();
+    while crowd.len() < n {
+        let batch = 100.min(n - crowd.len());
+        crowd.extend(join_all((0..batch).map(|_| app.ws(id, &alice))).await);
+    }
+    app.wait_counts(n as u64, 1).await;
+    // The sweeps count the sessions once a second: the crowd stays until
+    // they have seen it.
+    throughout(Duration::from_millis(1_100), async || {
+        assert_eq!(app.state.sessions.len(), n)
+    })
+    .await;
+    let trims = async || app.metric("quotecast_memory_trims_total").await;
+    let refreshes = async || app.metric("quotecast_pool_refreshes_total").await;
+    assert_eq!((trims().await, refreshes().await), (0.0, 0.0));
+    app.close_all(crowd).await;
+    eventually("the trims and the pools' renewals", async || {
+        trims().await >= 1.0 && refreshes().await >= threads
+    })
+    .await;
+    app.stop().await;
+}
+
 /// The harness's own lifecycle: a test that ends without `stop` drops its
 /// app, and that ends the app's poll loop, supervisor and workers instead of
 /// leaving them ticking until the test binary exits.
@@ -909,5 +945,6 @@ on_both_backends!(
     silent_peer_is_dropped,
     pings_with_and_without_data,
     relays_live_with_the_server,
+    a_crowd_that_leaves_is_trimmed,
     metrics_endpoint,
 );
