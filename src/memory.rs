@@ -7,17 +7,17 @@
 //! - [`configure`] fixes glibc's thresholds at start, so that large blocks
 //!   stay mapped on their own and the arenas' free tops go back as they are
 //!   freed, whatever large blocks came and went before;
-//! - `malloc_trim` ([`trim`]) hands the free pages inside every arena back.
-//!   The sweeps ask [`Trimmer::observe`] once a second; it says to trim when
+//! - the sweeps ask [`Trimmer::observe`] once a second; it says to trim when
 //!   the number of sessions has fallen to half its peak since the last
 //!   trim, and once more when the last of a crowd has gone, so a steady
 //!   server never trims and a dropped crowd is given back within a second
-//!   or two. The trim runs on the blocking pool: it walks the arenas one at
-//!   a time, holding each one's lock while it does;
-//! - at each trim the sweeps announce [`CrowdGone`], and each HTTP worker
-//!   thread renews what actix's pools keep there
-//!   ([`crate::session::transport::refresh_pools`]) and trims again: the
-//!   pools' entries made during the crowd would otherwise keep their pages.
+//!   or two. The sweeps then announce [`CrowdGone`];
+//! - on that, each HTTP worker thread renews what actix's pools keep there
+//!   ([`crate::session::transport::refresh_pools`]: entries made during the
+//!   crowd would otherwise keep their pages), then calls `malloc_trim`
+//!   ([`trim`]) on the blocking pool, which hands the free pages inside
+//!   every arena back. It walks the arenas one at a time, holding each
+//!   one's lock while it does.
 
 /// Where glibc's thresholds are fixed (see [`configure`]): blocks from
 /// this size up are mapped on their own, and a heap whose free top reaches
@@ -47,7 +47,7 @@ pub fn configure() {
 /// Below this peak a spike is not worth a trim (a few MB at most).
 pub const MIN_PEAK: usize = 500;
 
-/// Tells each HTTP worker thread that a crowd has gone, so that it clears
+/// Tells each HTTP worker thread that a crowd has gone, so that it renews
 /// what actix keeps per thread (see [`crate::session::transport::refresh_pools`])
 /// and trims after it. Each worker's listener ends with its thread, or
 /// once this is dropped.

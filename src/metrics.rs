@@ -17,8 +17,6 @@ pub struct Metrics {
     /// Listeners that renew actix's pools after a crowd (one per HTTP
     /// worker thread while the server runs).
     pub pool_refreshers: IntGauge,
-    /// Renewals of one HTTP worker thread's pools (see `pool_refreshers`).
-    pub pool_refreshes: IntCounter,
     pub watched_symbols: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounter,
@@ -100,10 +98,6 @@ impl Metrics {
             pool_refreshers: gauge(
                 "quotecast_pool_refreshers",
                 "Listeners that renew actix's per-thread pools after a crowd (one per HTTP worker thread)",
-            ),
-            pool_refreshes: counter(
-                "quotecast_pool_refreshes_total",
-                "Renewals of an HTTP worker thread's actix pools after a crowd",
             ),
             watched_symbols: gauge("quotecast_watched_symbols", "Distinct symbols watched"),
             sessions_opened: counter(
@@ -192,5 +186,22 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Counts something in a gauge while it lives: the gauge goes up when this
+/// is made and down when it is dropped, however its owner ends.
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

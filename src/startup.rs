@@ -32,7 +32,7 @@ use crate::feed::{
     Distributor, IntradayStore, PinnedSymbols, QuoteCache, RateLimiter, Seams, WorkerRegistry,
 };
 use crate::memory::CrowdGone;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::net::ConnSocket;
 use crate::protocol::close;
 use crate::quote_store::{self, QuoteSaver};
@@ -166,25 +166,27 @@ fn http_server(
             let upgrade_app = app(relay.clone());
             let crowd_gone = state.crowd_gone.listen();
             let refreshers = state.metrics.pool_refreshers.clone();
-            let refreshes = state.metrics.pool_refreshes.clone();
+            let trims = state.metrics.memory_trims.clone();
             let upgrade = fn_factory(move || {
                 let app = upgrade_app.new_service(AppConfig::default());
                 let mut crowd_gone = crowd_gone.clone();
                 let refreshers = refreshers.clone();
-                let refreshes = refreshes.clone();
+                let trims = trims.clone();
                 async move {
                     let app = Rc::new(app.await?);
                     // Only the upgrade app sees the crowd's requests: after
-                    // one, this thread's pools are renewed, then trimmed.
-                    // Ends with the worker's thread, or with the state.
+                    // one, this thread's pools are renewed, then the freed
+                    // memory is handed back (a trim covers every arena; each
+                    // thread's follows its own renewal). Ends with the
+                    // worker's thread, or with the state.
                     let pooled = app.clone();
-                    let live = Live::new(refreshers);
+                    let live = GaugeGuard::new(refreshers);
                     actix_web::rt::spawn(async move {
                         let _live = live;
                         while crowd_gone.changed().await.is_ok() {
                             crate::session::transport::refresh_pools(&*pooled).await;
-                            refreshes.inc();
                             let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
+                            trims.inc();
                         }
                     });
                     Ok::<_, ()>(fn_service(move |(req, framed)| {
@@ -211,23 +213,6 @@ fn http_server(
         })?
         .run();
     Ok(server)
-}
-
-/// Counts a task in a gauge while it lives (dropped with the task, however
-/// it ends).
-struct Live(prometheus::IntGauge);
-
-impl Live {
-    fn new(gauge: prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 /// What differs between a single process and a cluster beside the feed.

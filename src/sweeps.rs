@@ -4,14 +4,15 @@
 //! * sessions whose token was revoked (by the CLI, possibly in another
 //!   process) are closed with 1008;
 //! * expired WebSocket tickets are removed;
-//! * after a crowd of sessions has gone, the allocator's free memory is
-//!   given back ([`crate::memory`]).
+//! * when a crowd of sessions has halved or gone, the HTTP worker threads
+//!   are told to renew actix's pools and give the allocator's free memory
+//!   back ([`crate::memory`]).
 //!
 //! Lifecycle: spawned by [`crate::startup`]; ends when the shutdown signal
 //! fires.
 
 use crate::db::repo;
-use crate::memory::{self, Trimmer};
+use crate::memory::Trimmer;
 use crate::protocol::close;
 use crate::state::AppState;
 use actix_web::web;
@@ -40,11 +41,10 @@ pub async fn run(state: web::Data<AppState>, mut shutdown: watch::Receiver<bool>
             }
             _ = trim.tick() => {
                 if trimmer.observe(state.sessions.len()) {
-                    // The HTTP workers renew their pools and trim again.
+                    // Each HTTP worker thread renews its pools, then trims:
+                    // a trim here would run before the renewals had freed
+                    // anything.
                     state.crowd_gone.announce();
-                    // One at a time: the sweeps wait for it.
-                    let _ = tokio::task::spawn_blocking(memory::trim).await;
-                    state.metrics.memory_trims.inc();
                 }
             }
             r = shutdown.changed() => {
