@@ -7,6 +7,7 @@
 use crate::domain::Symbol;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
+use std::sync::Arc;
 
 /// Market state names used on the wire. Providers map their own values onto
 /// these; anything not open counts as closed for polling purposes.
@@ -66,14 +67,37 @@ impl From<MarketQuote> for Fetched {
 }
 
 /// What is known of a symbol right now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// A quote is shared, not copied: the round that fetched it, the cache and
+/// every worker watching the symbol hold the same one, so a worker keeping
+/// it or comparing it with the next round's costs a reference count, not
+/// four strings (every item of every watchlist, every tick).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", content = "quote", rename_all = "snake_case")]
 pub enum Known {
     /// Not fetched yet (or only stored from before a restart but absent).
     Pending,
     /// The upstream says the symbol does not exist.
     Unknown,
-    Quote(MarketQuote),
+    Quote(Arc<MarketQuote>),
+}
+
+impl Known {
+    pub fn quote(q: MarketQuote) -> Self {
+        Self::Quote(Arc::new(q))
+    }
+}
+
+impl PartialEq for Known {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Pending, Self::Pending) | (Self::Unknown, Self::Unknown) => true,
+            // The same quote (unchanged since the last round) needs no look
+            // inside; a new one with the same values is still equal.
+            (Self::Quote(a), Self::Quote(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
 }
 
 /// One point of an intraday series: (unix seconds, price).
@@ -127,7 +151,7 @@ impl<'a> WireQuote<'a> {
         purchase_price: Option<f64>,
     ) -> Self {
         let (q, error) = match known {
-            Known::Quote(q) => (Some(q), None),
+            Known::Quote(q) => (Some(&**q), None),
             Known::Unknown => (None, Some("unknown_symbol")),
             Known::Pending => (None, None),
         };
@@ -248,8 +272,24 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_quote_equals_itself_and_a_copy_of_it() {
+        let a = Known::quote(quote(2500.0, 2400.0));
+        assert_eq!(a, a.clone(), "the same quote");
+        assert_eq!(a, Known::quote(quote(2500.0, 2400.0)), "equal values");
+        assert_ne!(a, Known::quote(quote(2501.0, 2400.0)));
+        assert_ne!(a, Known::Pending);
+        assert_ne!(Known::Unknown, Known::Pending);
+        assert_eq!(Known::Unknown, Known::Unknown);
+        // Shared, the quote keeps the wire shape it had as a plain value.
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"state": "quote", "quote": serde_json::to_value(quote(2500.0, 2400.0)).unwrap()})
+        );
+    }
+
+    #[test]
     fn pl_and_change_are_derived() {
-        let q = Known::Quote(quote(2500.0, 2400.0));
+        let q = Known::quote(quote(2500.0, 2400.0));
         let sym = Symbol::parse("7203.T").unwrap();
         let w = WireQuote::build(&sym, &q, Some(100.0), Some(2400.0));
         assert_eq!(w.change, Some(100.0));
@@ -261,10 +301,10 @@ mod tests {
 
     #[test]
     fn totals_are_per_currency_over_known_inputs() {
-        let toyota = Known::Quote(quote(2500.0, 2400.0));
+        let toyota = Known::quote(quote(2500.0, 2400.0));
         let mut apple = quote(200.0, 190.0);
         apple.currency = Some("USD".into());
-        let apple = Known::Quote(apple);
+        let apple = Known::quote(apple);
         let pending = Known::Pending;
         let t = totals([
             Position {

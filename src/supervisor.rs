@@ -407,7 +407,7 @@ mod tests {
             snapshot(&mut new).await;
             let price = 100.0 + f64::from(round);
             rig.publish(
-                vec![(sym("AAPL"), Known::Quote(quote("AAPL", price)))],
+                vec![(sym("AAPL"), Known::quote(quote("AAPL", price)))],
                 UpstreamHealth::ok(),
             );
             let q = new.frame().await;

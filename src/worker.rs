@@ -746,7 +746,7 @@ mod tests {
     }
 
     fn priced(symbol: &str, price: f64) -> (crate::domain::Symbol, Known) {
-        (sym(symbol), Known::Quote(quote(symbol, price)))
+        (sym(symbol), Known::quote(quote(symbol, price)))
     }
 
     /// A worker on a watchlist of `symbols` with `n` sessions past their

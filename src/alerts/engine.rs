@@ -983,7 +983,7 @@ mod tests {
                         market_state: None,
                         market_time: None,
                     };
-                    (q.symbol.clone(), Known::Quote(q))
+                    (q.symbol.clone(), Known::quote(q))
                 })
                 .collect(),
             ..Round::default()

@@ -159,7 +159,7 @@ impl StoredQuote {
             market_state: self.market_state,
             market_time: self.market_time.map(super::from_micros),
         };
-        Some((symbol, Known::Quote(q)))
+        Some((symbol, Known::quote(q)))
     }
 }
 

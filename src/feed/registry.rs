@@ -23,6 +23,17 @@ struct Inner {
     /// old one leaving must not unregister the new one.
     watches: HashMap<u64, Watch>,
     next_id: u64,
+    /// The distinct symbols of `watches`, made when first asked for after a
+    /// change. The fetcher asks every tick, and rebuilding it then cloned
+    /// every symbol of every worker (2,000 at 100 watchlists of 20) to keep
+    /// a tenth of them.
+    distinct: Option<BTreeSet<Symbol>>,
+}
+
+impl Inner {
+    fn changed(&mut self) {
+        self.distinct = None;
+    }
 }
 
 /// The live workers of this instance and their symbols. Cheap to clone.
@@ -52,6 +63,7 @@ impl WorkerRegistry {
             inner.next_id += 1;
             let id = inner.next_id;
             inner.watches.insert(id, Watch { symbols, tick });
+            inner.changed();
             id
         };
         self.grown.raise();
@@ -63,11 +75,17 @@ impl WorkerRegistry {
 
     /// Distinct symbols over all live workers of this instance.
     pub fn symbols(&self) -> BTreeSet<Symbol> {
-        self.lock()
-            .watches
-            .values()
-            .flat_map(|w| w.symbols.iter().cloned())
-            .collect()
+        let mut inner = self.lock();
+        let Inner {
+            watches, distinct, ..
+        } = &mut *inner;
+        distinct
+            .get_or_insert_with(|| {
+                let refs: BTreeSet<&Symbol> =
+                    watches.values().flat_map(|w| w.symbols.iter()).collect();
+                refs.into_iter().cloned().collect()
+            })
+            .clone()
     }
 
     /// A listener woken when a worker registers or changes its symbols.
@@ -92,16 +110,22 @@ impl WorkerRegistry {
 
 impl WatchGuard {
     pub fn update(&self, symbols: Vec<Symbol>) {
-        if let Some(w) = self.registry.lock().watches.get_mut(&self.id) {
+        let mut inner = self.registry.lock();
+        if let Some(w) = inner.watches.get_mut(&self.id) {
             w.symbols = symbols;
+            inner.changed();
         }
+        drop(inner);
         self.registry.grown.raise();
     }
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.registry.lock().watches.remove(&self.id);
+        let mut inner = self.registry.lock();
+        if inner.watches.remove(&self.id).is_some() {
+            inner.changed();
+        }
     }
 }
 
@@ -134,5 +158,47 @@ impl Distributor {
             quotes,
             health: Arc::new(round.health),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sink;
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<QuoteTick> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: QuoteTick, _: &mut Context<Self>) {}
+    }
+
+    fn syms(names: &[&str]) -> Vec<Symbol> {
+        names.iter().map(|n| Symbol::parse(n).unwrap()).collect()
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<Symbol> {
+        syms(names).into_iter().collect()
+    }
+
+    #[actix::test]
+    async fn the_distinct_symbols_follow_every_change() {
+        let registry = WorkerRegistry::default();
+        let sink = Sink.start().recipient();
+        assert!(registry.symbols().is_empty());
+        let a = registry.register(syms(&["AAPL", "MSFT"]), sink.clone());
+        let b = registry.register(syms(&["MSFT", "TSLA"]), sink);
+        assert_eq!(registry.symbols(), set(&["AAPL", "MSFT", "TSLA"]));
+        // Asked again with nothing changed: the same set.
+        assert_eq!(registry.symbols(), set(&["AAPL", "MSFT", "TSLA"]));
+        b.update(syms(&["NVDA"]));
+        assert_eq!(registry.symbols(), set(&["AAPL", "MSFT", "NVDA"]));
+        drop(a);
+        assert_eq!(registry.symbols(), set(&["NVDA"]));
+        drop(b);
+        assert!(registry.symbols().is_empty());
     }
 }

@@ -45,7 +45,12 @@ impl Target {
         }
         match self.out.offer(body) {
             Ok(n) => {
-                self.sub.lagged.store(false, Ordering::Relaxed);
+                // Written only when it changes: the worker reads every
+                // subscription's flag before each broadcast, and a store here
+                // on every frame would take the line from its cache each time.
+                if self.sub.lagged.load(Ordering::Relaxed) {
+                    self.sub.lagged.store(false, Ordering::Relaxed);
+                }
                 n
             }
             Err(Refused::Full) => {

@@ -332,12 +332,16 @@ impl Future for Pump {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // The outbox has this task's waker since it last said it was empty,
+        // so once that is written there is no need to ask it again: anything
+        // queued since has woken the task. Saves a lock per frame.
+        let mut drained = false;
         loop {
-            while !this.ended && this.pending.len() < BATCH {
+            while !this.ended && !drained && this.pending.len() < BATCH {
                 match Pin::new(&mut this.writer).poll_next(cx) {
                     Poll::Ready(Some(frame)) => this.pending.push_back(frame),
                     Poll::Ready(None) => this.ended = true,
-                    Poll::Pending => break,
+                    Poll::Pending => drained = true,
                 }
             }
             if this.pending.is_empty() {
@@ -347,12 +351,19 @@ impl Future for Pump {
                 // The outbox has the waker.
                 return Poll::Pending;
             }
-            let mut slices = [IoSlice::new(&[]); BATCH];
-            let n = this.pending.len().min(BATCH);
-            for (slot, frame) in slices.iter_mut().zip(this.pending.iter()) {
-                *slot = IoSlice::new(frame);
-            }
-            let mut written = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..n]))?;
+            // One frame (the usual case below saturation) goes by `send`,
+            // several by `writev`: a `writev` costs more in the kernel than
+            // a `send` of the same bytes (docs/BENCHMARKS.md, cpu).
+            let mut written = if this.pending.len() == 1 {
+                ready!(Pin::new(&mut this.io).poll_write(cx, &this.pending[0]))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); BATCH];
+                let n = this.pending.len().min(BATCH);
+                for (slot, frame) in slices.iter_mut().zip(this.pending.iter()) {
+                    *slot = IoSlice::new(frame);
+                }
+                ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..n]))?
+            };
             if written == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -378,6 +389,7 @@ mod tests {
     use super::*;
     use crate::session::messages::{CatchUp, CloseSession, SessionStats};
     use actix::{Context, Handler};
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
     /// Stands in for the session actor the writer reports to.
@@ -500,6 +512,52 @@ mod tests {
         drop((pooled, answers));
         let res = actix_web::test::call_service(&app, blank_request()).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// The loop goes idle once the outbox is empty and written, without
+    /// asking the outbox again: a frame queued later must still wake it,
+    /// one frame alone (`send`) or several at once (`writev`).
+    #[actix_web::test]
+    async fn frames_queued_after_the_loop_went_idle_are_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_socket, _) = listener.accept().await.unwrap();
+        let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
+        let (_read, write) = server_socket.into_split();
+        let quiet = Quiet.start();
+        let writer = Writer::new(
+            outbox.clone(),
+            quiet.clone().recipient(),
+            quiet.recipient(),
+            None,
+        );
+        let pump = actix_web::rt::spawn(Pump::new(writer, write));
+        let mut got = [0u8; 64];
+        for round in 0..3u8 {
+            // Let the loop find the outbox empty and go idle first.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!pump.is_finished());
+            let texts: Vec<String> = (0..=round).map(|i| format!("r{round}f{i}")).collect();
+            for t in &texts {
+                outbox.text(t.as_str().into());
+            }
+            let want: Vec<u8> = texts
+                .iter()
+                .flat_map(|t| [&[0x81, t.len() as u8][..], t.as_bytes()].concat())
+                .collect();
+            let n = want.len();
+            tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got[..n]))
+                .await
+                .expect("the queued frames arrive")
+                .unwrap();
+            assert_eq!(&got[..n], &want[..], "round {round}");
+        }
+        outbox.close(Some(1000), "done");
+        pump.await.unwrap().expect("the loop ends cleanly");
     }
 
     /// Far more than the two sockets' buffers hold, in frames of unequal

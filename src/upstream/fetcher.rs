@@ -362,7 +362,7 @@ impl Fetcher {
                 round.intraday.push((symbol.clone(), points));
             }
         }
-        round.changed.push((symbol, Known::Quote(f.quote)));
+        round.changed.push((symbol, Known::quote(f.quote)));
     }
 
     fn schedule(&mut self, q: &MarketQuote) {
