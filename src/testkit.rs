@@ -357,9 +357,38 @@ pub(crate) struct Session {
     /// One subscription per fake session (as on a v1 socket).
     sub: Arc<Subscription>,
     seen: mpsc::UnboundedReceiver<Seen>,
+    /// Its writer, not yet taking frames (see [`Rig::stalled_session`]).
+    stalled: Option<(Writer, mpsc::UnboundedSender<Seen>)>,
 }
 
 impl Session {
+    /// Waits until `n` frames wait in its queue (for a stalled session).
+    pub async fn queued(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.out.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session {}: {} frames queued, not {n}",
+                self.id,
+                self.out.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts taking the frames queued for it, and every later one.
+    pub fn resume(&mut self) {
+        if let Some((mut writer, tx)) = self.stalled.take() {
+            actix::spawn(async move {
+                while let Some(frame) = writer.next().await {
+                    if let Some(seen) = read_frame(&frame) {
+                        let _ = tx.send(seen);
+                    }
+                }
+            });
+        }
+    }
+
     /// The next thing it was sent; panics after [`DEADLINE`].
     pub async fn next(&mut self) -> Seen {
         tokio::time::timeout(DEADLINE, self.seen.recv())
@@ -479,24 +508,26 @@ impl Rig {
 
     /// A new fake session, not joined to anything yet.
     pub fn session(&mut self) -> Session {
+        // Roomy, so a burst of frames is never dropped as lagging here.
+        let mut s = self.stalled_session(1024);
+        s.resume();
+        s
+    }
+
+    /// A fake session that takes none of its frames until
+    /// [`Session::resume`]: once `capacity` of a worker's offers wait, the
+    /// next ones are refused and its subscription lags.
+    pub fn stalled_session(&mut self, capacity: usize) -> Session {
         self.next_session += 1;
         let (tx, seen) = mpsc::unbounded_channel();
-        // Roomy, so a burst of frames is never dropped as lagging here.
-        let out = Outbox::new(1024, Arc::new(SessionStats::new()));
+        let out = Outbox::new(capacity, Arc::new(SessionStats::new()));
         let addr = FakeSession { out: out.clone() }.start();
-        let mut writer = Writer::new(
+        let writer = Writer::new(
             out.clone(),
             addr.clone().recipient(),
             addr.clone().recipient(),
             None,
         );
-        actix::spawn(async move {
-            while let Some(frame) = writer.next().await {
-                if let Some(seen) = read_frame(&frame) {
-                    let _ = tx.send(seen);
-                }
-            }
-        });
         Session {
             id: self.next_session,
             out,
@@ -504,6 +535,7 @@ impl Rig {
             ended: addr.recipient(),
             sub: Arc::new(Subscription::new(1)),
             seen,
+            stalled: Some((writer, tx)),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::protocol::{self, EndReason, QuotesHead, Since, SnapshotHead};
 use crate::quote::{Known, Point, Position, Total, WireQuote};
 use crate::session::messages::{Body, Subscription, SubscriptionEnded};
 use crate::session::outbox::Wire;
-use crate::session::relay::{Batch, RelayHandle, Target};
+use crate::session::relay::{Batch, Drops, RelayHandle, Target};
 use crate::supervisor::{Supervisor, WorkerGone};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -97,6 +97,10 @@ pub struct PriceWorker {
     subscribers: HashMap<u64, Subscriber>,
     /// Built from `subscribers` at the first broadcast after a change.
     groups: Option<Groups>,
+    /// Frames of this worker the relays refused, and the count when a
+    /// broadcast last found no subscription lagging (see [`Drops`]).
+    drops: Drops,
+    drops_seen: u64,
     seq: u64,
     /// Names this worker's history; random, so a new worker for the same
     /// watchlist (here or on another instance) never matches an old one.
@@ -161,6 +165,8 @@ impl PriceWorker {
             known: HashMap::new(),
             subscribers: HashMap::new(),
             groups: None,
+            drops: Drops::default(),
+            drops_seen: 0,
             seq: 0,
             epoch: new_epoch(),
             history: VecDeque::new(),
@@ -271,16 +277,22 @@ impl PriceWorker {
     /// subscriptions get a snapshot instead.
     fn broadcast(&mut self, body: Body) {
         let started = Instant::now();
-        let lagging = self
-            .subscribers
-            .values()
-            .any(|s| s.target.sub.lagged.load(Ordering::Relaxed));
+        let drops = self.drops.get();
+        let lagging = drops != self.drops_seen
+            && self
+                .subscribers
+                .values()
+                .any(|s| s.target.sub.lagged.load(Ordering::Relaxed));
+        if !lagging {
+            self.drops_seen = drops;
+        }
         let catch_up = lagging.then(|| self.snapshot_frame(false));
         for (relay, targets) in self.groups() {
             let batch = Batch {
                 body: body.clone(),
                 catch_up: catch_up.clone(),
                 targets,
+                drops: self.drops.clone(),
             };
             relay.send(batch, &self.deps.metrics);
         }
@@ -327,6 +339,7 @@ impl PriceWorker {
                 body,
                 catch_up: None,
                 targets: Arc::from([sub.target.clone()]),
+                drops: self.drops.clone(),
             };
             sub.relay.send(batch, &self.deps.metrics);
         }
@@ -790,6 +803,53 @@ mod tests {
             let q = s.frame().await;
             assert_eq!(seq(&q), start + 2, "{q}");
             assert_eq!(symbols(&q), ["MSFT"]);
+        }
+    }
+
+    /// A session whose queue was full when a broadcast came gets the next
+    /// one as a snapshot (the latest state, `seq` jumping), and then
+    /// quotes again; the others are not disturbed. The worker looks for such
+    /// sessions only after the relays counted a refused frame.
+    #[actix_web::test]
+    async fn a_session_that_lagged_catches_up_with_a_snapshot() {
+        let mut rig = Rig::start();
+        let (id, items) = rig.watchlist(&["AAPL"]);
+        let mut quick = rig.session();
+        rig.join(&quick, id, &items);
+        let start = seq(&quick.frame().await);
+        // Room for one offer: its opening fills it.
+        let mut slow = rig.stalled_session(1);
+        rig.join(&slow, id, &items);
+        slow.queued(1).await;
+        for (n, price) in [101.0, 102.0].into_iter().enumerate() {
+            rig.publish(vec![priced("AAPL", price)], UpstreamHealth::ok());
+            let q = quick.frame().await;
+            assert_eq!(
+                (q["type"].as_str(), seq(&q)),
+                (Some("quotes"), start + 1 + n as u64)
+            );
+        }
+        slow.resume();
+        let opening = slow.frame().await;
+        assert_eq!(
+            (opening["type"].as_str(), seq(&opening)),
+            (Some("snapshot"), start)
+        );
+        rig.publish(vec![priced("AAPL", 103.0)], UpstreamHealth::ok());
+        let q = quick.frame().await;
+        assert_eq!((q["type"].as_str(), seq(&q)), (Some("quotes"), start + 3));
+        let caught_up = slow.frame().await;
+        assert_eq!(caught_up["type"], "snapshot", "{caught_up}");
+        assert_eq!(seq(&caught_up), start + 3);
+        assert_eq!(caught_up["quotes"][0]["price"], 103.0);
+        rig.publish(vec![priced("AAPL", 104.0)], UpstreamHealth::ok());
+        for s in [&mut quick, &mut slow] {
+            let q = s.frame().await;
+            assert_eq!(
+                (q["type"].as_str(), seq(&q)),
+                (Some("quotes"), start + 4),
+                "{q}"
+            );
         }
     }
 

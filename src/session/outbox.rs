@@ -219,7 +219,7 @@ impl Outbox {
 
     /// Frames waiting to be written.
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().frames.len()
     }
 
