@@ -62,9 +62,13 @@ macro_rules! string_conversions {
 }
 
 /// A ticker symbol: 1-20 characters of `A-Z 0-9 . - ^ =`, always upper-case.
+///
+/// Shared, not copied: every round, cache, worker and set of wanted symbols
+/// holds the same few symbols, cloned many times a tick, and a clone of a
+/// `String` was an allocation each time (docs/BENCHMARKS.md, cpu).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Symbol(String);
+pub struct Symbol(std::sync::Arc<str>);
 
 impl Symbol {
     pub const MAX_LEN: usize = 20;
@@ -81,11 +85,26 @@ impl Symbol {
                 format!("invalid character {bad:?}; allowed are A-Z 0-9 . - ^ ="),
             ));
         }
-        Ok(Self(upper))
+        Ok(Self(upper.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-string_conversions!(Symbol);
+impl TryFrom<String> for Symbol {
+    type Error = DomainError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Symbol> for String {
+    fn from(v: Symbol) -> String {
+        v.0.to_string()
+    }
+}
 
 impl fmt::Display for Symbol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
