@@ -30,10 +30,13 @@ use actix::Recipient;
 use actix_http::ws::{OpCode, Parser};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use socket2::SockRef;
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// One unfragmented, unmasked server frame (RFC 6455 §5.2), framed by
 /// actix-http's codec.
@@ -51,6 +54,12 @@ pub struct Wire(Bytes);
 impl Wire {
     pub fn new(text: &Frame) -> Self {
         Self(frame(OpCode::Text, text.as_bytes()))
+    }
+
+    /// The whole frame, as written.
+    #[cfg(test)]
+    pub(crate) fn payload_frame(&self) -> Bytes {
+        self.0.clone()
     }
 
     /// The JSON inside the frame.
@@ -81,6 +90,13 @@ struct Inner {
     capacity: usize,
     /// A close frame is queued, or the session stopped: nothing more goes in.
     closed: bool,
+    /// The connection's write loop holds frames it took and has not wholly
+    /// written: nothing may be written past them.
+    in_flight: bool,
+    /// The socket, for writing a worker's frame straight away when nothing
+    /// waits before it (see [`Outbox::offer`]); taken away when the session
+    /// ends, so that the socket closes with its write loop.
+    direct: Option<Direct>,
     /// The connection's task, waiting for a frame.
     writer: Option<Waker>,
     /// The session's input, paused while the queue is over `capacity`.
@@ -109,6 +125,8 @@ impl Outbox {
                 offers: 0,
                 capacity,
                 closed: false,
+                in_flight: false,
+                direct: None,
                 writer: None,
                 reader: None,
                 last_status: None,
@@ -131,7 +149,26 @@ impl Outbox {
         wake_reader_if_room(&mut inner);
     }
 
-    /// Queues a worker's frames, unless `capacity` offers are waiting. All
+    /// Lets a worker's frames be written to `socket` by [`Outbox::offer`]
+    /// itself while nothing waits before them.
+    pub fn attach(&self, socket: Arc<OwnedWriteHalf>) {
+        let mut inner = self.lock();
+        if !inner.closed {
+            let fd = AsRef::<tokio::net::TcpStream>::as_ref(&*socket).as_raw_fd();
+            inner.direct = Some(Direct {
+                fd,
+                _socket: socket,
+            });
+        }
+    }
+
+    /// Queues a worker's frames, unless `capacity` offers are waiting.
+    ///
+    /// A single frame with nothing before it (nothing queued, nothing held
+    /// by the write loop) is written to the socket here, by the relay, when
+    /// the socket takes it: one `send` and no wake-up of the session's write
+    /// loop, which below saturation is every frame (docs/BENCHMARKS.md, cpu).
+    /// What the socket does not take is queued as usual. All
     /// the frames of one body go in together, as one offer. Returns the
     /// number of frames queued.
     pub fn offer(&self, body: &Body) -> Result<usize, Refused> {
@@ -146,7 +183,18 @@ impl Outbox {
         let was_empty = inner.frames.is_empty();
         let before = inner.frames.len();
         match body {
-            Body::Frame(w) => inner.frames.push_back((w.0.clone(), false)),
+            Body::Frame(w) => match write_through(&inner, &w.0) {
+                Through::Whole => {
+                    drop(inner);
+                    self.stats.mark_progress();
+                    self.stats
+                        .sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(1);
+                }
+                Through::Part(rest) => inner.frames.push_back((rest, false)),
+                Through::Not => inner.frames.push_back((w.0.clone(), false)),
+            },
             Body::Status(w) => queue_status(&mut inner, w),
             Body::Opening { frames, status } => {
                 inner
@@ -207,6 +255,7 @@ impl Outbox {
     pub fn finish(&self) {
         let mut inner = self.lock();
         inner.closed = true;
+        inner.direct = None;
         if let Some(w) = inner.writer.take() {
             w.wake();
         }
@@ -229,7 +278,20 @@ impl Outbox {
             return;
         }
         let was_empty = inner.frames.is_empty();
-        inner.frames.push_back((bytes, false));
+        match write_through(&inner, &bytes) {
+            Through::Whole => {
+                drop(inner);
+                self.stats.mark_progress();
+                if texts > 0 {
+                    self.stats
+                        .sent
+                        .fetch_add(texts as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                return;
+            }
+            Through::Part(rest) => inner.frames.push_back((rest, false)),
+            Through::Not => inner.frames.push_back((bytes, false)),
+        }
         self.queued(inner, was_empty, texts);
     }
 
@@ -261,6 +323,48 @@ impl Outbox {
         } else {
             false
         }
+    }
+}
+
+/// The socket a worker's frame may be written to straight away: its
+/// descriptor, used as is, and the handle that keeps it open meanwhile.
+/// Through the handle, the write went through four pointers (the half, the
+/// stream, its registration, the readiness) before the `send`: a cache miss
+/// each, per session and frame, which cost more than the write loop's task
+/// it saved. The socket is non-blocking; a full one answers `WouldBlock`, the
+/// frame is queued, and the write loop learns the same from its own write.
+struct Direct {
+    fd: RawFd,
+    _socket: Arc<OwnedWriteHalf>,
+}
+
+/// What a write straight to the socket did.
+enum Through {
+    /// All of it went.
+    Whole,
+    /// Only the start went: the rest is to be queued.
+    Part(Bytes),
+    /// Nothing went (no socket, something waits before it, the socket is
+    /// full or failed): the frame is to be queued, and the write loop meets
+    /// the failure, if any, on its next write.
+    Not,
+}
+
+fn write_through(inner: &Inner, frame: &Bytes) -> Through {
+    let Some(socket) = &inner.direct else {
+        return Through::Not;
+    };
+    if inner.closed || inner.in_flight || !inner.frames.is_empty() {
+        return Through::Not;
+    }
+    // SAFETY: `Direct` holds the socket's write half, so the descriptor
+    // stays open while `inner` (and its lock) is held; the borrow ends with
+    // this call and never closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+    match SockRef::from(&fd).send(frame) {
+        Ok(n) if n == frame.len() => Through::Whole,
+        Ok(n) if n > 0 => Through::Part(frame.slice(n..)),
+        _ => Through::Not,
     }
 }
 
@@ -320,30 +424,41 @@ impl Writer {
     }
 }
 
-impl Stream for Writer {
-    type Item = Bytes;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let mut inner = this.outbox.lock();
-        this.outbox.stats.mark_progress();
+impl Writer {
+    /// The next frame to write. `holding`: the caller still has frames it
+    /// took and has not wholly written, so the outbox must not write past
+    /// them (see [`Outbox::offer`]).
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>, holding: bool) -> Poll<Option<Bytes>> {
+        let mut inner = self.outbox.lock();
+        self.outbox.stats.mark_progress();
         if let Some((bytes, first_of_offer)) = inner.frames.pop_front() {
             if first_of_offer {
                 inner.offers -= 1;
             }
+            inner.in_flight = true;
             wake_reader_if_room(&mut inner);
             let catch_up = inner.frames.is_empty() && std::mem::take(&mut inner.catch_up);
             drop(inner);
             if catch_up {
-                this.catch_up.do_send(super::messages::CatchUp);
+                self.catch_up.do_send(super::messages::CatchUp);
             }
             return Poll::Ready(Some(bytes));
         }
+        inner.in_flight = holding;
         if inner.closed {
             return Poll::Ready(None);
         }
         inner.writer = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Stream for Writer {
+    type Item = Bytes;
+
+    /// Frame by frame, each one written before the next is asked for.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_frame(cx, false)
     }
 }
 

@@ -58,7 +58,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -233,6 +233,8 @@ async fn upgrade(
         (parts.io, Bytes::copy_from_slice(&parts.read_buf))
     };
     let (read, write) = io.into_split();
+    let write = Arc::new(write);
+    pending.outbox.attach(write.clone());
     let writer = pending.start(SocketInput::new(read, early));
     // The write loop gets a task of its own, and the dispatcher's task (its
     // state and this future's, several KiB) ends here instead of living as
@@ -305,10 +307,13 @@ impl Stream for SocketInput {
 const BATCH: usize = 16;
 
 /// The write loop: the outbox's frames to the socket, several per `writev`
-/// when several wait, each written from the bytes the outbox holds.
+/// when several wait, each written from the bytes the outbox holds. Frames
+/// that find nothing waiting are written by the outbox itself and never
+/// come here (see [`Outbox::offer`]): this loop writes what queued behind a
+/// full socket, and the session's own frames.
 struct Pump {
     writer: Writer,
-    io: OwnedWriteHalf,
+    io: Arc<OwnedWriteHalf>,
     /// Taken from the outbox, not yet (wholly) written; the first may be
     /// partly written already.
     pending: VecDeque<Bytes>,
@@ -317,7 +322,7 @@ struct Pump {
 }
 
 impl Pump {
-    fn new(writer: Writer, io: OwnedWriteHalf) -> Self {
+    fn new(writer: Writer, io: Arc<OwnedWriteHalf>) -> Self {
         Self {
             writer,
             io,
@@ -332,41 +337,47 @@ impl Future for Pump {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        // The outbox has this task's waker since it last said it was empty,
-        // so once that is written there is no need to ask it again: anything
-        // queued since has woken the task. Saves a lock per frame.
-        let mut drained = false;
         loop {
-            while !this.ended && !drained && this.pending.len() < BATCH {
-                match Pin::new(&mut this.writer).poll_next(cx) {
+            while !this.ended && this.pending.len() < BATCH {
+                let holding = !this.pending.is_empty();
+                match this.writer.poll_frame(cx, holding) {
                     Poll::Ready(Some(frame)) => this.pending.push_back(frame),
                     Poll::Ready(None) => this.ended = true,
-                    Poll::Pending => drained = true,
+                    Poll::Pending => break,
                 }
             }
             if this.pending.is_empty() {
                 if this.ended {
-                    return Pin::new(&mut this.io).poll_shutdown(cx);
+                    // Dropping the last handle of the write half shuts it
+                    // down (the outbox let go of its own when it closed).
+                    return Poll::Ready(Ok(()));
                 }
                 // The outbox has the waker.
                 return Poll::Pending;
             }
-            // One frame (the usual case below saturation) goes by `send`,
-            // several by `writev`: a `writev` costs more in the kernel than
-            // a `send` of the same bytes (docs/BENCHMARKS.md, cpu).
-            let mut written = if this.pending.len() == 1 {
-                ready!(Pin::new(&mut this.io).poll_write(cx, &this.pending[0]))?
+            let socket: &TcpStream = (*this.io).as_ref();
+            ready!(socket.poll_write_ready(cx))?;
+            // One frame goes by `send`, several by `writev`: a `writev`
+            // costs more in the kernel than a `send` of the same bytes
+            // (docs/BENCHMARKS.md, cpu).
+            let tried = if this.pending.len() == 1 {
+                socket.try_write(&this.pending[0])
             } else {
                 let mut slices = [IoSlice::new(&[]); BATCH];
                 let n = this.pending.len().min(BATCH);
                 for (slot, frame) in slices.iter_mut().zip(this.pending.iter()) {
                     *slot = IoSlice::new(frame);
                 }
-                ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..n]))?
+                socket.try_write_vectored(&slices[..n])
             };
-            if written == 0 {
-                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
+            let mut written = match tried {
+                Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                // Readiness was stale; it is cleared, and the next
+                // `poll_write_ready` waits for the socket.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             while written > 0 {
                 let first = this
                     .pending
@@ -514,6 +525,107 @@ mod tests {
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 
+    /// A worker's frame with nothing before it is written by the outbox
+    /// itself (no write loop runs here); once the socket is full the rest
+    /// queue, and the write loop writes them after, in order, with nothing
+    /// lost or repeated.
+    #[actix_web::test]
+    async fn frames_go_straight_to_the_socket_until_it_is_full() {
+        use crate::session::messages::Body;
+        use crate::session::outbox::Wire;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_socket, _) = listener.accept().await.unwrap();
+        crate::net::cap_send_buffer(&server_socket, 64 * 1024);
+        let (_read, write) = server_socket.into_split();
+        let write = Arc::new(write);
+        let outbox = Outbox::new(10_000, Arc::new(SessionStats::new()));
+        outbox.attach(write.clone());
+
+        let first = Wire::new(&"first".into());
+        assert_eq!(outbox.offer(&Body::Frame(first.clone())), Ok(1));
+        let mut got = [0u8; 7];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("written with no write loop")
+            .unwrap();
+        assert_eq!(&got, b"\x81\x05first");
+
+        let mut expected = Vec::new();
+        for i in 0..600usize {
+            let w = Wire::new(
+                &format!("{i:05}{}", "x".repeat(i * 37 % 9000))
+                    .as_str()
+                    .into(),
+            );
+            expected.extend_from_slice(&w.payload_frame());
+            assert_eq!(outbox.offer(&Body::Frame(w)), Ok(1));
+        }
+        assert!(outbox.len() > 0, "a full socket leaves frames queued");
+        outbox.close(Some(1000), "done");
+        let quiet = Quiet.start();
+        let writer = Writer::new(
+            outbox.clone(),
+            quiet.clone().recipient(),
+            quiet.recipient(),
+            None,
+        );
+        let pump = actix_web::rt::spawn(Pump::new(writer, write));
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).await.unwrap();
+        pump.await.unwrap().expect("the loop ends cleanly");
+        let (body, close) = rest.split_at(expected.len());
+        assert!(body == expected.as_slice(), "frames differ");
+        assert_eq!(&close[..4], &[0x88, 6, 0x03, 0xe8], "then the close frame");
+    }
+
+    /// While the write loop holds frames it has not wholly written, a
+    /// worker's frame waits behind them even with the queue empty; once the
+    /// loop has written all and said so, the next one goes straight out.
+    #[actix_web::test]
+    async fn nothing_is_written_past_what_the_loop_holds() {
+        use crate::session::messages::Body;
+        use crate::session::outbox::Wire;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_socket, _) = listener.accept().await.unwrap();
+        let (_read, write) = server_socket.into_split();
+        let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
+        outbox.text("held".into());
+        outbox.attach(Arc::new(write));
+        let quiet = Quiet.start();
+        let mut writer = Writer::new(
+            outbox.clone(),
+            quiet.clone().recipient(),
+            quiet.recipient(),
+            None,
+        );
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        let held = writer.poll_frame(&mut cx, false);
+        assert!(matches!(held, Poll::Ready(Some(_))), "the loop took it");
+        assert_eq!(outbox.offer(&Body::Frame(Wire::new(&"next".into()))), Ok(1));
+        assert_eq!(outbox.len(), 1, "queued behind the held frame");
+        let next = writer.poll_frame(&mut cx, true);
+        assert!(matches!(next, Poll::Ready(Some(_))));
+        // The loop wrote both (here: dropped them) and finds nothing more.
+        assert!(writer.poll_frame(&mut cx, false).is_pending());
+        assert_eq!(
+            outbox.offer(&Body::Frame(Wire::new(&"direct".into()))),
+            Ok(1)
+        );
+        assert_eq!(outbox.len(), 0, "written, not queued");
+        let mut got = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("it arrives")
+            .unwrap();
+        assert_eq!(&got, b"\x81\x06direct");
+    }
+
     /// The loop goes idle once the outbox is empty and written, without
     /// asking the outbox again: a frame queued later must still wake it,
     /// one frame alone (`send`) or several at once (`writev`).
@@ -533,7 +645,7 @@ mod tests {
             quiet.recipient(),
             None,
         );
-        let pump = actix_web::rt::spawn(Pump::new(writer, write));
+        let pump = actix_web::rt::spawn(Pump::new(writer, Arc::new(write)));
         let mut got = [0u8; 64];
         for round in 0..3u8 {
             // Let the loop find the outbox empty and go idle first.
@@ -595,7 +707,7 @@ mod tests {
         let (_read, write) = server_socket.into_split();
         let quiet = Quiet.start();
         let writer = Writer::new(outbox, quiet.clone().recipient(), quiet.recipient(), None);
-        let pump = actix_web::rt::spawn(Pump::new(writer, write));
+        let pump = actix_web::rt::spawn(Pump::new(writer, Arc::new(write)));
         // Nothing has been read: the loop must be stuck on a full socket.
         tokio::task::yield_now().await;
         assert!(!pump.is_finished());
