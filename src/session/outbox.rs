@@ -34,7 +34,7 @@ use socket2::SockRef;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::net::tcp::OwnedWriteHalf;
 
@@ -82,9 +82,19 @@ pub enum Refused {
     Closed,
 }
 
-struct Inner {
+/// The queue's state. In this order, and laid out as written, so that what
+/// every frame reads (all but the last three fields) shares a 128-byte block
+/// with the lock and the counters before it (see [`SessionStats`]).
+#[repr(C)]
+pub(super) struct Inner {
     /// Each frame, and whether it is the first of a worker's offer.
     frames: VecDeque<(Bytes, bool)>,
+    /// The connection's task, waiting for a frame.
+    writer: Option<Waker>,
+    /// The socket's descriptor, for writing a worker's frame straight away
+    /// when nothing waits before it (see [`Outbox::offer`]); valid while
+    /// `socket` holds the socket. Taken away when the session ends.
+    direct: Option<RawFd>,
     /// Worker offers waiting (their first frames not yet written).
     offers: usize,
     capacity: usize,
@@ -93,53 +103,62 @@ struct Inner {
     /// The connection's write loop holds frames it took and has not wholly
     /// written: nothing may be written past them.
     in_flight: bool,
-    /// The socket, for writing a worker's frame straight away when nothing
-    /// waits before it (see [`Outbox::offer`]); taken away when the session
-    /// ends, so that the socket closes with its write loop.
-    direct: Option<Direct>,
-    /// The connection's task, waiting for a frame.
-    writer: Option<Waker>,
+    /// A worker's frame was refused: when the queue has drained, the session
+    /// asks for the latest state rather than wait for the next broadcast,
+    /// which may be long in coming (an upstream outage broadcasts nothing).
+    catch_up: bool,
+    /// Keeps `direct` open; dropped with it, so that the socket closes with
+    /// its write loop.
+    socket: Option<Arc<OwnedWriteHalf>>,
     /// The session's input, paused while the queue is over `capacity`.
     reader: Option<Waker>,
     /// The last `status` queued: a session on several watchlists gets the
     /// same one from each worker and writes it once.
     last_status: Option<Wire>,
-    /// A worker's frame was refused: when the queue has drained, the session
-    /// asks for the latest state rather than wait for the next broadcast,
-    /// which may be long in coming (an upstream outage broadcasts nothing).
-    catch_up: bool,
+}
+
+impl Inner {
+    pub(super) fn new() -> Self {
+        Self {
+            frames: VecDeque::new(),
+            offers: 0,
+            capacity: 0,
+            closed: false,
+            in_flight: false,
+            direct: None,
+            socket: None,
+            writer: None,
+            reader: None,
+            last_status: None,
+            catch_up: false,
+        }
+    }
 }
 
 /// A session's queue of framed bytes (cheap to clone: one shared queue).
+///
+/// The queue lives in the session's [`SessionStats`], beside the counters
+/// every frame bumps: a relay's pass over 10,000 sessions missed the cache
+/// on each session's lock and again on its counters, half of the time each,
+/// when they were two allocations (docs/BENCHMARKS.md, cpu).
 #[derive(Clone)]
 pub struct Outbox {
-    inner: Arc<Mutex<Inner>>,
     stats: Arc<SessionStats>,
 }
 
 impl Outbox {
+    /// The queue of the session `stats` belong to, taking `capacity` of a
+    /// worker's offers.
     pub fn new(capacity: usize, stats: Arc<SessionStats>) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(Inner {
-                frames: VecDeque::new(),
-                offers: 0,
-                capacity,
-                closed: false,
-                in_flight: false,
-                direct: None,
-                writer: None,
-                reader: None,
-                last_status: None,
-                catch_up: false,
-            })),
-            stats,
-        }
+        let out = Self { stats };
+        out.lock().capacity = capacity;
+        out
     }
 
     // A panic while the lock is held leaves plain data, and every path
     // below keeps it consistent between statements: carry on with it.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.stats.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many of a worker's offers may wait before more are refused.
@@ -154,11 +173,8 @@ impl Outbox {
     pub fn attach(&self, socket: Arc<OwnedWriteHalf>) {
         let mut inner = self.lock();
         if !inner.closed {
-            let fd = AsRef::<tokio::net::TcpStream>::as_ref(&*socket).as_raw_fd();
-            inner.direct = Some(Direct {
-                fd,
-                _socket: socket,
-            });
+            inner.direct = Some(AsRef::<tokio::net::TcpStream>::as_ref(&*socket).as_raw_fd());
+            inner.socket = Some(socket);
         }
     }
 
@@ -256,6 +272,7 @@ impl Outbox {
         let mut inner = self.lock();
         inner.closed = true;
         inner.direct = None;
+        inner.socket = None;
         if let Some(w) = inner.writer.take() {
             w.wake();
         }
@@ -326,18 +343,6 @@ impl Outbox {
     }
 }
 
-/// The socket a worker's frame may be written to straight away: its
-/// descriptor, used as is, and the handle that keeps it open meanwhile.
-/// Through the handle, the write went through four pointers (the half, the
-/// stream, its registration, the readiness) before the `send`: a cache miss
-/// each, per session and frame, which cost more than the write loop's task
-/// it saved. The socket is non-blocking; a full one answers `WouldBlock`, the
-/// frame is queued, and the write loop learns the same from its own write.
-struct Direct {
-    fd: RawFd,
-    _socket: Arc<OwnedWriteHalf>,
-}
-
 /// What a write straight to the socket did.
 enum Through {
     /// All of it went.
@@ -351,16 +356,23 @@ enum Through {
 }
 
 fn write_through(inner: &Inner, frame: &Bytes) -> Through {
-    let Some(socket) = &inner.direct else {
+    // The descriptor, used as is: through the write half, the write went
+    // through four pointers (the half, the stream, its registration, the
+    // readiness) before the `send`, a cache miss each per session and frame,
+    // which cost more than the write loop's task it saved. The socket is
+    // non-blocking; a full one answers `WouldBlock`, the frame is queued, and
+    // the write loop learns the same from its own write.
+    let Some(fd) = inner.direct else {
         return Through::Not;
     };
     if inner.closed || inner.in_flight || !inner.frames.is_empty() {
         return Through::Not;
     }
-    // SAFETY: `Direct` holds the socket's write half, so the descriptor
-    // stays open while `inner` (and its lock) is held; the borrow ends with
-    // this call and never closes it.
-    let fd = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+    // SAFETY: `inner.socket` holds the socket's write half whenever
+    // `direct` is set (both are set and cleared together, under the lock
+    // held here), so the descriptor is open; the borrow ends with this call
+    // and never closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     match SockRef::from(&fd).send(frame) {
         Ok(n) if n == frame.len() => Through::Whole,
         Ok(n) if n > 0 => Through::Part(frame.slice(n..)),
@@ -520,6 +532,17 @@ mod tests {
             let text: Frame = "x".repeat(len).into();
             assert_eq!(Wire::new(&text).payload(), text.as_bytes(), "{len}");
         }
+    }
+
+    #[test]
+    fn what_every_frame_reads_is_in_one_128_byte_block() {
+        let stats = SessionStats::new();
+        let base = &stats as *const SessionStats as usize;
+        assert_eq!(base % 128, 0);
+        let guard = stats.queue.lock().unwrap();
+        let inner = &*guard as *const Inner as usize - base;
+        let hot_end = inner + std::mem::offset_of!(Inner, socket);
+        assert!(hot_end <= 128, "hot fields end at byte {hot_end}");
     }
 
     #[test]
