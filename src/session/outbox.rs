@@ -3,11 +3,13 @@
 //!
 //! A worker frames each message once ([`Wire`]; server frames are not
 //! masked, so the same bytes are valid on every socket) and each session's
-//! outbox takes a reference to those bytes. The relay of the session's thread queues them
-//! directly, without a message to the session actor; the actor queues its own
-//! answers, pings and the close frame into the same outbox, so everything a
-//! client sees keeps one order. The connection reads the outbox through
-//! [`Writer`] and writes the frames to its socket (see [`super::transport`]).
+//! outbox takes a reference to those bytes. The relay of the session's
+//! thread hands them over directly, without a message to the session actor;
+//! the actor puts its own answers, pings and the close frame through the
+//! same outbox, so everything a client sees keeps one order. A frame that
+//! finds nothing waiting before it is sent to the socket at once, by the
+//! outbox; the rest are queued, and the connection reads them through
+//! [`Writer`] and writes them (see [`super::transport`]).
 //!
 //! Bounds: a worker's offers are refused once `capacity` of them wait (the
 //! subscription is then marked lagging and catches up with a snapshot); an
@@ -17,11 +19,14 @@
 //! reading its client ([`Throttled`]), so a client that sends and never reads
 //! cannot grow the queue: its writes stall and the stall watchdog cuts it.
 //!
-//! Lifecycle: made by the upgrade (see [`super::endpoint`]), shared by the
-//! session actor, the relays' targets and the [`Writer`]. Closed by a close
-//! frame or when the actor stops; the [`Writer`] ends once a closed outbox is
-//! empty, which ends the connection. A [`Writer`] dropped by the connection
-//! (the peer went) tells the actor to stop.
+//! Lifecycle: made by the upgrade (see [`super::endpoint`]), its queue
+//! living in the session's [`SessionStats`]; shared by the session actor, the
+//! relays' targets and the [`Writer`]. Given the socket's write half by the
+//! upgrade, and lets go of it when the session stops (the write loop holds
+//! the other handle). Closed by a close frame or when the actor stops; the
+//! [`Writer`] ends once a closed outbox is empty, which ends the connection.
+//! A [`Writer`] dropped by the connection (the peer went) tells the actor to
+//! stop.
 
 use super::messages::{Body, CloseSession, SessionStats};
 use super::table::SessionGuard;

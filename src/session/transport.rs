@@ -5,9 +5,10 @@
 //! [`super::outbox`]). Through the dispatcher each frame was copied into
 //! the connection's write buffer, the body was polled twice per frame and
 //! every connection kept the dispatcher's two 8 KiB buffers for its whole
-//! life. Here the frames queued in the outbox go to the socket as they are
-//! (`writev` of the shared bytes), and a connection keeps no buffer between
-//! reads: each read is copied into an allocation of its own size.
+//! life. Here the shared bytes go to the socket as they are (sent by the
+//! outbox itself when nothing waits, else by the write loop here, `writev`
+//! for several), and a connection keeps no buffer between reads: each read
+//! is copied into an allocation of its own size.
 //!
 //! How: the server is assembled from actix-http's `HttpService` with an
 //! upgrade service (see [`crate::startup`]); actix-web's `HttpServer`
