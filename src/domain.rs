@@ -37,9 +37,28 @@ fn not_empty_within(field: &'static str, text: &str, max: usize) -> Result<(), D
 }
 
 /// `as_str` and the `String` conversions serde goes through, for a newtype
-/// over a `String` that `parse` checks.
+/// over text (a `String`, or with `shared`, an `Arc<str>`) that `parse`
+/// checks.
 macro_rules! string_conversions {
     ($name:ident) => {
+        string_conversions!(@common $name);
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+    };
+    ($name:ident, shared) => {
+        string_conversions!(@common $name);
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0.to_string()
+            }
+        }
+    };
+    (@common $name:ident) => {
         impl $name {
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -50,12 +69,6 @@ macro_rules! string_conversions {
             type Error = DomainError;
             fn try_from(value: String) -> Result<Self, Self::Error> {
                 Self::parse(&value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
             }
         }
     };
@@ -87,24 +100,9 @@ impl Symbol {
         }
         Ok(Self(upper.into()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Symbol {
-    type Error = DomainError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Symbol> for String {
-    fn from(v: Symbol) -> String {
-        v.0.to_string()
-    }
-}
+string_conversions!(Symbol, shared);
 
 impl fmt::Display for Symbol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

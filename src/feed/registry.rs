@@ -164,21 +164,7 @@ impl Distributor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Sink;
-
-    impl Actor for Sink {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<QuoteTick> for Sink {
-        type Result = ();
-        fn handle(&mut self, _: QuoteTick, _: &mut Context<Self>) {}
-    }
-
-    fn syms(names: &[&str]) -> Vec<Symbol> {
-        names.iter().map(|n| Symbol::parse(n).unwrap()).collect()
-    }
+    use crate::testkit::{syms, watcher};
 
     fn set(names: &[&str]) -> BTreeSet<Symbol> {
         syms(names).into_iter().collect()
@@ -187,10 +173,9 @@ mod tests {
     #[actix::test]
     async fn the_distinct_symbols_follow_every_change() {
         let registry = WorkerRegistry::default();
-        let sink = Sink.start().recipient();
         assert!(registry.symbols().is_empty());
-        let a = registry.register(syms(&["AAPL", "MSFT"]), sink.clone());
-        let b = registry.register(syms(&["MSFT", "TSLA"]), sink);
+        let a = watcher(&registry, &["AAPL", "MSFT"]);
+        let b = watcher(&registry, &["MSFT", "TSLA"]);
         assert_eq!(registry.symbols(), set(&["AAPL", "MSFT", "TSLA"]));
         // Asked again with nothing changed: the same set.
         assert_eq!(registry.symbols(), set(&["AAPL", "MSFT", "TSLA"]));

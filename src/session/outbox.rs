@@ -63,7 +63,7 @@ impl Wire {
 
     /// The whole frame, as written.
     #[cfg(test)]
-    pub(crate) fn payload_frame(&self) -> Bytes {
+    pub(crate) fn bytes(&self) -> Bytes {
         self.0.clone()
     }
 
@@ -204,18 +204,13 @@ impl Outbox {
         let was_empty = inner.frames.is_empty();
         let before = inner.frames.len();
         match body {
-            Body::Frame(w) => match write_through(&inner, &w.0) {
-                Through::Whole => {
+            Body::Frame(w) => {
+                if send_or_queue(&mut inner, &w.0) {
                     drop(inner);
-                    self.stats.mark_progress();
-                    self.stats
-                        .sent
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.sent_now(1);
                     return Ok(1);
                 }
-                Through::Part(rest) => inner.frames.push_back((rest, false)),
-                Through::Not => inner.frames.push_back((w.0.clone(), false)),
-            },
+            }
             Body::Status(w) => queue_status(&mut inner, w),
             Body::Opening { frames, status } => {
                 inner
@@ -300,21 +295,27 @@ impl Outbox {
             return;
         }
         let was_empty = inner.frames.is_empty();
-        match write_through(&inner, &bytes) {
-            Through::Whole => {
-                drop(inner);
-                self.stats.mark_progress();
-                if texts > 0 {
-                    self.stats
-                        .sent
-                        .fetch_add(texts as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                return;
-            }
-            Through::Part(rest) => inner.frames.push_back((rest, false)),
-            Through::Not => inner.frames.push_back((bytes, false)),
+        if send_or_queue(&mut inner, &bytes) {
+            drop(inner);
+            self.sent_now(texts);
+            return;
         }
         self.queued(inner, was_empty, texts);
+    }
+
+    /// A frame went to the socket whole, past the queue: progress for the
+    /// watchdog, and `texts` text messages sent.
+    fn sent_now(&self, texts: usize) {
+        self.stats.mark_progress();
+        self.count_sent(texts);
+    }
+
+    fn count_sent(&self, texts: usize) {
+        if texts > 0 {
+            self.stats
+                .sent
+                .fetch_add(texts as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn queued(&self, mut inner: MutexGuard<'_, Inner>, was_empty: bool, texts: usize) {
@@ -325,11 +326,7 @@ impl Outbox {
         }
         let writer = inner.writer.take();
         drop(inner);
-        if texts > 0 {
-            self.stats
-                .sent
-                .fetch_add(texts as u64, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.count_sent(texts);
         if let Some(w) = writer {
             w.wake();
         }
@@ -348,41 +345,33 @@ impl Outbox {
     }
 }
 
-/// What a write straight to the socket did.
-enum Through {
-    /// All of it went.
-    Whole,
-    /// Only the start went: the rest is to be queued.
-    Part(Bytes),
-    /// Nothing went (no socket, something waits before it, the socket is
-    /// full or failed): the frame is to be queued, and the write loop meets
-    /// the failure, if any, on its next write.
-    Not,
-}
-
-fn write_through(inner: &Inner, frame: &Bytes) -> Through {
-    // The descriptor, used as is: through the write half, the write went
-    // through four pointers (the half, the stream, its registration, the
-    // readiness) before the `send`, a cache miss each per session and frame,
-    // which cost more than the write loop's task it saved. The socket is
-    // non-blocking; a full one answers `WouldBlock`, the frame is queued, and
-    // the write loop learns the same from its own write.
-    let Some(fd) = inner.direct else {
-        return Through::Not;
+/// Sends `frame` to the socket at once if nothing waits before it, and
+/// returns true if all of it went; otherwise queues what did not go.
+///
+/// The descriptor is used as is: through the write half, the write went
+/// through four pointers (the half, the stream, its registration, the
+/// readiness) before the `send`, a cache miss each per session and frame,
+/// which cost more than the write loop's task it saved. The socket is
+/// non-blocking; a full one answers `WouldBlock` and the frame is queued; a
+/// failed one is queued too, and the write loop meets the failure on its
+/// next write.
+fn send_or_queue(inner: &mut Inner, frame: &Bytes) -> bool {
+    let sent = match inner.direct {
+        Some(fd) if !inner.closed && !inner.in_flight && inner.frames.is_empty() => {
+            // SAFETY: `inner.socket` holds the socket's write half whenever
+            // `direct` is set (both are set and cleared together, under the
+            // lock held here), so the descriptor is open; the borrow ends
+            // with this call and never closes it.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            SockRef::from(&fd).send(frame).unwrap_or(0)
+        }
+        _ => 0,
     };
-    if inner.closed || inner.in_flight || !inner.frames.is_empty() {
-        return Through::Not;
+    if sent == frame.len() {
+        return true;
     }
-    // SAFETY: `inner.socket` holds the socket's write half whenever
-    // `direct` is set (both are set and cleared together, under the lock
-    // held here), so the descriptor is open; the borrow ends with this call
-    // and never closes it.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    match SockRef::from(&fd).send(frame) {
-        Ok(n) if n == frame.len() => Through::Whole,
-        Ok(n) if n > 0 => Through::Part(frame.slice(n..)),
-        _ => Through::Not,
-    }
+    inner.frames.push_back((frame.slice(sent..), false));
+    false
 }
 
 fn queue_status(inner: &mut Inner, w: &Wire) {

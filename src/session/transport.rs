@@ -421,6 +421,23 @@ mod tests {
         fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) {}
     }
 
+    /// A connected pair on loopback: the peer's end, and the server's.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server_socket, _) = listener.accept().await.unwrap();
+        (peer, server_socket)
+    }
+
+    /// The write loop's view of `outbox`, reporting to a session that
+    /// ignores what it is told.
+    fn writer(outbox: Outbox) -> Writer {
+        let quiet = Quiet.start();
+        Writer::new(outbox, quiet.clone().recipient(), quiet.recipient(), None)
+    }
+
     /// The copy has every value, repeated names in their order, and none of
     /// them points into the buffer the parser read them from.
     #[test]
@@ -534,11 +551,7 @@ mod tests {
     async fn frames_go_straight_to_the_socket_until_it_is_full() {
         use crate::session::messages::Body;
         use crate::session::outbox::Wire;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_socket, _) = listener.accept().await.unwrap();
+        let (mut peer, server_socket) = connected().await;
         crate::net::cap_send_buffer(&server_socket, 64 * 1024);
         let (_read, write) = server_socket.into_split();
         let write = Arc::new(write);
@@ -561,18 +574,12 @@ mod tests {
                     .as_str()
                     .into(),
             );
-            expected.extend_from_slice(&w.payload_frame());
+            expected.extend_from_slice(&w.bytes());
             assert_eq!(outbox.offer(&Body::Frame(w)), Ok(1));
         }
         assert!(outbox.len() > 0, "a full socket leaves frames queued");
         outbox.close(Some(1000), "done");
-        let quiet = Quiet.start();
-        let writer = Writer::new(
-            outbox.clone(),
-            quiet.clone().recipient(),
-            quiet.recipient(),
-            None,
-        );
+        let writer = writer(outbox.clone());
         let pump = actix_web::rt::spawn(Pump::new(writer, write));
         let mut rest = Vec::new();
         peer.read_to_end(&mut rest).await.unwrap();
@@ -589,22 +596,12 @@ mod tests {
     async fn nothing_is_written_past_what_the_loop_holds() {
         use crate::session::messages::Body;
         use crate::session::outbox::Wire;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_socket, _) = listener.accept().await.unwrap();
+        let (mut peer, server_socket) = connected().await;
         let (_read, write) = server_socket.into_split();
         let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
         outbox.text("held".into());
         outbox.attach(Arc::new(write));
-        let quiet = Quiet.start();
-        let mut writer = Writer::new(
-            outbox.clone(),
-            quiet.clone().recipient(),
-            quiet.recipient(),
-            None,
-        );
+        let mut writer = writer(outbox.clone());
         let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
         let held = writer.poll_frame(&mut cx, false);
         assert!(matches!(held, Poll::Ready(Some(_))), "the loop took it");
@@ -627,25 +624,15 @@ mod tests {
         assert_eq!(&got, b"\x81\x06direct");
     }
 
-    /// The loop goes idle once the outbox is empty and written, without
-    /// asking the outbox again: a frame queued later must still wake it,
-    /// one frame alone (`send`) or several at once (`writev`).
+    /// The loop goes idle once the outbox is empty and written (having
+    /// told the outbox it holds nothing): a frame queued later must still
+    /// wake it, one frame alone (`send`) or several at once (`writev`).
     #[actix_web::test]
     async fn frames_queued_after_the_loop_went_idle_are_written() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_socket, _) = listener.accept().await.unwrap();
+        let (mut peer, server_socket) = connected().await;
         let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
         let (_read, write) = server_socket.into_split();
-        let quiet = Quiet.start();
-        let writer = Writer::new(
-            outbox.clone(),
-            quiet.clone().recipient(),
-            quiet.recipient(),
-            None,
-        );
+        let writer = writer(outbox.clone());
         let pump = actix_web::rt::spawn(Pump::new(writer, Arc::new(write)));
         let mut got = [0u8; 64];
         for round in 0..3u8 {
@@ -679,11 +666,7 @@ mod tests {
     /// every byte once, in order.
     #[actix_web::test]
     async fn partial_writes_lose_and_repeat_nothing() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server_socket, _) = listener.accept().await.unwrap();
+        let (mut peer, server_socket) = connected().await;
 
         let outbox = Outbox::new(10_000, Arc::new(SessionStats::new()));
         let mut expected = Vec::new();
@@ -706,8 +689,7 @@ mod tests {
         assert!(expected.len() > 2_000_000, "more than the socket buffers");
 
         let (_read, write) = server_socket.into_split();
-        let quiet = Quiet.start();
-        let writer = Writer::new(outbox, quiet.clone().recipient(), quiet.recipient(), None);
+        let writer = writer(outbox);
         let pump = actix_web::rt::spawn(Pump::new(writer, Arc::new(write)));
         // Nothing has been read: the loop must be stuck on a full socket.
         tokio::task::yield_now().await;
