@@ -21,6 +21,7 @@ use crate::worker::{
 };
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 struct Entry {
     worker: Addr<PriceWorker>,
@@ -60,8 +61,9 @@ impl Actor for Supervisor {
 #[rtype(result = "()")]
 pub struct Join {
     pub watchlist_id: i64,
-    /// Items as the session read them, for a worker spawned now.
-    pub items: Vec<ItemView>,
+    /// Items as the session read them, for a worker spawned now: shared,
+    /// since a join almost always finds its worker running and drops them.
+    pub items: Arc<[ItemView]>,
     /// To close the session when the server is draining.
     pub close: Recipient<CloseSession>,
     /// What the watchlist's worker is handed, as it is.
@@ -81,8 +83,13 @@ impl Handler<Join> for Supervisor {
         let deps = &self.deps;
         let entry = self.workers.entry(msg.watchlist_id).or_insert_with(|| {
             log::debug!("starting worker for watchlist {}", msg.watchlist_id);
-            let worker =
-                PriceWorker::new(msg.watchlist_id, msg.items, ctx.address(), deps.clone()).start();
+            let worker = PriceWorker::new(
+                msg.watchlist_id,
+                msg.items.to_vec(),
+                ctx.address(),
+                deps.clone(),
+            )
+            .start();
             Entry {
                 worker,
                 sessions: HashSet::new(),

@@ -480,7 +480,7 @@ impl Rig {
 
     /// A watchlist of these symbols: its id, and its items as a session
     /// reads them on its upgrade.
-    pub fn watchlist(&self, symbols: &[&str]) -> (i64, Arc<Vec<ItemView>>) {
+    pub fn watchlist(&self, symbols: &[&str]) -> (i64, Arc<[ItemView]>) {
         let items: Vec<ItemInput> = symbols
             .iter()
             .map(|s| ItemInput {
@@ -503,7 +503,7 @@ impl Rig {
             .run_sync(|c| repo::create_watchlist(c, &input, 1000, 1000))
             .expect("watchlist")
             .id;
-        (id, Arc::new(item_views(symbols)))
+        (id, item_views(symbols).into())
     }
 
     /// A new fake session, not joined to anything yet.
@@ -540,7 +540,7 @@ impl Rig {
     }
 
     /// Joins `session` to the watchlist, as its upgrade does.
-    pub fn join(&self, session: &Session, watchlist_id: i64, items: &Arc<Vec<ItemView>>) {
+    pub fn join(&self, session: &Session, watchlist_id: i64, items: &Arc<[ItemView]>) {
         self.supervisor
             .do_send(self.join_message(session, watchlist_id, items));
     }
@@ -550,11 +550,11 @@ impl Rig {
         &self,
         session: &Session,
         watchlist_id: i64,
-        items: &Arc<Vec<ItemView>>,
+        items: &Arc<[ItemView]>,
     ) -> Join {
         Join {
             watchlist_id,
-            items: items.to_vec(),
+            items: items.clone(),
             close: session.control.clone(),
             subscribe: Subscribe {
                 session_id: session.id,

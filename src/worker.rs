@@ -883,7 +883,7 @@ mod tests {
         rig.publish(vec![], degraded(2000));
         assert_eq!(a.any_frame().await["upstream"], "degraded");
         let mut late = rig.session();
-        let items = std::sync::Arc::new(item_views(&["AAPL"]));
+        let items: std::sync::Arc<[super::ItemView]> = item_views(&["AAPL"]).into();
         rig.join(&late, id, &items);
         assert_eq!(late.any_frame().await["type"], "snapshot");
         let status = late.any_frame().await;

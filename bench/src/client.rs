@@ -113,7 +113,7 @@ impl Plan {
 }
 
 /// Microseconds since the Unix epoch, the clock `ts` is written in.
-fn wall_us() -> i64 {
+pub(crate) fn wall_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)

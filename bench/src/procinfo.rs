@@ -27,6 +27,13 @@ fn parse_stat(text: &str) -> Option<(String, f64)> {
     Some((name, (utime + stime) / clk_tck()))
 }
 
+/// CPU seconds a process has used so far (user and system), read alone:
+/// cheap enough to sample every few milliseconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text).map(|(_, s)| s)
+}
+
 pub fn self_cpu_seconds() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
         .ok()

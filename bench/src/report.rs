@@ -249,8 +249,11 @@ pub struct StormReport {
     pub reconnect_latency: Percentiles,
     pub errors: std::collections::BTreeMap<String, u64>,
     pub close_codes: std::collections::BTreeMap<u16, u64>,
-    /// From the drop request to the end of the storm; 100 = one core.
+    /// From the first drop a client saw to the last session back (the
+    /// storm's own span, `storm_s`), sampled every 10 ms; 100 = one core.
     pub server_cpu_percent: Option<f64>,
+    /// Server CPU over that span per session back, microseconds.
+    pub server_cpu_us_per_session: Option<f64>,
     /// RSS before any session connected (the baseline of the check).
     pub rss_baseline: Option<u64>,
     /// The server's peak RSS over its life (VmHWM, or a sample above it).
@@ -613,13 +616,15 @@ fn human_storm(o: &mut String, st: &StormReport) {
     let l = &st.reconnect_latency;
     let _ = writeln!(
         o,
-        "  storm back  per session p50 {}  p99 {}  max {} (drop to snapshot); close codes {:?}; server CPU {}",
+        "  storm back  per session p50 {}  p99 {}  max {} (drop to snapshot); close codes {:?}; server CPU {} from first drop to last back ({} per session)",
         ms(l.p50_ms),
         ms(l.p99_ms),
         ms(l.max_ms),
         st.close_codes,
         st.server_cpu_percent
-            .map_or("-".into(), |v| format!("{v:.0}%"))
+            .map_or("-".into(), |v| format!("{v:.0}%")),
+        st.server_cpu_us_per_session
+            .map_or("-".into(), |v| format!("{v:.0} us"))
     );
     let trace: Vec<String> = st
         .rss_after_close

@@ -19,6 +19,7 @@ use crate::client::{Reconnect, StormStats};
 use crate::report::{self, Percentiles, RunReport, ScenarioReport, StormReport};
 use crate::target::{Kind, Target};
 use crate::{check, find, kinds, procinfo, progress, spec, Connected, Lived, Opts, Spec, FANOUT};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// RSS after close must come back within this factor of the baseline.
@@ -214,16 +215,41 @@ async fn storm_on(
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup)).await;
     let loaded = t.sample();
 
-    let storm_start = t.sample();
-    let asked = Instant::now();
-    dropper.drop_all(t).await?;
-    // The drop may wait for the server's next revocation sweep.
-    let storm = clients
-        .await_storm(Duration::from_millis(o.storm_limit_ms) + Duration::from_secs(30))
-        .await?;
-    let storm_end = t.sample();
-    let storm_wall = asked.elapsed().as_secs_f64();
-    let report = storm_report(&storm, dropper.how());
+    // The drop may wait for the server's next revocation sweep: the
+    // server's CPU is sampled from before the drop is asked for to after
+    // the last session is back, and read over the storm's own span.
+    let sampling = AtomicBool::new(true);
+    let before: Vec<_> = t
+        .cpu_seconds()
+        .map(|cpu| (crate::client::wall_us(), cpu))
+        .into_iter()
+        .collect();
+    let (storm, cpu_samples) = tokio::join!(
+        async {
+            let st = match dropper.drop_all(t).await {
+                Ok(()) => {
+                    clients
+                        .await_storm(
+                            Duration::from_millis(o.storm_limit_ms) + Duration::from_secs(30),
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            sampling.store(false, Ordering::Relaxed);
+            st
+        },
+        sample_cpu(t, &sampling, before)
+    );
+    let storm = storm?;
+    let mut report = storm_report(&storm, dropper.how());
+    report.server_cpu_percent = cpu_over(&cpu_samples, storm.first_drop_us, storm.last_back_us)
+        .zip(report.storm_s)
+        .map(|(cpu_s, wall)| cpu_s / wall.max(1e-3) * 100.0);
+    report.server_cpu_us_per_session =
+        cpu_over(&cpu_samples, storm.first_drop_us, storm.last_back_us)
+            .filter(|_| storm.reconnected > 0)
+            .map(|cpu_s| cpu_s * 1e6 / storm.reconnected as f64);
     progress(format!(
         "  storm: {} of {} dropped, {} back in {}, {} failed",
         storm.dropped,
@@ -259,10 +285,6 @@ async fn storm_on(
     crate::window_cpu(&mut server, &window_start, &window_end, &window);
     let baseline_rss = baseline.as_ref().map(|b| b.rss_bytes);
     let storm = StormReport {
-        server_cpu_percent: match (&storm_start, &storm_end) {
-            (Some(a), Some(b)) => Some((b.cpu_s - a.cpu_s) / storm_wall.max(1e-3) * 100.0),
-            _ => None,
-        },
         rss_baseline: baseline_rss,
         // VmHWM is updated lazily and the kernel's RSS counts are
         // approximate: a sample may read above it.
@@ -317,6 +339,7 @@ fn storm_report(st: &StormStats, drop_by: &str) -> StormReport {
         errors: st.errors.clone(),
         close_codes: st.close_codes.clone(),
         server_cpu_percent: None,
+        server_cpu_us_per_session: None,
         rss_baseline: None,
         rss_peak: None,
         rss_after_close: Vec::new(),
@@ -343,6 +366,35 @@ async fn watch_rss(t: &Target, since: Instant, watch: f64, step: f64) -> Vec<(f6
     trace
 }
 
+/// `out` (samples taken before), then the server's CPU seconds every 10 ms
+/// while `on` holds and once after, each with the wall-clock microseconds
+/// it was read at (the clients' storm times are wall-clock too, and may
+/// come from other processes).
+async fn sample_cpu(t: &Target, on: &AtomicBool, mut out: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
+    let sample = |out: &mut Vec<(i64, f64)>| {
+        if let Some(cpu) = t.cpu_seconds() {
+            out.push((crate::client::wall_us(), cpu));
+        }
+    };
+    while on.load(Ordering::Relaxed) {
+        sample(&mut out);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One more, after the storm was seen to end.
+    sample(&mut out);
+    out
+}
+
+/// CPU seconds used from `from` to `to` (wall-clock microseconds): from the
+/// last sample at or before `from` to the first at or after `to`, so the
+/// span is covered whole (at most 10 ms more on each side).
+fn cpu_over(samples: &[(i64, f64)], from: Option<i64>, to: Option<i64>) -> Option<f64> {
+    let (from, to) = (from?, to?);
+    let start = samples.iter().rev().find(|(t, _)| *t <= from)?.1;
+    let end = samples.iter().find(|(t, _)| *t >= to)?.1;
+    Some(end - start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +416,27 @@ mod tests {
         assert_eq!(r.sessions_per_s, Some(2.0));
         let none = storm_report(&StormStats::default(), "test");
         assert_eq!((none.storm_s, none.sessions_per_s), (None, None));
+    }
+
+    #[test]
+    fn server_cpu_covers_the_storm_and_not_the_wait_before_it() {
+        // CPU seconds sampled every 10 ms (in microseconds of wall clock):
+        // busy before the drop (the wait for the sweep), then the storm.
+        let samples: Vec<(i64, f64)> = vec![
+            (0, 1.0),
+            (10_000, 1.5),
+            (20_000, 1.6),
+            (30_000, 1.7),
+            (40_000, 2.0),
+            (50_000, 2.0),
+        ];
+        // From the last sample at or before the first drop to the first at
+        // or after the last session back.
+        let cpu = cpu_over(&samples, Some(15_000), Some(35_000)).unwrap();
+        assert!((cpu - 0.5).abs() < 1e-9, "{cpu}");
+        assert!((cpu_over(&samples, Some(10_000), Some(30_000)).unwrap() - 0.2).abs() < 1e-9);
+        // Not covered by the samples, or no storm: no figure.
+        assert_eq!(cpu_over(&samples, Some(15_000), Some(60_000)), None);
+        assert_eq!(cpu_over(&samples, None, Some(30_000)), None);
     }
 }

@@ -543,6 +543,11 @@ impl Target {
         procinfo::sample(self.pid?)
     }
 
+    /// The server's CPU seconds so far, if its process is known.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        procinfo::cpu_seconds(self.pid?)
+    }
+
     /// When sessions failed to connect, whether the server ran out of file
     /// descriptors (it then cannot accept, and clients only see timeouts).
     pub fn fd_exhausted(&self) -> Option<(usize, u64)> {

@@ -16,7 +16,6 @@ use crate::auth::{self, AuthError, Caller, TicketError};
 use crate::net::ConnSocket;
 use crate::protocol::{self, Since};
 use crate::state::AppState;
-use crate::worker::ItemView;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde::Deserialize;
@@ -94,7 +93,7 @@ pub async fn connect_watchlist(
         .await?;
     let first = FirstSubscription {
         watchlist_id,
-        items: items.iter().filter_map(ItemView::from_row).collect(),
+        items,
         since,
         intraday,
     };

@@ -24,7 +24,8 @@
 use crate::access::{self, Access};
 use crate::api::ApiError;
 use crate::auth::{self, Caller};
-use crate::db::{models::Item, models::Watchlist, Db, DbConn, DbError};
+use crate::db::{models::Watchlist, Db, DbConn, DbError};
+use crate::worker::ItemView;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
@@ -52,8 +53,9 @@ pub struct Lookup {
 #[derive(Debug)]
 pub struct Found {
     pub caller: Caller,
-    /// The watchlist's items, when one was asked for.
-    pub items: Vec<Item>,
+    /// The watchlist's items, when one was asked for: one copy per trip and
+    /// watchlist, shared by the upgrades it answers.
+    pub items: Arc<[ItemView]>,
 }
 
 type Reply = oneshot::Sender<Result<Found, ApiError>>;
@@ -155,7 +157,7 @@ impl Drop for StopGuard<'_> {
 fn answer(c: &mut DbConn, lookups: Vec<Lookup>) -> Vec<Result<Found, ApiError>> {
     let mut callers: HashMap<String, Caller> = HashMap::new();
     let mut watchlists: HashMap<i64, Watchlist> = HashMap::new();
-    let mut items: HashMap<i64, Vec<Item>> = HashMap::new();
+    let mut items: HashMap<i64, Arc<[ItemView]>> = HashMap::new();
     lookups
         .into_iter()
         .map(|lookup| {
@@ -173,7 +175,7 @@ fn answer(c: &mut DbConn, lookups: Vec<Lookup>) -> Vec<Result<Found, ApiError>> 
             let Some(id) = lookup.watchlist else {
                 return Ok(Found {
                     caller,
-                    items: Vec::new(),
+                    items: Arc::new([]),
                 });
             };
             let watchlist = match watchlists.get(&id) {
@@ -184,17 +186,19 @@ fn answer(c: &mut DbConn, lookups: Vec<Lookup>) -> Vec<Result<Found, ApiError>> 
                 }
             };
             access::check(watchlist, caller.user.id, Access::Read)?;
-            let rows = match items.get(&id) {
-                Some(rows) => rows.clone(),
+            let views = match items.get(&id) {
+                Some(views) => views.clone(),
                 None => {
                     let rows = crate::db::repo::get_items(c, id)?;
-                    items.insert(id, rows.clone());
-                    rows
+                    let views: Arc<[ItemView]> =
+                        rows.iter().filter_map(ItemView::from_row).collect();
+                    items.insert(id, views.clone());
+                    views
                 }
             };
             Ok(Found {
                 caller,
-                items: rows,
+                items: views,
             })
         })
         .collect()

@@ -109,8 +109,9 @@ pub enum Endpoint {
 /// The v1 endpoint's subscription, as the upgrade checked it.
 pub struct FirstSubscription {
     pub watchlist_id: i64,
-    /// Items as read at upgrade time, for a worker this join may start.
-    pub items: Vec<ItemView>,
+    /// Items as read at upgrade time, for a worker this join may start
+    /// (shared by every upgrade the same trip answered).
+    pub items: Arc<[ItemView]>,
     pub since: Option<Since>,
     pub intraday: bool,
 }

@@ -260,10 +260,11 @@ impl Outbox {
             return;
         }
         let was_empty = inner.frames.is_empty();
-        inner
-            .frames
-            .push_back((frame(OpCode::Close, &payload), false));
+        // Sent at once when nothing waits, like any other frame, rather than
+        // queued for the write loop's next turn on its thread.
+        send_or_queue(&mut inner, &frame(OpCode::Close, &payload));
         inner.closed = true;
+        // The write loop ends once a closed outbox is empty: wake it.
         self.queued(inner, was_empty, 0);
     }
 

@@ -589,6 +589,36 @@ mod tests {
         assert_eq!(&close[..4], &[0x88, 6, 0x03, 0xe8], "then the close frame");
     }
 
+    /// A close frame with nothing before it goes straight out too, as any
+    /// frame does; the write loop then finds the outbox closed and empty
+    /// and ends the connection, and nothing queued after the close is sent.
+    #[actix_web::test]
+    async fn a_close_with_nothing_before_it_goes_straight_out() {
+        let (mut peer, server_socket) = connected().await;
+        let (_read, write) = server_socket.into_split();
+        let write = Arc::new(write);
+        let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
+        outbox.attach(write.clone());
+        outbox.close(Some(1008), "bye");
+        assert_eq!(outbox.len(), 0, "sent, not queued");
+        let mut got = [0u8; 7];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("written with no write loop")
+            .unwrap();
+        assert_eq!(&got, &[0x88, 5, 0x03, 0xf0, b'b', b'y', b'e']);
+
+        outbox.text("after the close".into());
+        let pump = actix_web::rt::spawn(Pump::new(writer(outbox.clone()), write));
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut rest))
+            .await
+            .expect("the connection ends")
+            .unwrap();
+        pump.await.unwrap().expect("the loop ends cleanly");
+        assert!(rest.is_empty(), "nothing after the close: {rest:?}");
+    }
+
     /// While the write loop holds frames it has not wholly written, a
     /// worker's frame waits behind them even with the queue empty; once the
     /// loop has written all and said so, the next one goes straight out.
