@@ -246,8 +246,9 @@ impl Outbox {
         self.push(frame(OpCode::Pong, payload), 0);
     }
 
-    /// Queues the close frame (with no code when `code` is `None`, as when
-    /// echoing a client's close that had none); nothing is queued after it.
+    /// Sends the close frame, or queues it behind what waits (with no code
+    /// when `code` is `None`, as when echoing a client's close that had
+    /// none); nothing is queued after it.
     pub fn close(&self, code: Option<u16>, reason: &str) {
         let mut payload = Vec::with_capacity(2 + reason.len());
         if let Some(code) = code {
