@@ -243,13 +243,13 @@ async fn storm_on(
     );
     let storm = storm?;
     let mut report = storm_report(&storm, dropper.how());
-    report.server_cpu_percent = cpu_over(&cpu_samples, storm.first_drop_us, storm.last_back_us)
+    let storm_cpu_s = cpu_over(&cpu_samples, storm.first_drop_us, storm.last_back_us);
+    report.server_cpu_percent = storm_cpu_s
         .zip(report.storm_s)
         .map(|(cpu_s, wall)| cpu_s / wall.max(1e-3) * 100.0);
-    report.server_cpu_us_per_session =
-        cpu_over(&cpu_samples, storm.first_drop_us, storm.last_back_us)
-            .filter(|_| storm.reconnected > 0)
-            .map(|cpu_s| cpu_s * 1e6 / storm.reconnected as f64);
+    report.server_cpu_us_per_session = storm_cpu_s
+        .filter(|_| storm.reconnected > 0)
+        .map(|cpu_s| cpu_s * 1e6 / storm.reconnected as f64);
     progress(format!(
         "  storm: {} of {} dropped, {} back in {}, {} failed",
         storm.dropped,
