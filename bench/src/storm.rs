@@ -226,16 +226,12 @@ async fn storm_on(
         .collect();
     let (storm, cpu_samples) = tokio::join!(
         async {
-            let st = match dropper.drop_all(t).await {
-                Ok(()) => {
-                    clients
-                        .await_storm(
-                            Duration::from_millis(o.storm_limit_ms) + Duration::from_secs(30),
-                        )
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let limit = Duration::from_millis(o.storm_limit_ms) + Duration::from_secs(30);
+            let st = async {
+                dropper.drop_all(t).await?;
+                clients.await_storm(limit).await
+            }
+            .await;
             sampling.store(false, Ordering::Relaxed);
             st
         },

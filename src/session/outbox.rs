@@ -14,7 +14,7 @@
 //! Bounds: a worker's offers are refused once `capacity` of them wait (the
 //! subscription is then marked lagging and catches up with a snapshot); an
 //! offer is one slot however many frames it holds (a join's opening is one,
-//! however long its replay). The session's own frames are always queued,
+//! however long its replay). The session's own frames are never refused,
 //! but once more than `capacity` frames of any kind wait the session stops
 //! reading its client ([`Throttled`]), so a client that sends and never reads
 //! cannot grow the queue: its writes stall and the stall watchdog cuts it.
@@ -96,9 +96,9 @@ pub(super) struct Inner {
     frames: VecDeque<(Bytes, bool)>,
     /// The connection's task, waiting for a frame.
     writer: Option<Waker>,
-    /// The socket's descriptor, for writing a worker's frame straight away
-    /// when nothing waits before it (see [`Outbox::offer`]); valid while
-    /// `socket` holds the socket. Taken away when the session ends.
+    /// The socket's descriptor, for writing a frame straight away when
+    /// nothing waits before it (see [`send_or_queue`]); valid while `socket`
+    /// holds the socket. Taken away when the session ends.
     direct: Option<RawFd>,
     /// Worker offers waiting (their first frames not yet written).
     offers: usize,

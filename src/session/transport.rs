@@ -308,10 +308,13 @@ impl Stream for SocketInput {
 const BATCH: usize = 16;
 
 /// The write loop: the outbox's frames to the socket, several per `writev`
-/// when several wait, each written from the bytes the outbox holds. Frames
-/// that find nothing waiting are written by the outbox itself and never
-/// come here (see [`Outbox::offer`]): this loop writes what queued behind a
-/// full socket, and the session's own frames.
+/// when several wait, each written from the bytes the outbox holds. A
+/// single frame that finds nothing waiting (a worker's broadcast, the
+/// session's own, the close) is written by the outbox itself and never
+/// comes here (see [`Outbox::offer`]); this loop writes the rest: a join's
+/// opening and `status` frames, what queued behind a full socket or behind
+/// frames the loop still holds, and what was queued before the socket was
+/// attached.
 struct Pump {
     writer: Writer,
     io: Arc<OwnedWriteHalf>,
@@ -429,6 +432,30 @@ mod tests {
             .unwrap();
         let (server_socket, _) = listener.accept().await.unwrap();
         (peer, server_socket)
+    }
+
+    /// The server's end split, its write half attached to a new outbox
+    /// taking `capacity` offers (the read half is kept open by the caller).
+    fn attached(
+        server_socket: TcpStream,
+        capacity: usize,
+    ) -> (OwnedReadHalf, Arc<OwnedWriteHalf>, Outbox) {
+        let (read, write) = server_socket.into_split();
+        let write = Arc::new(write);
+        let outbox = Outbox::new(capacity, Arc::new(SessionStats::new()));
+        outbox.attach(write.clone());
+        (read, write, outbox)
+    }
+
+    /// The next `n` bytes the peer receives, within 5 s (`what` they are,
+    /// for the failure).
+    async fn read_n(peer: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect(what)
+            .unwrap();
+        got
     }
 
     /// The write loop's view of `outbox`, reporting to a session that
@@ -553,19 +580,12 @@ mod tests {
         use crate::session::outbox::Wire;
         let (mut peer, server_socket) = connected().await;
         crate::net::cap_send_buffer(&server_socket, 64 * 1024);
-        let (_read, write) = server_socket.into_split();
-        let write = Arc::new(write);
-        let outbox = Outbox::new(10_000, Arc::new(SessionStats::new()));
-        outbox.attach(write.clone());
+        let (_read, write, outbox) = attached(server_socket, 10_000);
 
         let first = Wire::new(&"first".into());
         assert_eq!(outbox.offer(&Body::Frame(first.clone())), Ok(1));
-        let mut got = [0u8; 7];
-        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
-            .await
-            .expect("written with no write loop")
-            .unwrap();
-        assert_eq!(&got, b"\x81\x05first");
+        let got = read_n(&mut peer, 7, "written with no write loop").await;
+        assert_eq!(got, b"\x81\x05first");
 
         let mut expected = Vec::new();
         for i in 0..600usize {
@@ -595,18 +615,11 @@ mod tests {
     #[actix_web::test]
     async fn a_close_with_nothing_before_it_goes_straight_out() {
         let (mut peer, server_socket) = connected().await;
-        let (_read, write) = server_socket.into_split();
-        let write = Arc::new(write);
-        let outbox = Outbox::new(16, Arc::new(SessionStats::new()));
-        outbox.attach(write.clone());
+        let (_read, write, outbox) = attached(server_socket, 16);
         outbox.close(Some(1008), "bye");
         assert_eq!(outbox.len(), 0, "sent, not queued");
-        let mut got = [0u8; 7];
-        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
-            .await
-            .expect("written with no write loop")
-            .unwrap();
-        assert_eq!(&got, &[0x88, 5, 0x03, 0xf0, b'b', b'y', b'e']);
+        let got = read_n(&mut peer, 7, "written with no write loop").await;
+        assert_eq!(got, &[0x88, 5, 0x03, 0xf0, b'b', b'y', b'e']);
 
         outbox.text("after the close".into());
         let pump = actix_web::rt::spawn(Pump::new(writer(outbox.clone()), write));
@@ -646,12 +659,8 @@ mod tests {
             Ok(1)
         );
         assert_eq!(outbox.len(), 0, "written, not queued");
-        let mut got = [0u8; 8];
-        tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got))
-            .await
-            .expect("it arrives")
-            .unwrap();
-        assert_eq!(&got, b"\x81\x06direct");
+        let got = read_n(&mut peer, 8, "it arrives").await;
+        assert_eq!(got, b"\x81\x06direct");
     }
 
     /// The loop goes idle once the outbox is empty and written (having
@@ -664,7 +673,6 @@ mod tests {
         let (_read, write) = server_socket.into_split();
         let writer = writer(outbox.clone());
         let pump = actix_web::rt::spawn(Pump::new(writer, Arc::new(write)));
-        let mut got = [0u8; 64];
         for round in 0..3u8 {
             // Let the loop find the outbox empty and go idle first.
             for _ in 0..4 {
@@ -679,12 +687,8 @@ mod tests {
                 .iter()
                 .flat_map(|t| [&[0x81, t.len() as u8][..], t.as_bytes()].concat())
                 .collect();
-            let n = want.len();
-            tokio::time::timeout(Duration::from_secs(5), peer.read_exact(&mut got[..n]))
-                .await
-                .expect("the queued frames arrive")
-                .unwrap();
-            assert_eq!(&got[..n], &want[..], "round {round}");
+            let got = read_n(&mut peer, want.len(), "the queued frames arrive").await;
+            assert_eq!(&got[..], &want[..], "round {round}");
         }
         outbox.close(Some(1000), "done");
         pump.await.unwrap().expect("the loop ends cleanly");
