@@ -40,6 +40,7 @@ use crate::session::admission::ConnectLimiter;
 use crate::session::lookups::ConnectLookups;
 use crate::session::relay::RelayHandle;
 use crate::session::table::SessionTable;
+use crate::session::SessionDeps;
 use crate::session::SessionRules;
 use crate::state::AppState;
 use crate::state::ClusterParts;
@@ -154,16 +155,25 @@ fn http_server(
     let server = builder
         .listen("quotecast-http", listener, move || {
             // Called once on each HTTP worker thread: that thread's relay,
-            // shared by both instances of the app on it.
+            // and what its sessions share, for both instances of the app on
+            // it.
             let relay = RelayHandle::start(state.metrics.clone());
-            let app = |relay: RelayHandle| {
+            let session_deps = web::Data::new(SessionDeps {
+                table: state.sessions.clone(),
+                supervisor: state.supervisor.clone(),
+                db: state.db.clone(),
+                relay,
+                metrics: state.metrics.clone(),
+                rules: state.session_rules,
+            });
+            let app = |session_deps: web::Data<SessionDeps>| {
                 App::new()
                     .app_data(state.clone())
-                    .app_data(web::Data::new(relay))
+                    .app_data(session_deps)
                     .configure(crate::api::routes)
                     .into_factory()
             };
-            let upgrade_app = app(relay.clone());
+            let upgrade_app = app(session_deps.clone());
             let crowd_gone = state.crowd_gone.listen();
             let refreshers = state.metrics.pool_refreshers.clone();
             let trims = state.metrics.memory_trims.clone();
@@ -208,7 +218,7 @@ fn http_server(
                 .local_addr(addr)
                 .on_connect_ext(move |tcp: &TcpStream, ext| record_socket(tcp, ext, send_buffer))
                 .upgrade(upgrade)
-                .finish(map_config(app(relay), |_| AppConfig::default()))
+                .finish(map_config(app(session_deps), |_| AppConfig::default()))
                 .tcp()
         })?
         .run();

@@ -14,7 +14,7 @@
 //! worker nobody would stop.
 
 use crate::protocol::close;
-use crate::session::messages::CloseSession;
+use crate::session::messages::{CloseSession, Closer};
 use crate::worker::{
     AccessChanged, Deleted, GetInfo, ItemView, ItemsChanged, PriceWorker, Refresh, Reload,
     SendSnapshot, StopWorker, Subscribe, Unsubscribe, WorkerDeps, WorkerInfo,
@@ -65,7 +65,7 @@ pub struct Join {
     /// since a join almost always finds its worker running and drops them.
     pub items: Arc<[ItemView]>,
     /// To close the session when the server is draining.
-    pub close: Recipient<CloseSession>,
+    pub close: Closer,
     /// What the watchlist's worker is handed, as it is.
     pub subscribe: Subscribe,
 }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{close, EndReason};
 use crate::quote::{Fetched, Known, MarketQuote, MARKET_CLOSED, MARKET_REGULAR};
 use crate::session::messages::{
-    CatchUp, CloseSession, SessionStats, Subscription, SubscriptionEnded,
+    CatchUp, CloseSession, Closer, SessionStats, Subscription, SubscriptionEnded,
 };
 use crate::session::outbox::{Outbox, Writer};
 use crate::session::relay::RelayHandle;
@@ -352,7 +352,7 @@ impl Handler<CloseSession> for FakeSession {
 pub(crate) struct Session {
     pub id: u64,
     out: Outbox,
-    control: Recipient<CloseSession>,
+    control: Closer,
     ended: Recipient<SubscriptionEnded>,
     /// One subscription per fake session (as on a v1 socket).
     sub: Arc<Subscription>,
@@ -522,16 +522,12 @@ impl Rig {
         let (tx, seen) = mpsc::unbounded_channel();
         let out = Outbox::new(capacity, Arc::new(SessionStats::new()));
         let addr = FakeSession { out: out.clone() }.start();
-        let writer = Writer::new(
-            out.clone(),
-            addr.clone().recipient(),
-            addr.clone().recipient(),
-            None,
-        );
+        let control: Closer = Arc::new(addr.clone().recipient());
+        let writer = Writer::new(out.clone(), control.clone(), addr.clone().recipient(), None);
         Session {
             id: self.next_session,
             out,
-            control: addr.clone().recipient(),
+            control,
             ended: addr.recipient(),
             sub: Arc::new(Subscription::new(1)),
             seen,

@@ -318,7 +318,7 @@ impl PriceWorker {
         let mut by_relay: HashMap<u64, (RelayHandle, Vec<Target>)> = HashMap::new();
         for sub in self.subscribers.values() {
             by_relay
-                .entry(sub.relay.id)
+                .entry(sub.relay.id())
                 .or_insert_with(|| (sub.relay.clone(), Vec::new()))
                 .1
                 .push(sub.target.clone());

@@ -7,7 +7,6 @@ use super::admission;
 use super::frames::Limits;
 use super::lookups::{Credentials, Found, Lookup};
 use super::outbox::Outbox;
-use super::relay::RelayHandle;
 use super::table::{LimitError, NewSession};
 use super::transport::{PendingSession, ViaUpgrade};
 use super::{Endpoint, FirstSubscription, SessionDeps, WsSession};
@@ -202,20 +201,13 @@ async fn start(
         }
     }
 
-    // Each HTTP worker thread has its relay (see `startup`).
-    let relay = req
-        .app_data::<web::Data<RelayHandle>>()
-        .map(|r| r.get_ref().clone())
-        .ok_or_else(|| ApiError::Internal("no relay on this thread".into()))?;
-    let rules = state.session_rules;
-    let deps = SessionDeps {
-        table: state.sessions.clone(),
-        supervisor: state.supervisor.clone(),
-        db: state.db.clone(),
-        relay,
-        metrics: state.metrics.clone(),
-        rules,
-    };
+    // Each HTTP worker thread has its relay, and its sessions share one
+    // set of handles to the rest of the service (see `startup`).
+    let deps = req
+        .app_data::<web::Data<SessionDeps>>()
+        .map(|d| d.clone().into_inner())
+        .ok_or_else(|| ApiError::Internal("no session handles on this thread".into()))?;
+    let rules = deps.rules;
     let limits = Limits {
         max_message_bytes: rules.max_message_bytes,
         max_fragments: protocol::MAX_FRAGMENTS,

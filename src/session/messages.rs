@@ -5,7 +5,7 @@ use super::outbox::Wire;
 use crate::protocol::Frame;
 use actix::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// What a worker sends a subscription (through the relay of the session's
@@ -93,6 +93,13 @@ pub struct CloseSession {
     pub code: u16,
     pub reason: &'static str,
 }
+
+/// A session's address for [`CloseSession`], made once per session and
+/// shared by whoever may close it (its connection's writer, the session
+/// table, its joins): a clone is a reference count, where a clone of an
+/// actix recipient is three allocations, freed again on whichever thread
+/// lets go of it.
+pub type Closer = Arc<Recipient<CloseSession>>;
 
 /// Counters shared between a session actor and whoever feeds it, and the
 /// session's outbound queue (see [`super::outbox::Outbox`]). Aligned so that

@@ -46,7 +46,7 @@ use crate::supervisor::{Join, Leave, SnapshotFor, Supervisor};
 use crate::worker::{ItemView, Subscribe};
 use actix::prelude::*;
 use frames::Inbound;
-use messages::{CatchUp, CloseSession, Subscription, SubscriptionEnded, UserFrame};
+use messages::{CatchUp, CloseSession, Closer, Subscription, SubscriptionEnded, UserFrame};
 use outbox::Outbox;
 use relay::RelayHandle;
 use std::collections::HashMap;
@@ -84,8 +84,9 @@ impl SessionRules {
     }
 }
 
-/// What a session needs from the rest of the service.
-#[derive(Clone)]
+/// What a session needs from the rest of the service: one per HTTP worker
+/// thread, shared by that thread's sessions (cloning its handles for each
+/// session was a dozen allocations, freed again at its end).
 pub struct SessionDeps {
     pub table: SessionTable,
     pub supervisor: Addr<Supervisor>,
@@ -136,7 +137,10 @@ pub struct WsSession {
     next_sub: u64,
     /// What the connection writes; the relays queue into it too.
     out: Outbox,
-    deps: SessionDeps,
+    /// Its own address for closes, shared with its connection's writer
+    /// (see [`transport`]); made when first needed otherwise.
+    closer: Option<Closer>,
+    deps: Arc<SessionDeps>,
     /// When the peer was last heard from (any frame, including pongs).
     last_heard: Instant,
     bad_messages: u32,
@@ -148,7 +152,7 @@ impl WsSession {
         user_id: i64,
         endpoint: Endpoint,
         out: Outbox,
-        deps: SessionDeps,
+        deps: Arc<SessionDeps>,
     ) -> Self {
         let (single, first) = match endpoint {
             Endpoint::Watchlist(first) => (Some(first.watchlist_id), Some(first)),
@@ -162,6 +166,7 @@ impl WsSession {
             subs: HashMap::new(),
             next_sub: 0,
             out,
+            closer: None,
             deps,
             last_heard: Instant::now(),
             bad_messages: 0,
@@ -171,6 +176,12 @@ impl WsSession {
     fn close(&self, ctx: &mut Context<Self>, code: u16, reason: &str) {
         self.out.close(Some(code), reason);
         ctx.stop();
+    }
+
+    fn closer(&mut self, ctx: &mut Context<Self>) -> Closer {
+        self.closer
+            .get_or_insert_with(|| Arc::new(ctx.address().recipient()))
+            .clone()
     }
 
     fn send(&self, frame: Frame) {
@@ -206,7 +217,11 @@ impl WsSession {
                 joined: false,
             },
         );
-        self.publish_subscriptions();
+        // A v1 socket's one subscription is in its table entry from the
+        // upgrade on.
+        if self.single.is_none() {
+            self.publish_subscriptions();
+        }
         state
     }
 
@@ -219,6 +234,7 @@ impl WsSession {
     /// Registers subscription `sub` with the watchlist's worker.
     fn join(&mut self, ctx: &mut Context<Self>, first: FirstSubscription, ack: bool) {
         self.size_queue();
+        let close = self.closer(ctx);
         let Some(sub) = self.subs.get_mut(&first.watchlist_id) else {
             return;
         };
@@ -226,7 +242,7 @@ impl WsSession {
         self.deps.supervisor.do_send(Join {
             watchlist_id: first.watchlist_id,
             items: first.items,
-            close: ctx.address().recipient(),
+            close,
             subscribe: Subscribe {
                 session_id: self.guard.id,
                 user_id: self.user_id,
@@ -255,6 +271,13 @@ impl WsSession {
         let Some(sub) = self.subs.remove(&watchlist_id) else {
             return false;
         };
+        self.leave(watchlist_id, sub);
+        self.publish_subscriptions();
+        true
+    }
+
+    /// Ends a subscription taken out of `subs`.
+    fn leave(&self, watchlist_id: i64, sub: Sub) {
         sub.state.end();
         if sub.joined {
             self.deps.supervisor.do_send(Leave {
@@ -263,8 +286,6 @@ impl WsSession {
                 sub: sub.state.id,
             });
         }
-        self.publish_subscriptions();
-        true
     }
 
     fn refuse(&self, refusal: Refusal, watchlist_id: i64) {
@@ -386,9 +407,10 @@ impl Actor for WsSession {
         // with `try_send`, and a session that does not take them is full.
         ctx.set_mailbox_capacity(self.deps.rules.queue);
         self.deps.metrics.sessions_opened.inc();
+        let closer = self.closer(ctx);
         self.deps.table.set_control(
             self.guard.id,
-            ctx.address().recipient(),
+            closer,
             ctx.address().recipient(),
             Some(self.deps.relay.clone()),
         );
@@ -418,9 +440,9 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.out.finish();
         self.deps.metrics.sessions_closed.inc();
-        let ids: Vec<i64> = self.subs.keys().copied().collect();
-        for id in ids {
-            self.drop_sub(id);
+        // Not published: the session's entry goes with it.
+        for (id, sub) in std::mem::take(&mut self.subs) {
+            self.leave(id, sub);
         }
     }
 }

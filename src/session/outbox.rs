@@ -28,7 +28,7 @@
 //! A [`Writer`] dropped by the connection (the peer went) tells the actor to
 //! stop.
 
-use super::messages::{Body, CloseSession, SessionStats};
+use super::messages::{Body, CloseSession, Closer, SessionStats};
 use super::table::SessionGuard;
 use crate::protocol::{close, Frame};
 use actix::Recipient;
@@ -408,7 +408,7 @@ pub struct Writer {
     outbox: Outbox,
     /// Told to stop when the connection drops this writer, and to catch up
     /// when frames were refused and the queue has drained.
-    session: Recipient<CloseSession>,
+    session: Closer,
     catch_up: Recipient<super::messages::CatchUp>,
     /// The session's place in the table, kept while the connection lives
     /// even if the actor has stopped: a connection that cannot flush its
@@ -419,7 +419,7 @@ pub struct Writer {
 impl Writer {
     pub fn new(
         outbox: Outbox,
-        session: Recipient<CloseSession>,
+        session: Closer,
         catch_up: Recipient<super::messages::CatchUp>,
         guard: Option<Arc<SessionGuard>>,
     ) -> Self {

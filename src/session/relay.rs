@@ -14,7 +14,7 @@
 //! (see [`crate::startup`]); it lives as long as that thread's arbiter. It
 //! holds no session: the lists come with each batch.
 
-use super::messages::{Body, CloseSession, Subscription};
+use super::messages::{Body, CloseSession, Closer, Subscription};
 use super::outbox::{Outbox, Refused, Wire};
 use crate::metrics::Metrics;
 use actix::prelude::*;
@@ -143,7 +143,7 @@ impl Handler<Batch> for Relay {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseAll {
-    pub sessions: Vec<Recipient<CloseSession>>,
+    pub sessions: Vec<Closer>,
     pub close: CloseSession,
 }
 
@@ -156,10 +156,16 @@ impl Handler<CloseAll> for Relay {
     }
 }
 
-/// A relay's address and identity (workers group sessions by it).
+/// A relay's address and identity (workers group sessions by it). Cloned
+/// for every session of its thread (the session table's entry, each
+/// subscription at its worker): a clone is a reference count, where a
+/// clone of its two actix recipients was six allocations, freed again on
+/// whichever thread let go of them.
 #[derive(Clone)]
-pub struct RelayHandle {
-    pub id: u64,
+pub struct RelayHandle(Arc<RelayAddr>);
+
+struct RelayAddr {
+    id: u64,
     addr: Recipient<Batch>,
     closes: Recipient<CloseAll>,
 }
@@ -170,24 +176,29 @@ impl RelayHandle {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         metrics.relays.inc();
         let relay = Relay { metrics }.start();
-        Self {
+        Self(Arc::new(RelayAddr {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             addr: relay.clone().recipient(),
             closes: relay.recipient(),
-        }
+        }))
+    }
+
+    /// This relay's identity, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.0.id
     }
 
     /// Closes these sessions of the relay's thread. Never dropped for a
     /// full mailbox (a close must arrive); if the relay is gone, so is its
     /// thread and every session on it.
-    pub fn close_all(&self, sessions: Vec<Recipient<CloseSession>>, close: CloseSession) {
-        self.closes.do_send(CloseAll { sessions, close });
+    pub fn close_all(&self, sessions: Vec<Closer>, close: CloseSession) {
+        self.0.closes.do_send(CloseAll { sessions, close });
     }
 
     /// Hands a batch over without waiting; if the relay is full or gone, the
     /// batch counts as dropped for each of its sessions.
     pub fn send(&self, batch: Batch, metrics: &Metrics) {
-        if let Err(SendError::Full(b) | SendError::Closed(b)) = self.addr.try_send(batch) {
+        if let Err(SendError::Full(b) | SendError::Closed(b)) = self.0.addr.try_send(batch) {
             for t in b.targets.iter() {
                 t.dropped(metrics, &b.drops);
             }

@@ -7,7 +7,7 @@
 //! lives inside the session actor, so the entry goes when the actor goes,
 //! whatever the reason.
 
-use super::messages::{CloseSession, SessionStats, UserFrame};
+use super::messages::{CloseSession, Closer, SessionStats, UserFrame};
 use super::relay::RelayHandle;
 use crate::net::ConnSocket;
 use crate::protocol::Frame;
@@ -29,7 +29,7 @@ pub struct SessionEntry {
     pub connected_at: DateTime<Utc>,
     pub stats: Arc<SessionStats>,
     /// Set once the actor has started.
-    pub control: Option<Recipient<CloseSession>>,
+    pub control: Option<Closer>,
     /// Set once the actor has started: frames about the user.
     pub user_frames: Option<Recipient<UserFrame>>,
     /// A close asked for before the actor started: sent the moment it does.
@@ -241,7 +241,7 @@ impl SessionTable {
     pub fn set_control(
         &self,
         id: u64,
-        control: Recipient<CloseSession>,
+        control: Closer,
         user_frames: Recipient<UserFrame>,
         relay: Option<RelayHandle>,
     ) {
@@ -311,15 +311,14 @@ impl SessionTable {
         let close = CloseSession { code, reason };
         // Grouped by thread: one message to each thread's relay, which
         // passes the closes on there (see `RelayHandle::close_all`).
-        let mut by_thread: HashMap<u64, (RelayHandle, Vec<Recipient<CloseSession>>)> =
-            HashMap::new();
+        let mut by_thread: HashMap<u64, (RelayHandle, Vec<Closer>)> = HashMap::new();
         let mut direct = Vec::new();
         let mut n = 0;
         for e in self.lock().sessions.values_mut().filter(|e| pred(e)) {
             n += 1;
             match (&e.control, &e.relay) {
                 (Some(c), Some(r)) => by_thread
-                    .entry(r.id)
+                    .entry(r.id())
                     .or_insert_with(|| (r.clone(), Vec::new()))
                     .1
                     .push(c.clone()),
@@ -467,7 +466,12 @@ mod tests {
         assert!(!t.close(g.id + 1, 1008, "no such session"));
         let (tx, rx) = std::sync::mpsc::channel();
         let addr = Closes(tx).start();
-        t.set_control(g.id, addr.clone().recipient(), addr.recipient(), None);
+        t.set_control(
+            g.id,
+            Arc::new(addr.clone().recipient()),
+            addr.recipient(),
+            None,
+        );
         let code =
             tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(5)))
                 .await
@@ -487,7 +491,7 @@ mod tests {
             let addr = Closes(tx.clone()).start();
             t.set_control(
                 g.id,
-                addr.clone().recipient(),
+                Arc::new(addr.clone().recipient()),
                 addr.recipient(),
                 Some(relay.clone()),
             );

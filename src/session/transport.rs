@@ -103,16 +103,15 @@ impl PendingSession {
             limits,
         } = self;
         let input = Throttled::new(Messages::new(input, limits), outbox.clone());
-        let addr = WsSession::create(move |ctx| {
+        let mut closer = None;
+        let addr = WsSession::create(|ctx| {
             ctx.add_stream(input);
+            let mut session = session;
+            closer = Some(session.closer(ctx));
             session
         });
-        Writer::new(
-            outbox,
-            addr.clone().recipient(),
-            addr.recipient(),
-            Some(guard),
-        )
+        let closer = closer.unwrap_or_else(|| Arc::new(addr.clone().recipient()));
+        Writer::new(outbox, closer, addr.recipient(), Some(guard))
     }
 }
 
@@ -462,7 +461,12 @@ mod tests {
     /// ignores what it is told.
     fn writer(outbox: Outbox) -> Writer {
         let quiet = Quiet.start();
-        Writer::new(outbox, quiet.clone().recipient(), quiet.recipient(), None)
+        Writer::new(
+            outbox,
+            Arc::new(quiet.clone().recipient()),
+            quiet.recipient(),
+            None,
+        )
     }
 
     /// The copy has every value, repeated names in their order, and none of
