@@ -138,7 +138,8 @@ pub struct WsSession {
     /// What the connection writes; the relays queue into it too.
     out: Outbox,
     /// Its own address for closes, shared with its connection's writer
-    /// (see [`transport`]); made when first needed otherwise.
+    /// (set by [`transport`] before the actor starts; made when first
+    /// needed otherwise).
     closer: Option<Closer>,
     deps: Arc<SessionDeps>,
     /// When the peer was last heard from (any frame, including pongs).

@@ -37,10 +37,11 @@
 //! them the sessions.
 
 use super::frames::{Limits, Messages};
+use super::messages::Closer;
 use super::outbox::{Outbox, Throttled, Writer};
 use super::table::SessionGuard;
 use super::WsSession;
-use actix::{Actor, AsyncContext};
+use actix::AsyncContext;
 use actix_codec::Framed;
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{Codec, Message};
@@ -103,14 +104,13 @@ impl PendingSession {
             limits,
         } = self;
         let input = Throttled::new(Messages::new(input, limits), outbox.clone());
-        let mut closer = None;
-        let addr = WsSession::create(|ctx| {
-            ctx.add_stream(input);
-            let mut session = session;
-            closer = Some(session.closer(ctx));
-            session
-        });
-        let closer = closer.unwrap_or_else(|| Arc::new(addr.clone().recipient()));
+        let mut ctx = actix::Context::new();
+        ctx.add_stream(input);
+        // One address for closes, the writer's and the session's own.
+        let closer: Closer = Arc::new(ctx.address().recipient());
+        let mut session = session;
+        session.closer = Some(closer.clone());
+        let addr = ctx.run(session);
         Writer::new(outbox, closer, addr.recipient(), Some(guard))
     }
 }
@@ -402,7 +402,7 @@ impl Future for Pump {
 mod tests {
     use super::*;
     use crate::session::messages::{CatchUp, CloseSession, SessionStats};
-    use actix::{Context, Handler};
+    use actix::{Actor, Context, Handler};
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
