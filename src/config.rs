@@ -68,6 +68,9 @@ pub struct ServerSettings {
     /// Origins (besides the service's own) whose pages may open WebSockets.
     pub allowed_origins: Vec<String>,
     pub workers: usize,
+    /// Run every thread of `serve` under `SCHED_BATCH` (see
+    /// [`crate::net::batch_scheduling`]).
+    pub batch_scheduling: bool,
     pub shutdown_timeout_s: u64,
     pub demo_data: bool,
 }

@@ -17,13 +17,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => match actix_web::rt::System::new().block_on(serve(settings)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("quotecast: {e}");
-                ExitCode::from(1)
+        Command::Serve => {
+            // Before any thread exists: the threads started later inherit it.
+            if settings.server.batch_scheduling {
+                if let Err(e) = quotecast::net::batch_scheduling() {
+                    log::warn!("could not set SCHED_BATCH: {e}");
+                }
             }
-        },
+            serve_in_system(settings)
+        }
         other => match cli::run_admin_command(&settings, other) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -31,6 +33,16 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+fn serve_in_system(settings: Settings) -> ExitCode {
+    match actix_web::rt::System::new().block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quotecast: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! The few socket-level things actix does not do for us: a listener with a
-//! deep backlog, a capped send buffer per connection, the open-file limit,
-//! and cutting off the socket of a session whose actor is no longer polled.
+//! The few socket- and process-level things actix does not do for us: a
+//! listener with a deep backlog, a capped send buffer per connection, the
+//! open-file limit, the threads' scheduling policy, and cutting off the
+//! socket of a session whose actor is no longer polled.
 
 use socket2::{Domain, SockRef, Socket, Type};
 use std::net::{SocketAddr, TcpListener};
@@ -51,6 +52,38 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Puts the calling thread under Linux's `SCHED_BATCH` policy. Threads
+/// inherit it from the thread that creates them, so `serve` calls this
+/// first, before the actix system and its threads exist, and every thread of
+/// the server runs under it.
+///
+/// Why: a connect goes through several threads (actix-server's acceptor, an
+/// HTTP worker, the blocking pool for its lookups, the realtime arbiter for
+/// its join), and under `SCHED_OTHER` each hand-off to a sleeping thread
+/// preempts whatever runs on that core. In a reconnect storm that is a
+/// context switch per connection and thread, a fifth of the server's CPU;
+/// under `SCHED_BATCH` a woken thread waits for the running one's time slice
+/// (a few ms at most, and not at all on an idle core), so the work is taken
+/// in batches. Nothing here needs a privilege, and the nice value is
+/// unchanged (docs/BENCHMARKS.md, storm: "Batch scheduling").
+#[cfg(target_os = "linux")]
+pub fn batch_scheduling() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param` for the duration of the call;
+    // pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Other systems have no `SCHED_BATCH`; the setting is ignored there.
+#[cfg(not(target_os = "linux"))]
+pub fn batch_scheduling() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The socket under a connection, recorded when it is accepted, so a stalled
 /// session can be cut off from outside its (unpolled) actor.
 #[derive(Debug, Clone, Copy)]
@@ -88,5 +121,39 @@ impl ConnSocket {
             return false;
         }
         sock.shutdown(std::net::Shutdown::Both).is_ok()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The policy of the calling thread.
+    fn policy() -> libc::c_int {
+        // SAFETY: no arguments besides pid 0, the calling thread.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// `serve` relies on this: set once before the runtime starts, the
+    /// policy reaches every thread started after (here: a thread of a
+    /// thread, as the pools' threads are started by the runtime's).
+    #[test]
+    fn batch_scheduling_is_inherited_by_the_threads_started_after() {
+        let (own, child, grandchild) = std::thread::spawn(|| {
+            super::batch_scheduling().expect("SCHED_BATCH needs no privilege");
+            let (child, grandchild) = std::thread::spawn(|| {
+                let grandchild = std::thread::spawn(policy).join().unwrap();
+                (policy(), grandchild)
+            })
+            .join()
+            .unwrap();
+            (policy(), child, grandchild)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            (own, child, grandchild),
+            (libc::SCHED_BATCH, libc::SCHED_BATCH, libc::SCHED_BATCH)
+        );
+        // Only the thread that asked (and its descendants) changed.
+        assert_eq!(policy(), libc::SCHED_OTHER);
     }
 }

@@ -309,6 +309,67 @@ async fn zero_setup_start_seeds_demo_data() {
     assert_eq!(server.terminate().await.code(), Some(0));
 }
 
+/// The scheduling policy of each thread of process `pid`, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, libc::c_int)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let Ok(tid) = task
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .parse::<libc::pid_t>()
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        // SAFETY: reads the policy of a thread by id; a thread that has
+        // ended since the listing gives -1 and is skipped.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        if policy >= 0 {
+            out.push((name.trim().to_owned(), policy));
+        }
+    }
+    out
+}
+
+/// `server.batch_scheduling` (default on): every thread of `serve` runs
+/// under SCHED_BATCH, the HTTP workers, the acceptor, the arbiters and the
+/// pools' threads included; switched off, none does.
+#[actix_web::test]
+async fn serve_runs_its_threads_under_batch_scheduling_unless_switched_off() {
+    for (setting, expected) in [("true", libc::SCHED_BATCH), ("false", libc::SCHED_OTHER)] {
+        let s = Scratch::new();
+        let token = s.user("alice");
+        let mut cmd = s.cmd(&["serve"]);
+        cmd.env("QUOTECAST__SERVER__BATCH_SCHEDULING", setting);
+        let mut server = Server::start(cmd);
+        // A session, so that the threads a connect uses have all started.
+        let id = server
+            .watchlist(&token, json!({"name": "w", "items": [{"symbol": "AAPL"}]}))
+            .await;
+        let mut ws = ws(server.addr(), id, &token).await;
+        ws.wait_type("snapshot").await;
+        let threads = thread_policies(server.child.id());
+        assert!(
+            threads.iter().any(|(n, _)| n.starts_with("actix-server"))
+                && threads
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("actix-rt"))
+                    .count()
+                    >= 2,
+            "the acceptor and the arbiters are listed: {threads:?}"
+        );
+        let other: Vec<_> = threads.iter().filter(|(_, p)| *p != expected).collect();
+        assert!(
+            other.is_empty(),
+            "batch_scheduling={setting}: threads under another policy: {other:?}"
+        );
+        ws.close().await;
+        assert_eq!(server.terminate().await.code(), Some(0));
+    }
+}
+
 /// `quotecast [args] serve` with this environment stops at start with one
 /// line, which names `key`.
 fn stops_naming(s: &Scratch, env: &[(&str, &str)], args: &[&str], key: &str) {

@@ -38,6 +38,10 @@ pub struct CeilingArgs {
     /// Runtime threads (quotecast runs one HTTP worker per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Run every thread under SCHED_BATCH (set before the runtime starts its
+    /// threads, which inherit it), as quotecast does by default.
+    #[arg(long)]
+    pub batch_scheduling: bool,
 }
 
 /// One watchlist's channel: frames go out as (seq, framed bytes).
@@ -144,6 +148,17 @@ pub fn main(args: CeilingArgs) -> Result<(), String> {
         args.threads
     };
     crate::procinfo::raise_fd_limit();
+    if args.batch_scheduling {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler reads `param` for the duration of the
+        // call; pid 0 is the calling thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            return Err(format!(
+                "ceiling: SCHED_BATCH: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     let rt = crate::runtime(threads)?;
     rt.block_on(serve(args))
 }

@@ -141,6 +141,10 @@ struct Opts {
     /// Runtime threads of the ceiling server (0: one per core, like quotecast's HTTP workers).
     #[arg(long, default_value_t = 0)]
     ceiling_threads: usize,
+    /// Run the ceiling's threads under SCHED_BATCH, as quotecast runs its own
+    /// by default (`server.batch_scheduling`): the same policy on both sides.
+    #[arg(long)]
+    ceiling_batch: bool,
     /// Make every session sleep this many ms after each message, so it lags: latency grows, and seq gaps appear once the server coalesces.
     #[arg(long, default_value_t = 0)]
     lag: u64,
@@ -856,9 +860,24 @@ async fn start_target(
     s: &Shape,
     fake: Option<&FakeYahoo>,
 ) -> Result<Target, String> {
+    let t = start_server(o, kind, s, fake).await?;
+    // The policy the server's threads run under moves its numbers (the
+    // storm's most): each run's log says which it was.
+    if let Some(policy) = t.pid.and_then(procinfo::sched_policy) {
+        progress(format!("  {} runs under {policy}", kind.name()));
+    }
+    Ok(t)
+}
+
+async fn start_server(
+    o: &Opts,
+    kind: Kind,
+    s: &Shape,
+    fake: Option<&FakeYahoo>,
+) -> Result<Target, String> {
     match kind {
         Kind::Ceiling => {
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 ("--tick-ms", s.tick_ms.to_string()),
                 ("--watchlists", s.watchlists.to_string()),
                 ("--symbols", s.symbols.to_string()),
@@ -868,6 +887,9 @@ async fn start_target(
             .into_iter()
             .flat_map(|(k, v)| [k.to_owned(), v])
             .collect();
+            if o.ceiling_batch {
+                args.push("--batch-scheduling".into());
+            }
             Target::start_ceiling(&args, o.server_log).await
         }
         Kind::Quotecast => {

@@ -145,6 +145,19 @@ pub fn raise_fd_limit() -> (u64, u64) {
     (lim.rlim_cur, lim.rlim_max)
 }
 
+/// The scheduling policy of process `pid`'s main thread, by name.
+pub fn sched_policy(pid: u32) -> Option<&'static str> {
+    // SAFETY: reads the policy of a process by id; -1 if it is gone.
+    match unsafe { libc::sched_getscheduler(pid as libc::pid_t) } {
+        libc::SCHED_OTHER => Some("SCHED_OTHER"),
+        libc::SCHED_BATCH => Some("SCHED_BATCH"),
+        libc::SCHED_IDLE => Some("SCHED_IDLE"),
+        libc::SCHED_FIFO => Some("SCHED_FIFO"),
+        libc::SCHED_RR => Some("SCHED_RR"),
+        _ => None,
+    }
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
