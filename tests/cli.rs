@@ -310,6 +310,7 @@ async fn zero_setup_start_seeds_demo_data() {
 }
 
 /// The scheduling policy of each thread of process `pid`, by thread name.
+#[cfg(target_os = "linux")]
 fn thread_policies(pid: u32) -> Vec<(String, libc::c_int)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -336,6 +337,7 @@ fn thread_policies(pid: u32) -> Vec<(String, libc::c_int)> {
 /// `server.batch_scheduling` (default on): every thread of `serve` runs
 /// under SCHED_BATCH, the HTTP workers, the acceptor, the arbiters and the
 /// pools' threads included; switched off, none does.
+#[cfg(target_os = "linux")]
 #[actix_web::test]
 async fn serve_runs_its_threads_under_batch_scheduling_unless_switched_off() {
     for (setting, expected) in [("true", libc::SCHED_BATCH), ("false", libc::SCHED_OTHER)] {
