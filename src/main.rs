@@ -24,7 +24,13 @@ fn main() -> ExitCode {
                     log::warn!("could not set SCHED_BATCH: {e}");
                 }
             }
-            serve_in_system(settings)
+            match actix_web::rt::System::new().block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("quotecast: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         other => match cli::run_admin_command(&settings, other) {
             Ok(()) => ExitCode::SUCCESS,
@@ -33,16 +39,6 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-    }
-}
-
-fn serve_in_system(settings: Settings) -> ExitCode {
-    match actix_web::rt::System::new().block_on(serve(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("quotecast: {e}");
-            ExitCode::from(1)
-        }
     }
 }
 

@@ -149,6 +149,8 @@ pub fn main(args: CeilingArgs) -> Result<(), String> {
     };
     crate::procinfo::raise_fd_limit();
     if args.batch_scheduling {
+        // As quotecast's `net::batch_scheduling`: the bench does not link
+        // quotecast (it is a client of the public contract only).
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler reads `param` for the duration of the
         // call; pid 0 is the calling thread.
